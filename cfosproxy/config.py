@@ -1,0 +1,452 @@
+"""The INI configuration file (DESIGN.md §3), read into frozen dataclasses.
+
+Every mistake in the file is a :class:`ConfigError` naming the file, the
+section and the key, so that ``twistd`` refuses to start with a message an
+operator can act on, instead of failing later on the first wallbox.
+
+Paths (``state_dir``, certificates, ...) are kept as written: relative ones
+are relative to the working directory, like twistd's own pid and log files.
+"""
+
+import configparser
+import math
+import os
+import re
+from dataclasses import dataclass, field, fields
+from urllib.parse import urlsplit
+
+# Only the parser: building an endpoint with reactor None imports no reactor.
+from twisted.internet.endpoints import serverFromString
+
+MODBUS_PORT = 4701
+"""The cFos Power Brain's Modbus TCP port, used when an address has none."""
+
+
+class ConfigError(Exception):
+    """A mistake in a configuration file.
+
+    ``section`` and ``key`` are None where the mistake is not inside one (an
+    unreadable file, a line that is not INI).  ``str(err)`` reads like
+    ``"etc/cfosproxy.ini: [server] tls: must be one of off, detect, on (got 'maybe')"``.
+    """
+
+    def __init__(self, path, section, key, message):
+        super().__init__(path, section, key, message)
+        self.path = path
+        self.section = section
+        self.key = key
+        self.message = message
+
+    def __str__(self):
+        where = []
+        if self.section is not None:
+            where.append(f"[{self.section}]")
+        if self.key is not None:
+            where.append(self.key)
+        parts = [self.path, " ".join(where), self.message]
+        return ": ".join(part for part in parts if part)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """``[server]``: the OCPP server that wallboxes connect to."""
+
+    listen: str = "tcp:19520"
+    tls: str = "detect"
+    password: str = field(default="", repr=False)
+    certificate: str = ""
+    private_key: str = ""
+    client_ca: str = ""
+    require_client_certificate: bool = False
+    accept_unknown: bool = False
+    max_message_size: int = 65536
+    ping_interval: int = 60
+    heartbeat_interval: int = 300
+    call_timeout: int = 30
+
+
+@dataclass(frozen=True)
+class ManagerConfig:
+    """``[manager]``: load management and the state kept on disk."""
+
+    mode: str = "control"
+    max_current: float = 32.0
+    on_deactivate: str = "lift_limit"
+    state_dir: str = "var"
+    offline_authorize: str = "cache"
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    """``[status]``: the HTTP status page and JSON API."""
+
+    listen: str = "tcp:19580:interface=127.0.0.1"
+    token: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class ManholeConfig:
+    """``[manhole]``: the SSH admin shell; an empty ``listen`` means none."""
+
+    listen: str = ""
+    authorized_keys: str = ""
+
+
+@dataclass(frozen=True)
+class WallboxConfig:
+    """``[wallbox:<name>]``: one device, an OCPP or a Modbus wallbox.
+
+    ``address`` is the ChargeBox-ID of an OCPP wallbox, or ``host:port`` of a
+    Modbus one; ``id`` is the connector id or the Modbus unit id.
+    """
+
+    name: str
+    type: str
+    address: str
+    id: int = 1
+    enabled: bool = True
+    min_current: float = 6.0
+    max_current: float = 16.0
+    id_tag: str = ""
+    poll_interval: float = 2.0
+    gateway_url: str = ""
+    gateway_password: str = field(default="", repr=False)
+    gateway_client_id: str = ""
+    gateway_ca: str = ""
+    gateway_certificate: str = ""
+    gateway_private_key: str = ""
+
+    @property
+    def client_id(self):
+        """The id presented to the backend: ChargeBox-ID, or the device name for Modbus."""
+        if self.gateway_client_id:
+            return self.gateway_client_id
+        return self.address if self.type == "ocpp" else self.name
+
+    @property
+    def host(self):
+        """Host name or IP address of a Modbus wallbox (ValueError for OCPP)."""
+        return self._host_port()[0]
+
+    @property
+    def port(self):
+        """TCP port of a Modbus wallbox, 4701 when the address has none."""
+        return self._host_port()[1]
+
+    def _host_port(self):
+        if self.type != "modbus":
+            raise ValueError(f"{self.name} is not a Modbus wallbox")
+        return _split_host_port(self.address)
+
+
+_GATEWAY_KEYS = tuple(f.name for f in fields(WallboxConfig) if f.name.startswith("gateway_"))
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration file."""
+
+    path: str
+    server: ServerConfig = field(default_factory=ServerConfig)
+    manager: ManagerConfig = field(default_factory=ManagerConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
+    manhole: ManholeConfig = field(default_factory=ManholeConfig)
+    wallboxes: tuple[WallboxConfig, ...] = ()
+
+    def devices_for(self, chargebox_id):
+        """The OCPP wallboxes (one per connector) with this ChargeBox-ID, maybe none."""
+        return tuple(w for w in self.wallboxes if w.type == "ocpp" and w.address == chargebox_id)
+
+    def wallbox(self, name):
+        """The device called ``name``; KeyError if there is none."""
+        for w in self.wallboxes:
+            if w.name == name:
+                return w
+        raise KeyError(name)
+
+
+def load_config(path):
+    """Read and check the INI file at ``path``; raise ConfigError on any mistake."""
+    path = os.fspath(path)
+    try:
+        # utf-8-sig: editors on Windows put a BOM in front of the first section.
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(path, None, None, f"cannot read file: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, None, None, f"not UTF-8 text (byte {e.start})") from None
+    return config_from_string(text, path)
+
+
+def config_from_string(text, path="<string>"):
+    """Like :func:`load_config`, for INI text; ``path`` only names it in errors."""
+    path = os.fspath(path)
+    parser = configparser.ConfigParser(
+        interpolation=None,
+        inline_comment_prefixes=(";", "#"),
+        empty_lines_in_values=False,
+        # "" can never be a section header, so [DEFAULT] is just an unknown
+        # section instead of silently feeding keys into every other one.
+        default_section="",
+    )
+    try:
+        parser.read_string(text.removeprefix("\ufeff"), source=path)
+    except configparser.Error as e:
+        raise _parse_error(path, e) from None
+
+    parts = {}
+    wallboxes = []
+    for name in parser.sections():
+        section = _Section(path, name, parser.items(name, raw=True))
+        if name in _READERS:
+            parts[name] = _READERS[name](section)
+        elif name.startswith("wallbox:"):
+            wallboxes.append((section, _wallbox(section, name.removeprefix("wallbox:"))))
+        else:
+            raise section.error(
+                None, "unknown section (known: server, manager, status, manhole, wallbox:<name>)"
+            )
+    _check_devices(wallboxes)
+    return Config(path=path, wallboxes=tuple(w for _, w in wallboxes), **parts)
+
+
+def _parse_error(path, err):
+    # The offending line is not quoted: it may well be a mistyped password.
+    if isinstance(err, configparser.DuplicateSectionError):
+        return ConfigError(path, err.section, None, f"section appears twice (line {err.lineno})")
+    if isinstance(err, configparser.DuplicateOptionError):
+        return ConfigError(path, err.section, err.option, f"key appears twice (line {err.lineno})")
+    if isinstance(err, configparser.MissingSectionHeaderError):
+        return ConfigError(path, None, None, f"line {err.lineno}: key outside of any [section]")
+    if isinstance(err, configparser.ParsingError):
+        lines = ", ".join(str(lineno) for lineno, _ in err.errors)
+        return ConfigError(path, None, None, f"line {lines}: not a [section] or a 'key = value' line")
+    return ConfigError(path, None, None, str(err))
+
+
+_SECRET_KEYS = frozenset({"password", "gateway_password", "token"})
+_CHOICES = {
+    "tls": ("off", "detect", "on"),
+    "mode": ("control", "observe"),
+    "on_deactivate": ("lift_limit", "keep_limit"),
+    "offline_authorize": ("cache", "accept", "reject"),
+    "type": ("ocpp", "modbus"),
+}
+_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True,
+             "no": False, "false": False, "off": False, "0": False}
+# Stricter than int()/float(), which also take "1_000", "inf", "nan" and "1e3".
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
+_DEVICE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+class _Section:
+    """One INI section: turns its text into typed values, or into ConfigErrors naming it."""
+
+    def __init__(self, path, name, items):
+        self.path = path
+        self.name = name
+        self.raw = dict(items)
+
+    def error(self, key, message):
+        return ConfigError(self.path, self.name, key, message)
+
+    def check(self, ok, key, message):
+        if not ok:
+            raise self.error(key, message)
+
+    def got(self, key):
+        """The given text, to end a message with; nothing for a secret."""
+        if key in _SECRET_KEYS or key not in self.raw:
+            return ""
+        return f" (got {self.raw[key]!r})"
+
+    def read(self, cls, **given):
+        """Keyword arguments for ``cls``: ``given`` plus the section's converted values."""
+        types = {f.name: f.type for f in fields(cls) if f.name not in given}
+        for key, text in self.raw.items():
+            if key not in types:
+                raise self.error(key, "unknown key")
+            given[key] = self._convert(key, text, types[key])
+        return given
+
+    def _convert(self, key, text, kind):
+        # An indented line continues the value above it in configparser;
+        # here that is always a mistake.
+        self.check("\n" not in text, key, "value continues on an indented line")
+        if kind is bool:
+            self.check(text.lower() in _BOOLEANS, key, f"must be yes or no{self.got(key)}")
+            return _BOOLEANS[text.lower()]
+        if kind is int:
+            self.check(_INT.fullmatch(text), key, f"must be a whole number{self.got(key)}")
+            return int(text)
+        if kind is float:
+            self.check(_FLOAT.fullmatch(text), key, f"must be a number{self.got(key)}")
+            return float(text)
+        if key in _CHOICES:
+            choices = _CHOICES[key]
+            self.check(text.lower() in choices, key,
+                       f"must be one of {', '.join(choices)}{self.got(key)}")
+            return text.lower()
+        return text
+
+    def positive(self, key, value):
+        self.check(value > 0 and math.isfinite(value), key,
+                   f"must be greater than 0{self.got(key)}")
+
+    def listen(self, key, value):
+        try:
+            serverFromString(None, value)
+        except (ValueError, TypeError, KeyError, OSError) as e:
+            # OSError: ssl: endpoints read their certificate files right away.
+            raise self.error(key, f"not a Twisted endpoint such as tcp:19520 ({e})") from None
+
+
+def _server(section):
+    c = ServerConfig(**section.read(ServerConfig))
+    section.listen("listen", c.listen)
+    section.check(c.max_message_size >= 1024, "max_message_size",
+                  f"must be at least 1024{section.got('max_message_size')}")
+    for key in ("ping_interval", "heartbeat_interval", "call_timeout"):
+        section.positive(key, getattr(c, key))
+    section.check(not c.private_key or c.certificate, "private_key",
+                  "needs certificate to be set too")
+    if c.require_client_certificate:
+        section.check(c.client_ca, "require_client_certificate", "needs client_ca to be set")
+        section.check(c.tls != "off", "require_client_certificate", "needs tls = detect or on")
+    return c
+
+
+def _manager(section):
+    c = ManagerConfig(**section.read(ManagerConfig))
+    section.check(c.max_current >= 0, "max_current", f"must be 0 or more{section.got('max_current')}")
+    section.check(c.state_dir, "state_dir", "must not be empty")
+    return c
+
+
+def _status(section):
+    c = StatusConfig(**section.read(StatusConfig))
+    section.listen("listen", c.listen)
+    return c
+
+
+def _manhole(section):
+    c = ManholeConfig(**section.read(ManholeConfig))
+    if c.listen:
+        section.listen("listen", c.listen)
+        # Without keys nobody could log in; better said at start than at login.
+        section.check(c.authorized_keys, "authorized_keys", "must be set when listen is set")
+    return c
+
+
+_READERS = {"server": _server, "manager": _manager, "status": _status, "manhole": _manhole}
+
+
+def _wallbox(section, name):
+    section.check(_DEVICE_NAME.fullmatch(name), None,
+                  "device name must be letters, digits, '-', '_' or '.'")
+    values = section.read(WallboxConfig, name=name)
+    for key in ("type", "address"):
+        section.check(values.get(key), key, "is required")
+    w = WallboxConfig(**values)
+
+    if w.type == "ocpp":
+        # The ChargeBox-ID is the last segment of the wallbox's URL path.
+        section.check("/" not in w.address, "address", "a ChargeBox-ID cannot contain '/'")
+        section.check(w.id >= 1, "id", f"connector id must be 1 or more{section.got('id')}")
+    else:
+        try:
+            _split_host_port(w.address)
+        except ValueError as e:
+            raise section.error("address", f"{e}{section.got('address')}") from None
+        section.check(1 <= w.id <= 247, "id", f"Modbus unit id must be 1 to 247{section.got('id')}")
+
+    for key in ("min_current", "max_current"):
+        section.check(getattr(w, key) >= 0, key, f"must be 0 or more{section.got(key)}")
+    section.check(w.min_current <= w.max_current, "min_current",
+                  f"{w.min_current:g} is above max_current {w.max_current:g}")
+    section.positive("poll_interval", w.poll_interval)
+    # OCPP 1.6 IdToken is CiString20Type.
+    section.check(len(w.id_tag) <= 20, "id_tag", "OCPP allows at most 20 characters")
+
+    scheme = _check_gateway_url(section, w.gateway_url)
+    for key in ("gateway_ca", "gateway_certificate"):
+        section.check(not getattr(w, key) or scheme == "wss", key, "needs a wss:// gateway_url")
+    section.check(not w.gateway_private_key or w.gateway_certificate, "gateway_private_key",
+                  "needs gateway_certificate to be set too")
+    section.check("/" not in w.gateway_client_id, "gateway_client_id", "cannot contain '/'")
+    return w
+
+
+def _check_gateway_url(section, url):
+    """The URL's scheme ("ws" or "wss"), or "" when there is no gateway."""
+    if not url:
+        return ""
+    # The URL itself is never shown: it might hold a user:password@.
+    key = "gateway_url"
+    parts = urlsplit(url)
+    try:
+        parts.port
+    except ValueError:
+        raise section.error(key, "has an invalid port") from None
+    section.check(parts.scheme in ("ws", "wss") and parts.hostname, key,
+                  "must be ws://host/... or wss://host/...")
+    section.check("@" not in parts.netloc, key,
+                  "must not hold a user or password: use gateway_password")
+    # The client id is appended to the path, which a query or fragment would break.
+    section.check(not parts.query and not parts.fragment, key,
+                  "cannot have a query (?) or fragment (#)")
+    return parts.scheme
+
+
+def _check_devices(wallboxes):
+    """Checks across devices: one device per connector, one gateway link per client id."""
+    places = {}  # (type, address, id) -> device
+    shared = {}  # ChargeBox-ID -> first OCPP device with it
+    links = {}  # (gateway_url, client_id) -> device owning that backend connection
+    for section, w in wallboxes:
+        if w.type == "ocpp":
+            place, what = ("ocpp", w.address, w.id), f"connector {w.id} of {w.address}"
+        else:
+            host, port = _split_host_port(w.address)
+            place, what = ("modbus", host.lower(), port, w.id), f"unit {w.id} at {w.address}"
+        if place in places:
+            raise section.error("id", f"{what} is already [wallbox:{places[place].name}]")
+        places[place] = w
+
+        if w.type == "ocpp":
+            first = shared.setdefault(w.address, w)
+            # Connectors of one wallbox share its single backend connection.
+            for key in _GATEWAY_KEYS:
+                section.check(getattr(w, key) == getattr(first, key), key,
+                              f"differs from [wallbox:{first.name}], which has the same "
+                              f"ChargeBox-ID {w.address}")
+            if first is not w:
+                continue
+        if w.gateway_url:
+            other = links.setdefault((w.gateway_url, w.client_id), w)
+            section.check(other is w, "gateway_client_id",
+                          f"[wallbox:{other.name}] already connects to this gateway_url "
+                          f"as {w.client_id!r}")
+
+
+def _split_host_port(address):
+    """``"host"``, ``"host:port"``, ``"[v6]"`` or ``"[v6]:port"`` as (host, port)."""
+    if address.startswith("["):
+        host, bracket, rest = address[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError("must be host:port, an IPv6 address in [brackets]")
+        port = rest[1:] if rest else None
+    elif address.count(":") > 1:
+        raise ValueError("an IPv6 address goes in brackets: [::1]:4701")
+    else:
+        host, colon, port = address.partition(":")
+        port = port if colon else None
+    if not host or any(c.isspace() or c == "/" for c in host):
+        raise ValueError("must be host:port, e.g. 192.168.1.20:4701")
+    if port is None:
+        return host, MODBUS_PORT
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError("port must be 1 to 65535")
+    return host, int(port)

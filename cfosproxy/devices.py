@@ -1,0 +1,256 @@
+"""The site's devices and what their wallboxes last reported.
+
+Sans-IO: the registry reads OCPP exchanges (a CALL from a wallbox together with
+the answer it got, whoever gave that answer) and keeps per device the state
+that the status API shows and the load manager decides on. It never sends
+anything.
+"""
+
+from dataclasses import dataclass, field
+
+from cfosproxy.ocpp.frames import CallResult
+
+# StatusNotification states in which a connector draws, or may draw, current.
+CHARGING_STATES = frozenset({"Charging", "SuspendedEV"})
+
+
+@dataclass
+class Device:
+    """One configured wallbox (or, with C{accept_unknown}, one observed one).
+
+    @ivar config: the device's L{cfosproxy.config.WallboxConfig}, or None for
+        a wallbox that is not configured and only observed.
+    """
+
+    name: str
+    type: str
+    address: str
+    connector_id: int
+    config: object = None
+    connected: bool = False
+    peer: str | None = None
+    certificate_subject: str | None = None
+    status: str | None = None
+    error_code: str | None = None
+    transaction_id: int | None = None
+    id_tag: str | None = None
+    meter_start_wh: int | None = None
+    energy_wh: float | None = None
+    power_w: float | None = None
+    boot: dict = field(default_factory=dict)
+    last_seen: float | None = None
+
+    @property
+    def configured(self):
+        return self.config is not None
+
+    def as_json(self):
+        """The device as the status API shows it."""
+        return {
+            "name": self.name,
+            "type": self.type,
+            "address": self.address,
+            "id": self.connector_id,
+            "configured": self.configured,
+            "enabled": self.config.enabled if self.config else False,
+            "connected": self.connected,
+            "peer": self.peer,
+            "certificate_subject": self.certificate_subject,
+            "status": self.status,
+            "error_code": self.error_code,
+            "transaction_id": self.transaction_id,
+            "id_tag": mask_id_tag(self.id_tag),
+            "energy_wh": self.energy_wh,
+            "power_w": self.power_w,
+            "vendor": self.boot.get("chargePointVendor"),
+            "model": self.boot.get("chargePointModel"),
+            "serial": self.boot.get("chargePointSerialNumber")
+            or self.boot.get("chargeBoxSerialNumber"),
+            "firmware": self.boot.get("firmwareVersion"),
+            "last_seen": self.last_seen,
+        }
+
+
+def mask_id_tag(id_tag):
+    """Show only the last four characters of an RFID: enough to tell cards
+    apart on a status page, not enough to clone one."""
+    if not id_tag:
+        return id_tag
+    return "*" * max(0, len(id_tag) - 4) + id_tag[-4:]
+
+
+class DeviceRegistry:
+    """All devices of the site, found by name or by ChargeBox-ID + connector.
+
+    @param config: the daemon's L{cfosproxy.config.Config}.
+    @param clock: an L{IReactorTime}-like object; only C{seconds()} is used.
+    """
+
+    def __init__(self, config, clock):
+        self._clock = clock
+        self._accept_unknown = config.server.accept_unknown
+        self._by_name = {}
+        self._by_address = {}
+        for wallbox in config.wallboxes:
+            self._add(
+                Device(
+                    name=wallbox.name,
+                    type=wallbox.type,
+                    address=wallbox.address,
+                    connector_id=wallbox.id,
+                    config=wallbox,
+                )
+            )
+
+    def _add(self, device):
+        self._by_name[device.name] = device
+        if device.type == "ocpp":
+            self._by_address.setdefault(device.address, []).append(device)
+        return device
+
+    def __iter__(self):
+        return iter(self._by_name.values())
+
+    def get(self, name):
+        """The device called C{name}, or None."""
+        return self._by_name.get(name)
+
+    def is_known(self, chargebox_id):
+        """Whether a wallbox with this ChargeBox-ID is configured."""
+        return chargebox_id in self._by_address and any(
+            d.configured for d in self._by_address[chargebox_id]
+        )
+
+    def may_connect(self, chargebox_id):
+        """Whether a wallbox with this ChargeBox-ID may connect at all."""
+        return self._accept_unknown or self.is_known(chargebox_id)
+
+    def devices_of(self, chargebox_id):
+        """The devices behind one ChargeBox-ID (one per connector)."""
+        return list(self._by_address.get(chargebox_id, ()))
+
+    def _device_for(self, chargebox_id, connector_id):
+        """The device on this connector; an unknown wallbox gets an observed
+        device (not configured) the first time one of its connectors shows."""
+        devices = self._by_address.get(chargebox_id, [])
+        for device in devices:
+            if device.connector_id == connector_id:
+                return device
+        if devices and any(d.configured for d in devices):
+            # A connector that the operator did not configure: not ours.
+            return None
+        name = chargebox_id if connector_id == 1 else "{}/{}".format(
+            chargebox_id, connector_id
+        )
+        device = self._add(
+            Device(name=name, type="ocpp", address=chargebox_id, connector_id=connector_id)
+        )
+        device.connected = True
+        return device
+
+    # -- events from wallbox sessions --------------------------------------
+
+    def connected(self, chargebox_id, peer, certificate_subject):
+        """A wallbox connected (or replaced its earlier connection)."""
+        for device in self._devices_or_first(chargebox_id):
+            device.connected = True
+            device.peer = peer
+            device.certificate_subject = certificate_subject
+            device.last_seen = self._clock.seconds()
+
+    def disconnected(self, chargebox_id):
+        """A wallbox's connection is gone."""
+        for device in self.devices_of(chargebox_id):
+            device.connected = False
+
+    def _devices_or_first(self, chargebox_id):
+        devices = self.devices_of(chargebox_id)
+        if not devices and self._accept_unknown:
+            devices = [self._device_for(chargebox_id, 1)]
+        return devices
+
+    def exchange(self, chargebox_id, call, answer):
+        """Read one CALL from a wallbox and the answer it got.
+
+        @param call: the wallbox's L{Call}.
+        @param answer: the L{CallResult} or L{CallError} sent back.
+        """
+        now = self._clock.seconds()
+        for device in self.devices_of(chargebox_id):
+            device.last_seen = now
+        if not isinstance(answer, CallResult):
+            return
+        payload = call.payload
+        reader = getattr(self, "_read_" + call.action, None)
+        if reader is not None:
+            reader(chargebox_id, payload, answer.payload)
+
+    def _read_BootNotification(self, chargebox_id, payload, result):
+        for device in self._devices_or_first(chargebox_id):
+            device.boot = dict(payload)
+
+    def _read_StatusNotification(self, chargebox_id, payload, result):
+        connector_id = payload.get("connectorId")
+        if connector_id == 0:
+            # Connector 0 is the charge point as a whole: only a fault
+            # there says anything about the devices behind it.
+            if payload.get("status") == "Faulted":
+                for device in self.devices_of(chargebox_id):
+                    device.error_code = payload.get("errorCode")
+            return
+        device = self._device_for(chargebox_id, connector_id)
+        if device is not None:
+            device.status = payload.get("status")
+            device.error_code = payload.get("errorCode")
+
+    def _read_StartTransaction(self, chargebox_id, payload, result):
+        device = self._device_for(chargebox_id, payload.get("connectorId"))
+        if device is not None and "transactionId" in result:
+            device.transaction_id = result["transactionId"]
+            device.id_tag = payload.get("idTag")
+            device.meter_start_wh = payload.get("meterStart")
+            device.energy_wh = payload.get("meterStart")
+
+    def _read_StopTransaction(self, chargebox_id, payload, result):
+        for device in self.devices_of(chargebox_id):
+            if device.transaction_id == payload.get("transactionId"):
+                device.transaction_id = None
+                device.id_tag = None
+                device.energy_wh = payload.get("meterStop", device.energy_wh)
+                device.power_w = 0.0
+
+    def _read_MeterValues(self, chargebox_id, payload, result):
+        device = self._device_for(chargebox_id, payload.get("connectorId"))
+        if device is None:
+            return
+        for meter_value in payload.get("meterValue", ()):
+            for sample in meter_value.get("sampledValue", ()):
+                _apply_sample(device, sample)
+
+
+# Sample units as the OCPP 1.6 UnitOfMeasure enumeration names them, with the
+# factor to Wh or W.
+_ENERGY_UNITS = {"Wh": 1.0, "kWh": 1000.0}
+_POWER_UNITS = {"W": 1.0, "kW": 1000.0}
+
+
+def _apply_sample(device, sample):
+    """Take the energy register and the active power from one sampled value.
+
+    Samples of a single phase are skipped: the device shows totals.
+    """
+    if sample.get("phase") or sample.get("format") == "SignedData":
+        return
+    measurand = sample.get("measurand", "Energy.Active.Import.Register")
+    try:
+        value = float(sample["value"])
+    except (KeyError, TypeError, ValueError):
+        return
+    if measurand == "Energy.Active.Import.Register":
+        factor = _ENERGY_UNITS.get(sample.get("unit", "Wh"))
+        if factor is not None:
+            device.energy_wh = value * factor
+    elif measurand == "Power.Active.Import":
+        factor = _POWER_UNITS.get(sample.get("unit", "W"))
+        if factor is not None:
+            device.power_w = value * factor

@@ -1,0 +1,138 @@
+"""Who may connect, and the one live session per ChargeBox-ID.
+
+Sans-IO: the Autobahn adapter asks L{ChargePointHub.admit} during the HTTP
+upgrade and hands over the connection with L{ChargePointHub.open}; everything
+the site knows about its wallboxes flows from here into sessions.
+"""
+
+from dataclasses import dataclass
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from cfosproxy.auth import parse_basic_authorization, password_matches
+from cfosproxy.session import CLOSE_NORMAL, WallboxSession
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a wallbox may not connect: an HTTP status and a reason phrase."""
+
+    code: int
+    reason: str
+
+
+class ChargePointHub:
+    """Admits wallboxes and owns their sessions.
+
+    @param server_config: the L{cfosproxy.config.ServerConfig}.
+    @param registry: the L{cfosproxy.devices.DeviceRegistry}.
+    @param responder: answers wallbox CALLs (see L{WallboxSession}).
+    @param clock: L{IReactorTime} for call timeouts.
+    """
+
+    _log = Logger()
+
+    def __init__(self, server_config, registry, responder, clock):
+        self._config = server_config
+        self._registry = registry
+        self._responder = responder
+        self._clock = clock
+        self.sessions = {}
+        self._when_empty = []
+
+    def admit(self, chargebox_id, authorization, tls, certificate_subject):
+        """Decide whether a wallbox may open its WebSocket.
+
+        @param chargebox_id: from the URL, percent-decoded.
+        @param authorization: the C{Authorization} header value or None.
+        @param tls: whether the connection is TLS.
+        @param certificate_subject: the client certificate's subject or None.
+        @return: None to admit, or a L{Refusal}.
+        """
+        if not chargebox_id:
+            return Refusal(400, "No ChargeBox-ID in URL")
+        if self._config.password:
+            credentials = parse_basic_authorization(authorization)
+            if credentials is None:
+                return Refusal(401, "Unauthorized")
+            user, password = credentials
+            if user != chargebox_id or not password_matches(
+                password, self._config.password
+            ):
+                return Refusal(401, "Unauthorized")
+        if self._config.require_client_certificate and certificate_subject is None:
+            # Only a plain connection in tls = detect gets this far without
+            # one: TLS itself already refused a TLS client without it.
+            return Refusal(403, "Client certificate required")
+        if not self._registry.may_connect(chargebox_id):
+            return Refusal(404, "Unknown ChargeBox-ID")
+        return None
+
+    def open(self, chargebox_id, connection, certificate_subject=None):
+        """A wallbox's WebSocket is open: start its session.
+
+        An earlier connection of the same wallbox is closed; the newest one
+        is the one that counts (a wallbox that lost its network reconnects
+        before the server has noticed).
+        """
+        old = self.sessions.get(chargebox_id)
+        if old is not None:
+            self._log.info(
+                "{cbid} connected again from {peer}; closing the old connection",
+                cbid=chargebox_id,
+                peer=connection.peer,
+            )
+            old.close(CLOSE_NORMAL, "replaced by a new connection")
+        session = WallboxSession(
+            chargebox_id,
+            connection,
+            self._responder,
+            (self._registry,),
+            self._clock,
+            self._config.call_timeout,
+        )
+        self.sessions[chargebox_id] = session
+        self._registry.connected(chargebox_id, connection.peer, certificate_subject)
+        if certificate_subject:
+            self._log.info(
+                "{cbid} connected from {peer} with certificate {subject}",
+                cbid=chargebox_id,
+                peer=connection.peer,
+                subject=certificate_subject,
+            )
+        else:
+            self._log.info(
+                "{cbid} connected from {peer}", cbid=chargebox_id, peer=connection.peer
+            )
+        return session
+
+    def closed(self, session, code, reason):
+        """A wallbox's connection is gone."""
+        session.connection_lost()
+        self._log.info(
+            "{cbid} disconnected ({code} {reason})",
+            cbid=session.chargebox_id,
+            code=code,
+            reason=reason or "",
+        )
+        if self.sessions.get(session.chargebox_id) is session:
+            del self.sessions[session.chargebox_id]
+            self._registry.disconnected(session.chargebox_id)
+        if not self.sessions:
+            waiters, self._when_empty = self._when_empty, []
+            for d in waiters:
+                d.callback(None)
+
+    def close_all(self, code, reason):
+        """Close every wallbox connection (at shutdown).
+
+        @return: a Deferred that fires once every connection is gone.
+        """
+        for session in list(self.sessions.values()):
+            session.close(code, reason)
+        if not self.sessions:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._when_empty.append(d)
+        return d

@@ -1,0 +1,106 @@
+"""cfosproxy as the wallbox's central system: the answers it gives itself.
+
+Used when a wallbox has no gateway, and (later) when its backend is down.
+Sans-IO: a clock for the time of day, a callable for transaction ids.
+"""
+
+from datetime import datetime, timezone
+
+from cfosproxy.ocpp.errors import ErrorCode, OcppError
+from cfosproxy.ocpp.schemas import validate_call
+
+# The CALLs a charge point sends to a central system in OCPP 1.6 (§4 of the
+# specification). Any other action from a wallbox is one we know of but that
+# goes the other way, or one we do not know at all.
+CHARGE_POINT_ACTIONS = frozenset(
+    {
+        "Authorize",
+        "BootNotification",
+        "DataTransfer",
+        "DiagnosticsStatusNotification",
+        "FirmwareStatusNotification",
+        "Heartbeat",
+        "MeterValues",
+        "StartTransaction",
+        "StatusNotification",
+        "StopTransaction",
+    }
+)
+
+
+def ocpp_time(seconds):
+    """An OCPP dateTime (RFC 3339, UTC, milliseconds) for a POSIX time."""
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class LocalCentralSystem:
+    """Answers a wallbox's CALLs the way a plain central system does.
+
+    Every id tag is accepted (the site has no billing of its own), every
+    transaction gets a site-unique id, DataTransfer knows no vendor.
+
+    @param clock: L{IReactorTime}-like; C{seconds()} gives the time of day.
+    @param heartbeat_interval: seconds, given to wallboxes at boot.
+    @param next_transaction_id: callable returning a fresh transaction id.
+    """
+
+    def __init__(self, clock, heartbeat_interval, next_transaction_id):
+        self._clock = clock
+        self._heartbeat_interval = heartbeat_interval
+        self._next_transaction_id = next_transaction_id
+
+    def answer(self, call):
+        """The payload of the CALLRESULT for C{call}.
+
+        @raise OcppError: C{NotImplemented} for an unknown action,
+            C{NotSupported} for a central-system action sent by a wallbox,
+            a payload error code when the payload breaks the OCPP schema.
+        """
+        validate_call(call)
+        if call.action not in CHARGE_POINT_ACTIONS:
+            raise OcppError(
+                ErrorCode.NotSupported,
+                "{} is not a charge point to central system message".format(
+                    call.action
+                ),
+            )
+        return getattr(self, "_answer_" + call.action)(call.payload)
+
+    def _now(self):
+        return ocpp_time(self._clock.seconds())
+
+    def _answer_BootNotification(self, payload):
+        return {
+            "status": "Accepted",
+            "currentTime": self._now(),
+            "interval": self._heartbeat_interval,
+        }
+
+    def _answer_Heartbeat(self, payload):
+        return {"currentTime": self._now()}
+
+    def _answer_Authorize(self, payload):
+        return {"idTagInfo": {"status": "Accepted"}}
+
+    def _answer_StartTransaction(self, payload):
+        return {
+            "transactionId": self._next_transaction_id(),
+            "idTagInfo": {"status": "Accepted"},
+        }
+
+    def _answer_StopTransaction(self, payload):
+        if "idTag" in payload:
+            return {"idTagInfo": {"status": "Accepted"}}
+        return {}
+
+    def _answer_DataTransfer(self, payload):
+        return {"status": "UnknownVendorId"}
+
+    def _empty(self, payload):
+        return {}
+
+    _answer_StatusNotification = _empty
+    _answer_MeterValues = _empty
+    _answer_DiagnosticsStatusNotification = _empty
+    _answer_FirmwareStatusNotification = _empty

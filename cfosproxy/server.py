@@ -1,0 +1,153 @@
+"""The WebSocket server that wallboxes connect to (a thin Autobahn adapter).
+
+Everything that decides lives in L{cfosproxy.hub} and L{cfosproxy.session};
+this module translates between Autobahn's callbacks and those objects.
+"""
+
+from urllib.parse import unquote
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from cfosproxy import tls
+from cfosproxy.session import IWallboxConnection
+
+SUBPROTOCOL = "ocpp1.6"
+
+# A client that has not finished the HTTP upgrade this long after connecting
+# is dropped: it holds a socket and gives nothing (slow-loris).
+OPEN_HANDSHAKE_TIMEOUT = 10
+CLOSE_HANDSHAKE_TIMEOUT = 5
+
+# RFC 6455 §7.4.1: "unsupported data", for binary frames.
+CLOSE_UNSUPPORTED_DATA = 1003
+
+
+def chargebox_id_from_path(path):
+    """The ChargeBox-ID: the last segment of the URL path, percent-decoded.
+
+    Any prefix (C{/ocpp/}, C{/steve/websocket/CentralSystemService/}) is
+    accepted, since wallboxes are often configured with a central system's
+    URL of another product.
+    """
+    segment = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return unquote(segment, errors="strict") if segment else ""
+
+
+@implementer(IWallboxConnection)
+class WallboxServerProtocol(WebSocketServerProtocol):
+    """One wallbox's WebSocket.
+
+    C{self.peer} (the remote address, for logs) is Autobahn's own.
+    """
+
+    _log = Logger()
+    session = None
+    chargebox_id = None
+
+    def onConnect(self, request):
+        if SUBPROTOCOL not in request.protocols:
+            self._refuse(400, "Subprotocol ocpp1.6 required", request.protocols)
+        try:
+            chargebox_id = chargebox_id_from_path(request.path)
+        except UnicodeDecodeError:
+            chargebox_id = ""
+        self._certificate_subject = tls.peer_certificate_subject(self.transport)
+        refusal = self.factory.hub.admit(
+            chargebox_id,
+            request.headers.get("authorization"),
+            tls.is_tls(self.transport),
+            self._certificate_subject,
+        )
+        if refusal is not None:
+            self._refuse(refusal.code, refusal.reason, chargebox_id)
+        self.chargebox_id = chargebox_id
+        return SUBPROTOCOL
+
+    def _refuse(self, code, reason, detail):
+        self._log.info(
+            "refused a connection from {peer}: {code} {reason} ({detail!r})",
+            peer=self.peer,
+            code=code,
+            reason=reason,
+            detail=detail,
+        )
+        raise ConnectionDeny(code, reason)
+
+    def failHandshake(self, reason, code=400, responseHeaders=None):
+        # Autobahn's ConnectionDeny carries no headers, but a 401 must say
+        # how to authenticate (RFC 7235 §3.1).
+        if code == 401 and not responseHeaders:
+            responseHeaders = [
+                ("WWW-Authenticate", 'Basic realm="cfosproxy", charset="UTF-8"')
+            ]
+        super().failHandshake(reason, code, responseHeaders)
+
+    def onOpen(self):
+        try:
+            self.session = self.factory.hub.open(
+                self.chargebox_id, self, self._certificate_subject
+            )
+        except Exception:
+            self._log.failure("{cbid}: opening the session", cbid=self.chargebox_id)
+            self.dropConnection(abort=True)
+
+    def onMessage(self, payload, isBinary):
+        if self.session is None:
+            return
+        if isBinary:
+            self._log.warn(
+                "{cbid}: binary frame; OCPP-J uses text frames only",
+                cbid=self.chargebox_id,
+            )
+            self.close(CLOSE_UNSUPPORTED_DATA, "OCPP-J needs text frames")
+            return
+        try:
+            # Autobahn has already checked that a text frame is valid UTF-8.
+            self.session.text_received(payload.decode("utf-8"))
+        except Exception:
+            self._log.failure("{cbid}: handling a frame", cbid=self.chargebox_id)
+
+    def onClose(self, wasClean, code, reason):
+        if self.session is not None:
+            self.factory.hub.closed(self.session, code, reason)
+            self.session = None
+
+    # -- IWallboxConnection --------------------------------------------------
+
+    def send_text(self, text):
+        self.sendMessage(text.encode("utf-8"), isBinary=False)
+
+    def close(self, code, reason):
+        # Autobahn's sendClose() takes only the application codes (1000 and
+        # 3000-4999); 1001 "going away" and 1003 "unsupported data" are the
+        # protocol's own, sent with the same close handshake and timeout.
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code, reason.encode("utf-8")[:123])
+
+
+class WallboxServerFactory(WebSocketServerFactory):
+    """Builds L{WallboxServerProtocol}s for one L{ChargePointHub}.
+
+    @ivar hub: the L{cfosproxy.hub.ChargePointHub}; kept on its own
+        attribute because Autobahn owns C{self.server} and C{self.log}.
+    """
+
+    protocol = WallboxServerProtocol
+
+    def __init__(self, hub, server_config):
+        super().__init__(server="cfosproxy", protocols=[SUBPROTOCOL])
+        self.hub = hub
+        self.setProtocolOptions(
+            maxMessagePayloadSize=server_config.max_message_size,
+            maxFramePayloadSize=server_config.max_message_size,
+            autoPingInterval=server_config.ping_interval,
+            autoPingTimeout=server_config.ping_interval,
+            openHandshakeTimeout=OPEN_HANDSHAKE_TIMEOUT,
+            closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT,
+            # Send a close frame with the reason (1009 for a frame that is
+            # too big, 1007 for invalid UTF-8) instead of just dropping TCP.
+            failByDrop=False,
+        )

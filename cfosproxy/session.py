@@ -1,0 +1,270 @@
+"""One wallbox connection, free of I/O.
+
+A L{WallboxSession} takes the text frames a wallbox sends and produces the
+frames to send back through an L{IWallboxConnection}; the Autobahn adapter in
+L{cfosproxy.server} is one implementation, a list in a test is another.
+
+Toward the wallbox there is at most one outstanding CALL: the local manager's
+calls and (in gateway mode) a backend's calls wait in one queue, each with a
+timeout, so that a wallbox never sees two CALLs at once (OCPP-J 1.6 §4.1.1).
+"""
+
+from collections import deque
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import Attribute, Interface
+
+from cfosproxy.ocpp.errors import ErrorCode, OcppError
+from cfosproxy.ocpp.frames import (
+    Call,
+    CallError,
+    CallResult,
+    FrameError,
+    MessageType,
+    parse_frame,
+)
+from cfosproxy.ocpp.ids import new_unique_id
+
+# WebSocket close codes (RFC 6455 §7.4.1).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+
+
+class IWallboxConnection(Interface):
+    """What a session needs of the socket under it."""
+
+    peer = Attribute("the remote address as text, for logs")
+
+    def send_text(text):
+        """Send one text frame to the wallbox."""
+
+    def close(code, reason):
+        """Close the connection with a WebSocket close code and reason."""
+
+
+class CallTimeout(Exception):
+    """The wallbox did not answer a CALL within the call timeout."""
+
+
+class SessionClosed(Exception):
+    """The connection closed before the CALL could be answered."""
+
+
+class WallboxSession:
+    """The OCPP side of one wallbox connection.
+
+    @param chargebox_id: the wallbox's ChargeBox-ID.
+    @param connection: an L{IWallboxConnection}.
+    @param responder: answers the wallbox's CALLs: C{answer(call)} returns
+        the result payload (or a Deferred of it) or raises L{OcppError}.
+    @param observers: objects with C{exchange(chargebox_id, call, answer)},
+        told of every CALL from the wallbox and the frame that answered it.
+    @param clock: L{IReactorTime}; C{callLater} runs the call timeouts.
+    @param call_timeout: seconds a CALL to the wallbox may stay unanswered.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, chargebox_id, connection, responder, observers, clock, call_timeout
+    ):
+        self.chargebox_id = chargebox_id
+        self.connection = connection
+        self._responder = responder
+        self._observers = tuple(observers)
+        self._clock = clock
+        self._call_timeout = call_timeout
+        self._queue = deque()
+        self._outstanding = None
+        self.closed = False
+
+    # -- frames from the wallbox -------------------------------------------
+
+    def text_received(self, text):
+        """Handle one text frame from the wallbox."""
+        try:
+            frame = parse_frame(text)
+        except FrameError as e:
+            self._malformed(e)
+            return
+        if isinstance(frame, Call):
+            self._call_received(frame)
+        else:
+            self._answer_received(frame)
+
+    def _malformed(self, error):
+        if error.unique_id is None:
+            self._log.warn(
+                "{cbid}: dropped a malformed frame without a readable id: "
+                "{description}",
+                cbid=self.chargebox_id,
+                description=error.description,
+            )
+            return
+        self._log.warn(
+            "{cbid}: malformed frame {unique_id!r}: {code} {description}",
+            cbid=self.chargebox_id,
+            unique_id=error.unique_id,
+            code=error.code,
+            description=error.description,
+        )
+        if error.message_type not in (MessageType.CALLRESULT, MessageType.CALLERROR):
+            # A broken CALLRESULT or CALLERROR is not answered: a CALLERROR
+            # for it would be a second answer to our own CALL.
+            self._send(error.to_call_error())
+
+    def _call_received(self, call):
+        d = defer.maybeDeferred(self._responder.answer, call)
+        d.addCallbacks(
+            lambda payload: CallResult(call.unique_id, payload),
+            lambda failure: self._call_failed(call, failure),
+        )
+        d.addCallback(self._answer_call, call)
+        d.addErrback(
+            lambda failure: self._log.failure(
+                "{cbid}: answering {action}", failure, cbid=self.chargebox_id,
+                action=call.action,
+            )
+        )
+
+    def _call_failed(self, call, failure):
+        if failure.check(OcppError):
+            return failure.value.to_call_error(call.unique_id)
+        self._log.failure(
+            "{cbid}: internal error answering {action}",
+            failure,
+            cbid=self.chargebox_id,
+            action=call.action,
+        )
+        return CallError(
+            call.unique_id, ErrorCode.InternalError, "internal error", {}
+        )
+
+    def _answer_call(self, answer, call):
+        if isinstance(answer, CallError):
+            self._log.info(
+                "{cbid}: {action} answered with {code}: {description}",
+                cbid=self.chargebox_id,
+                action=call.action,
+                code=answer.error_code,
+                description=answer.error_description,
+            )
+        self._send(answer)
+        for observer in self._observers:
+            observer.exchange(self.chargebox_id, call, answer)
+
+    def _answer_received(self, frame):
+        pending = self._outstanding
+        if pending is None or pending.call.unique_id != frame.unique_id:
+            self._log.warn(
+                "{cbid}: dropped an answer to unknown message id {unique_id!r}",
+                cbid=self.chargebox_id,
+                unique_id=frame.unique_id,
+            )
+            return
+        self._finish_outstanding(lambda d: d.callback(frame))
+
+    # -- CALLs to the wallbox ----------------------------------------------
+
+    def send_call(self, call):
+        """Queue a CALL for the wallbox.
+
+        @return: a Deferred that fires with the wallbox's L{CallResult} or
+            L{CallError} frame, or fails with L{CallTimeout} or
+            L{SessionClosed}.
+        """
+        if self.closed:
+            return defer.fail(SessionClosed(self.chargebox_id))
+        d = defer.Deferred()
+        self._queue.append(_PendingCall(call, d))
+        self._send_next()
+        return d
+
+    def call(self, action, payload):
+        """Send a CALL of our own and get the result payload.
+
+        @return: a Deferred firing with the CALLRESULT payload, or failing
+            with L{OcppError} (the wallbox's CALLERROR), L{CallTimeout} or
+            L{SessionClosed}.
+        """
+        d = self.send_call(Call(new_unique_id(), action, payload))
+        d.addCallback(_result_payload)
+        return d
+
+    @property
+    def queue_length(self):
+        """CALLs waiting for the wallbox, the outstanding one included."""
+        return len(self._queue) + (self._outstanding is not None)
+
+    def _send_next(self):
+        if self._outstanding is not None or not self._queue or self.closed:
+            return
+        pending = self._queue.popleft()
+        self._outstanding = pending
+        pending.timer = self._clock.callLater(
+            self._call_timeout, self._timed_out, pending
+        )
+        self._send(pending.call)
+
+    def _timed_out(self, pending):
+        pending.timer = None
+        self._log.warn(
+            "{cbid}: no answer to {action} within {timeout}s",
+            cbid=self.chargebox_id,
+            action=pending.call.action,
+            timeout=self._call_timeout,
+        )
+        self._finish_outstanding(
+            lambda d: d.errback(CallTimeout(pending.call.action))
+        )
+
+    def _finish_outstanding(self, fire):
+        pending, self._outstanding = self._outstanding, None
+        if pending.timer is not None:
+            pending.timer.cancel()
+        # Send the next CALL before running callbacks, so that a callback
+        # that queues another CALL keeps the order of the queue.
+        self._send_next()
+        fire(pending.deferred)
+
+    # -- the connection ------------------------------------------------------
+
+    def _send(self, frame):
+        if not self.closed:
+            self.connection.send_text(frame.to_text())
+
+    def close(self, code=CLOSE_NORMAL, reason=""):
+        """Close the connection; what is queued fails when it is gone."""
+        if not self.closed:
+            self.connection.close(code, reason)
+
+    def connection_lost(self):
+        """The connection is gone: fail every CALL still waiting."""
+        self.closed = True
+        waiting = list(self._queue)
+        self._queue.clear()
+        if self._outstanding is not None:
+            if self._outstanding.timer is not None:
+                self._outstanding.timer.cancel()
+            waiting.insert(0, self._outstanding)
+            self._outstanding = None
+        for pending in waiting:
+            pending.deferred.errback(SessionClosed(self.chargebox_id))
+
+
+class _PendingCall:
+    __slots__ = ("call", "deferred", "timer")
+
+    def __init__(self, call, deferred):
+        self.call = call
+        self.deferred = deferred
+        self.timer = None
+
+
+def _result_payload(frame):
+    if isinstance(frame, CallError):
+        raise OcppError(
+            frame.error_code, frame.error_description, frame.error_details
+        )
+    return frame.payload

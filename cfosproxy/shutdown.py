@@ -1,0 +1,52 @@
+"""Closing every wallbox connection cleanly when the daemon stops."""
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from cfosproxy.session import CLOSE_GOING_AWAY
+
+# Wallboxes that do not complete the close handshake in this time are left to
+# the reactor, which drops their sockets when it stops.
+CLOSE_WAIT = 5.0
+
+
+class CloseConnectionsService(service.Service):
+    """On stop, close every wallbox WebSocket with 1001 (going away) and
+    wait until they are closed, or C{CLOSE_WAIT} seconds."""
+
+    _log = Logger()
+
+    def __init__(self, hub):
+        self._hub = hub
+
+    def stopService(self):
+        from twisted.internet import reactor
+
+        service.Service.stopService(self)
+        count = len(self._hub.sessions)
+        if count:
+            self._log.info("closing {count} wallbox connection(s)", count=count)
+        d = self._hub.close_all(CLOSE_GOING_AWAY, "cfosproxy is shutting down")
+        d.addTimeout(CLOSE_WAIT, reactor, onTimeoutCancel=lambda result, timeout: None)
+        return d
+
+
+class OrderedMultiService(service.MultiService):
+    """A MultiService that stops its children one after another, last added
+    first, each waiting for the one before: listeners stop, then connections
+    close, and only then does the store commit and close.
+
+    (Twisted's MultiService stops all children at once.)
+    """
+
+    _log = Logger()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        service.Service.stopService(self)
+        for child in reversed(list(self)):
+            try:
+                yield defer.maybeDeferred(child.stopService)
+            except Exception:
+                self._log.failure("stopping {child!r}", child=child)

@@ -1,0 +1,356 @@
+"""TLS for the OCPP server port: contexts, and plain/TLS detection.
+
+``[server] tls`` is ``off`` (plain only), ``on`` (TLS only) or ``detect``:
+plain and TLS on one port, told apart by the first byte a client sends. A
+TLS connection always starts with a handshake record (content type 0x16),
+while a plain WebSocket client starts with ``GET``.
+"""
+
+import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL
+from OpenSSL.crypto import X509
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    ILoggingContext,
+    ISSLTransport,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+from cfosproxy import certs
+
+_log = Logger()
+
+_TLS_HANDSHAKE_RECORD = b"\x16"
+
+
+class TLSConfigError(Exception):
+    """A certificate, key or CA file that cannot be used.
+
+    The message names the configuration key and the file.
+    """
+
+
+def server_context_factory(
+    *, certificate, private_key, client_ca, require_client_certificate, state_dir
+):
+    """Build the TLS settings of the OCPP server from the ``[server]`` section.
+
+    @param certificate: PEM file with the server certificate first and its
+        chain after it; empty: the built-in self-signed certificate in
+        C{state_dir}, made on first use.
+    @param private_key: PEM file with the key of C{certificate}; empty: the
+        key is read from the C{certificate} file.
+    @param client_ca: PEM file with the CA certificates that may sign wallbox
+        client certificates; empty: no client certificate is asked for.
+    @param require_client_certificate: refuse TLS clients without a
+        certificate from C{client_ca}.
+    @param state_dir: where the built-in certificate lives.
+    @raise TLSConfigError: a file cannot be read or used, or the key does not
+        match the certificate.
+    @return: L{CertificateOptions} allowing TLS 1.2 and newer.
+    """
+    if not certificate:
+        try:
+            certificate, private_key = certs.ensure_self_signed(state_dir)
+        except (OSError, ValueError) as e:
+            raise TLSConfigError(
+                "[manager] state_dir: cannot make the self-signed server "
+                "certificate in {}: {}".format(state_dir, e)
+            ) from e
+    chain = _load_certificates("certificate", certificate)
+    key_name, key_path = ("private_key", private_key) if private_key else (
+        "certificate",
+        certificate,
+    )
+    key = _load_private_key(key_name, key_path)
+    if _public_der(key) != _public_der(chain[0]):
+        raise TLSConfigError(
+            "[server] {}: the key in {} does not match the certificate in {} "
+            "(the server certificate must come first in the file)".format(
+                key_name, key_path, certificate
+            )
+        )
+    if chain[0].not_valid_after_utc < datetime.datetime.now(datetime.timezone.utc):
+        _log.warn(
+            "The server certificate in {path} expired on {date}; TLS clients "
+            "will refuse it",
+            path=certificate,
+            date=chain[0].not_valid_after_utc.isoformat(),
+        )
+
+    # pyOpenSSL takes cryptography objects for the server's own certificate,
+    # chain and key (its X509/PKey forms are deprecated there), but the trust
+    # store for client certificates still wants X509 objects.
+    options = dict(
+        privateKey=key,
+        certificate=chain[0],
+        extraCertChain=chain[1:],
+        raiseMinimumTo=TLSVersion.TLSv1_2,
+    )
+    if client_ca:
+        authorities = _load_certificates("client_ca", client_ca)
+        options.update(
+            verify=True,
+            caCerts=[X509.from_cryptography(ca) for ca in authorities],
+            requireCertificate=require_client_certificate,
+        )
+    elif require_client_certificate:
+        raise TLSConfigError(
+            "[server] require_client_certificate: needs client_ca, the CA "
+            "certificates that sign the wallboxes' certificates"
+        )
+    context_factory = CertificateOptions(**options)
+    try:
+        # Build the OpenSSL context now, so that what OpenSSL refuses fails
+        # at start and not at the first wallbox connection.
+        context_factory.getContext()
+    except SSL.Error as e:
+        raise TLSConfigError(
+            "[server] certificate: OpenSSL cannot use {} with the key in {}: "
+            "{}".format(certificate, key_path, e)
+        ) from e
+    return context_factory
+
+
+def _read(key, path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise TLSConfigError(
+            "[server] {}: cannot read {}: {}".format(key, path, e.strerror or e)
+        ) from e
+
+
+def _load_certificates(key, path):
+    try:
+        return x509.load_pem_x509_certificates(_read(key, path))
+    except ValueError as e:
+        raise TLSConfigError(
+            "[server] {}: no PEM certificate in {}: {}".format(key, path, e)
+        ) from e
+
+
+def _load_private_key(key, path):
+    try:
+        return serialization.load_pem_private_key(_read(key, path), password=None)
+    except TypeError as e:
+        # The daemon starts unattended: nobody could type a passphrase.
+        raise TLSConfigError(
+            "[server] {}: the private key in {} is encrypted; store it without "
+            "a passphrase (mode 0600)".format(key, path)
+        ) from e
+    except ValueError as e:
+        raise TLSConfigError(
+            "[server] {}: no usable PEM private key in {}: {}".format(key, path, e)
+        ) from e
+
+
+def _public_der(key_or_cert):
+    return key_or_cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def wrap_factory(mode, factory, context_factory, *, clock, sniff_timeout=10.0):
+    """Put the TLS mode C{mode} around the server protocol factory C{factory}.
+
+    @param mode: C{"off"}: C{factory} as it is; C{"on"}: TLS only;
+        C{"detect"}: plain or TLS, chosen by the first byte of a connection.
+    @param context_factory: from L{server_context_factory}; unused for C{"off"}.
+    @param clock: the reactor, for the detection timeout and TLS write batching.
+    @param sniff_timeout: in C{"detect"} mode, a connection that sends nothing
+        for this many seconds is closed.
+    @return: an L{IProtocolFactory} to listen with.
+    """
+    if mode == "off":
+        return factory
+    tls_factory = _ServerTLSFactory(context_factory, False, factory, clock)
+    if mode == "on":
+        return tls_factory
+    if mode == "detect":
+        return _DetectingFactory(tls_factory, clock, sniff_timeout)
+    raise ValueError("tls mode must be off, on or detect, not {!r}".format(mode))
+
+
+def is_tls(transport):
+    """Return whether C{transport} is a TLS connection."""
+    return ISSLTransport.providedBy(transport)
+
+
+def peer_certificate_subject(transport):
+    """Return the RFC 4514 subject of the peer's certificate, or L{None}.
+
+    L{None} for plain transports and for TLS peers that sent no certificate.
+    """
+    if not is_tls(transport):
+        return None
+    try:
+        cert = transport.getPeerCertificate()
+    except Exception:
+        # A TLS transport whose connection is gone has no certificate left.
+        return None
+    if cert is None:
+        return None
+    if isinstance(cert, X509):
+        cert = cert.to_cryptography()
+    return cert.subject.rfc4514_string()
+
+
+def _peer(transport):
+    try:
+        address = transport.getPeer()
+        return "{}:{}".format(address.host, address.port)
+    except Exception:
+        return "?"
+
+
+def _log_prefix(thing):
+    if ILoggingContext.providedBy(thing):
+        return thing.logPrefix()
+    return thing.__class__.__name__
+
+
+class _ServerTLSFactory(TLSMemoryBIOFactory):
+    """TLS around a server factory, logging handshakes that fail."""
+
+    def buildProtocol(self, addr):
+        # TLSMemoryBIOFactory would wrap a None from the application factory
+        # and fail later; None here makes the port close the connection.
+        inner = self.wrappedFactory.buildProtocol(addr)
+        return None if inner is None else self.wrap(inner)
+
+    def wrap(self, inner):
+        """Return a TLS server protocol carrying the protocol C{inner}."""
+        return self.protocol(self, _HandshakeWatcher(inner))
+
+
+@implementer(IHandshakeListener)
+class _HandshakeWatcher(Protocol):
+    """Sits between the TLS layer and the application protocol.
+
+    A failed handshake (no client certificate, an unknown CA, an old TLS
+    version) reaches the application only as a lost connection; the operator
+    gets a log line here. The application protocol gets the TLS layer itself
+    as its transport.
+    """
+
+    _handshake_done = False
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def makeConnection(self, transport):
+        self.transport = transport
+        self._inner.makeConnection(transport)
+
+    def dataReceived(self, data):
+        self._inner.dataReceived(data)
+
+    def handshakeCompleted(self):
+        self._handshake_done = True
+        if IHandshakeListener.providedBy(self._inner):
+            self._inner.handshakeCompleted()
+
+    def connectionLost(self, reason):
+        if not self._handshake_done and reason.check(SSL.Error):
+            _log.warn(
+                "TLS handshake with {peer} failed: {error}",
+                peer=_peer(self.transport),
+                error=reason.value,
+            )
+        self._inner.connectionLost(reason)
+
+    def logPrefix(self):
+        return _log_prefix(self._inner)
+
+
+class _DetectingFactory(Factory):
+    """Plain and TLS connections on one port (``tls = detect``)."""
+
+    noisy = False
+
+    def __init__(self, tls_factory, clock, timeout):
+        self._tls_factory = tls_factory
+        self._factory = tls_factory.wrappedFactory
+        self._clock = clock
+        self._timeout = timeout
+
+    def startFactory(self):
+        self._factory.doStart()
+
+    def stopFactory(self):
+        self._factory.doStop()
+
+    def logPrefix(self):
+        return _log_prefix(self._factory) + " (plain or TLS)"
+
+    def buildProtocol(self, addr):
+        inner = self._factory.buildProtocol(addr)
+        if inner is None:
+            return None
+        return _DetectingProtocol(
+            inner, self._tls_factory.wrap, self._clock, self._timeout
+        )
+
+
+class _DetectingProtocol(Protocol):
+    """Waits for the first byte, then hands the connection on.
+
+    The chosen protocol (the application's, or TLS carrying it) gets the TCP
+    transport itself, so producer registration, pausing and the peer address
+    are the real socket's. This protocol stays the socket's protocol and only
+    passes on received data and the connection loss.
+    """
+
+    def __init__(self, inner, wrap_tls, clock, timeout):
+        self._inner = inner
+        self._wrap_tls = wrap_tls
+        self._clock = clock
+        self._timeout = timeout
+        self._chosen = None
+        self._timer = None
+
+    def connectionMade(self):
+        self._timer = self._clock.callLater(self._timeout, self._timed_out)
+
+    def dataReceived(self, data):
+        if self._chosen is None:
+            if not data:
+                return
+            self._cancel_timer()
+            if data[:1] == _TLS_HANDSHAKE_RECORD:
+                self._chosen = self._wrap_tls(self._inner)
+            else:
+                self._chosen = self._inner
+            self._chosen.makeConnection(self.transport)
+        self._chosen.dataReceived(data)
+
+    def connectionLost(self, reason):
+        self._cancel_timer()
+        # A connection closed before its first byte never reached the
+        # application, so it is not told about the loss either.
+        if self._chosen is not None:
+            self._chosen.connectionLost(reason)
+
+    def _timed_out(self):
+        self._timer = None
+        _log.info(
+            "Closing the connection from {peer}: nothing received within "
+            "{timeout} seconds",
+            peer=_peer(self.transport),
+            timeout=self._timeout,
+        )
+        self.transport.abortConnection()
+
+    def _cancel_timer(self):
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -1,0 +1,108 @@
+"""End-to-end helpers: the real daemon on real loopback sockets.
+
+The daemon is built exactly as ``twistd cfosproxy`` builds it (``Options`` +
+``makeService``) and started in this process; the wallboxes are the ``ocpp``
+package's ChargePoint over ``websockets``, on the same asyncio loop.
+"""
+
+import asyncio
+import functools
+import os
+import shutil
+import socket
+import tempfile
+import textwrap
+
+from twisted.internet import defer
+
+from cfosproxy.tap import Options, makeService
+
+
+def free_port():
+    """A TCP port that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def asyncio_test(method):
+    """Run an C{async def} trial test method as an asyncio task, so that it
+    can await C{websockets} and the C{ocpp} package directly."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        return defer.Deferred.fromFuture(
+            asyncio.ensure_future(method(self, *args, **kwargs))
+        )
+
+    return wrapper
+
+
+async def wait(d):
+    """Await a Twisted Deferred from asyncio code."""
+    return await d.asFuture(asyncio.get_running_loop())
+
+
+DEFAULT_WALLBOXES = """
+[wallbox:garage-1]
+type = ocpp
+address = CB-0001
+id = 1
+"""
+
+
+class RunningDaemon:
+    """One cfosproxy service on free loopback ports, in a test's temp dir.
+
+    @ivar port: the OCPP port; C{status_port}: the status API port.
+    """
+
+    def __init__(self, testcase, server="", manager="", wallboxes=DEFAULT_WALLBOXES):
+        directory = tempfile.mkdtemp(prefix="cfosproxy-test-")
+        testcase.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+        self.directory = directory
+        self.port = free_port()
+        self.status_port = free_port()
+        self.state_dir = os.path.join(directory, "var")
+        text = (
+            "[server]\nlisten = tcp:{port}:interface=127.0.0.1\n{server}\n"
+            "[manager]\nstate_dir = {state}\n{manager}\n"
+            "[status]\nlisten = tcp:{status}:interface=127.0.0.1\n"
+            "{wallboxes}"
+        ).format(
+            port=self.port,
+            server=textwrap.dedent(server),
+            state=self.state_dir,
+            manager=textwrap.dedent(manager),
+            status=self.status_port,
+            wallboxes=textwrap.dedent(wallboxes),
+        )
+        self.config_path = os.path.join(directory, "cfosproxy.ini")
+        with open(self.config_path, "w", encoding="utf-8") as f:
+            f.write(text)
+        self._start()
+        testcase.addCleanup(self.stop)
+
+    def _start(self):
+        options = Options()
+        options.parseOptions(["--config", self.config_path])
+        self.service = makeService(options)
+        self.service.startService()
+
+    @defer.inlineCallbacks
+    def restart(self):
+        """Stop the service and start a new one on the same config and
+        state directory, as a restart of the daemon does."""
+        yield self.stop()
+        self._start()
+
+    def stop(self):
+        """Stop the service (idempotent)."""
+        if self.service.running:
+            return self.service.stopService()
+
+    def url(self, chargebox_id="CB-0001", scheme="ws", path="/"):
+        return "{}://127.0.0.1:{}{}{}".format(scheme, self.port, path, chargebox_id)
+
+    def status_url(self, path):
+        return "http://127.0.0.1:{}{}".format(self.status_port, path)

@@ -1,0 +1,276 @@
+"""The INI file: defaults, the shipped example, and errors that name file, section and key."""
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import pytest
+
+from cfosproxy.config import (
+    Config,
+    ConfigError,
+    ManagerConfig,
+    ServerConfig,
+    WallboxConfig,
+    config_from_string,
+    load_config,
+)
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "etc" / "cfosproxy.ini"
+
+OCPP = "[wallbox:a]\ntype = ocpp\naddress = CB-1\n"
+
+
+def test_empty_file_gives_defaults():
+    """A file without sections is every default of DESIGN §3, and no devices."""
+    config = config_from_string("")
+    assert config.path == "<string>"
+    assert config.server.listen == "tcp:19520"
+    assert config.server.tls == "detect"
+    assert config.server.require_client_certificate is False
+    assert config.server.max_message_size == 65536
+    assert (config.server.ping_interval, config.server.heartbeat_interval,
+            config.server.call_timeout) == (60, 300, 30)
+    assert config.manager == ManagerConfig("control", 32.0, "lift_limit", "var", "cache")
+    assert config.status.listen == "tcp:19580:interface=127.0.0.1"
+    assert config.status.token == ""
+    assert config.manhole.listen == ""
+    assert config.wallboxes == ()
+
+
+def test_example_file_loads():
+    """etc/cfosproxy.ini, with its inline comments, loads as documented."""
+    config = load_config(EXAMPLE)
+    assert config.path == str(EXAMPLE)
+    assert config.server.listen == "tcp:19520"
+    assert config.server.tls == "detect"
+    assert config.server.password == ""
+    assert config.manager.state_dir == "var"
+    assert config.status.listen == "tcp:19580:interface=127.0.0.1"
+    assert config.manhole.listen == ""
+    (garage,) = config.wallboxes
+    assert garage == WallboxConfig(name="garage-1", type="ocpp", address="CB-0001", id=1,
+                                   min_current=6.0, max_current=16.0)
+    assert config.devices_for("CB-0001") == (garage,)
+    assert config.wallbox("garage-1") is garage
+
+
+def test_values_are_typed():
+    """Booleans, numbers and choices are converted, case-insensitively where it makes sense."""
+    config = config_from_string(
+        "[server]\ntls = ON\nrequire_client_certificate = True\nclient_ca = ca.pem\n"
+        "accept_unknown = 1\nmax_message_size = 1024\n"
+        "[manager]\nmode = Observe\nmax_current = 12.5\n"
+        "[wallbox:x.y_z-1]\ntype = modbus\naddress = 10.0.0.2\nenabled = off\n"
+        "min_current = 0\nmax_current = .5\npoll_interval = 0.5\n"
+    )
+    assert config.server.tls == "on"
+    assert config.server.require_client_certificate is True
+    assert config.server.accept_unknown is True
+    assert config.server.max_message_size == 1024
+    assert config.manager.mode == "observe"
+    assert config.manager.max_current == 12.5
+    (w,) = config.wallboxes
+    assert (w.name, w.enabled, w.min_current, w.max_current, w.poll_interval) == (
+        "x.y_z-1", False, 0.0, 0.5, 0.5)
+
+
+def test_client_id_defaults():
+    """The backend sees the ChargeBox-ID (ocpp) or the device name (modbus) unless set."""
+    config = config_from_string(
+        OCPP + "[wallbox:b]\ntype = modbus\naddress = pb.local\n"
+        "[wallbox:c]\ntype = modbus\naddress = pb2.local\ngateway_client_id = PB-2\n"
+    )
+    assert [w.client_id for w in config.wallboxes] == ["CB-1", "b", "PB-2"]
+
+
+@pytest.mark.parametrize("address, host, port", [
+    ("pb.local", "pb.local", 4701),
+    ("192.168.1.20:502", "192.168.1.20", 502),
+    ("[::1]:4702", "::1", 4702),
+    ("[fe80::1]", "fe80::1", 4701),
+])
+def test_modbus_host_and_port(address, host, port):
+    """A Modbus address is host[:port], IPv6 in brackets, port 4701 when left out."""
+    (w,) = config_from_string(f"[wallbox:m]\ntype = modbus\naddress = {address}\n").wallboxes
+    assert (w.host, w.port) == (host, port)
+
+
+def test_ocpp_device_has_no_host():
+    """host/port belong to Modbus wallboxes; asking an OCPP one is a clear error."""
+    (w,) = config_from_string(OCPP).wallboxes
+    with pytest.raises(ValueError):
+        w.host
+
+
+def test_devices_share_a_chargebox():
+    """Two connectors of one wallbox are two devices found by the one ChargeBox-ID."""
+    config = config_from_string(
+        OCPP + "[wallbox:b]\ntype = ocpp\naddress = CB-1\nid = 2\n"
+        "[wallbox:c]\ntype = ocpp\naddress = CB-2\n"
+    )
+    assert [w.name for w in config.devices_for("CB-1")] == ["a", "b"]
+    assert config.devices_for("CB-3") == ()
+    with pytest.raises(KeyError):
+        config.wallbox("nope")
+
+
+def test_config_is_frozen():
+    """Nothing can change the configuration after it was loaded."""
+    config = config_from_string(OCPP)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.server.tls = "off"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.wallboxes[0].max_current = 63
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.wallboxes = ()
+
+
+def test_utf8_bom_accepted(tmp_path):
+    """A file saved by a Windows editor, with a byte order mark, reads like any other."""
+    path = tmp_path / "bom.ini"
+    path.write_bytes(b"\xef\xbb\xbf[server]\ntls = off\n")
+    assert load_config(path).server.tls == "off"
+
+
+def test_error_text():
+    """str(ConfigError) names file, section and key, and what was given."""
+    with pytest.raises(ConfigError) as info:
+        config_from_string("[server]\ntls = maybe\n", "etc/cfosproxy.ini")
+    err = info.value
+    assert (err.path, err.section, err.key) == ("etc/cfosproxy.ini", "server", "tls")
+    assert str(err) == "etc/cfosproxy.ini: [server] tls: must be one of off, detect, on (got 'maybe')"
+    assert str(pickle.loads(pickle.dumps(err))) == str(err)
+
+
+def test_missing_file(tmp_path):
+    """A file that isn't there is an error naming the file, with no section or key."""
+    path = tmp_path / "nope.ini"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.section, info.value.key) == (None, None)
+    assert str(info.value) == f"{path}: cannot read file: No such file or directory"
+
+
+# (ini text, section, key, words the message contains)
+BAD = [
+    ("[serveur]\n", "serveur", None, "unknown section"),
+    ("[DEFAULT]\nlisten = tcp:1\n", "DEFAULT", None, "unknown section"),
+    ("[wallbox:]\ntype = ocpp\naddress = X\n", "wallbox:", None, "device name"),
+    ("[wallbox:a b]\ntype = ocpp\naddress = X\n", "wallbox:a b", None, "device name"),
+    ("[server]\nport = 19520\n", "server", "port", "unknown key"),
+    (OCPP + "name = b\n", "wallbox:a", "name", "unknown key"),
+    ("[server]\naccept_unknown = maybe\n", "server", "accept_unknown", "yes or no"),
+    ("[server]\nping_interval = 1.5\n", "server", "ping_interval", "whole number"),
+    ("[server]\nmax_message_size = 1_000_000\n", "server", "max_message_size", "whole number"),
+    ("[server]\nmax_message_size = 1000\n", "server", "max_message_size", "at least 1024"),
+    ("[server]\ncall_timeout = 0\n", "server", "call_timeout", "greater than 0"),
+    ("[server]\nheartbeat_interval =\n", "server", "heartbeat_interval", "whole number"),
+    ("[manager]\nmax_current = nan\n", "manager", "max_current", "number"),
+    ("[manager]\nmax_current = 6,5\n", "manager", "max_current", "number"),
+    ("[manager]\nmax_current = -1\n", "manager", "max_current", "0 or more"),
+    ("[manager]\nmode = manage\n", "manager", "mode", "control, observe"),
+    ("[manager]\non_deactivate = lift\n", "manager", "on_deactivate", "lift_limit, keep_limit"),
+    ("[manager]\noffline_authorize = maybe\n", "manager", "offline_authorize", "cache, accept, reject"),
+    ("[manager]\nstate_dir =\n", "manager", "state_dir", "empty"),
+    ("[server]\nlisten = tcp:port\n", "server", "listen", "endpoint"),
+    ("[server]\nlisten = 19520\n", "server", "listen", "endpoint"),
+    ("[status]\nlisten =\n", "status", "listen", "endpoint"),
+    ("[status]\nlisten = tcp:1:iface=lo\n", "status", "listen", "endpoint"),
+    ("[manhole]\nlisten = ssh:22\nauthorized_keys = k\n", "manhole", "listen", "endpoint"),
+    ("[manhole]\nlisten = tcp:19522\n", "manhole", "authorized_keys", "must be set"),
+    ("[server]\nrequire_client_certificate = yes\n", "server", "require_client_certificate",
+     "client_ca"),
+    ("[server]\nrequire_client_certificate = yes\nclient_ca = ca.pem\ntls = off\n", "server",
+     "require_client_certificate", "tls"),
+    ("[server]\nprivate_key = key.pem\n", "server", "private_key", "certificate"),
+    ("[wallbox:a]\naddress = CB-1\n", "wallbox:a", "type", "required"),
+    ("[wallbox:a]\ntype = ocpp\n", "wallbox:a", "address", "required"),
+    ("[wallbox:a]\ntype = rs485\naddress = X\n", "wallbox:a", "type", "ocpp, modbus"),
+    ("[wallbox:a]\ntype = ocpp\naddress = site/CB-1\n", "wallbox:a", "address", "/"),
+    (OCPP + "id = 0\n", "wallbox:a", "id", "connector id"),
+    (OCPP + "min_current = 20\n", "wallbox:a", "min_current", "above max_current"),
+    (OCPP + "max_current = -6\n", "wallbox:a", "max_current", "0 or more"),
+    (OCPP + "poll_interval = 0\n", "wallbox:a", "poll_interval", "greater than 0"),
+    (OCPP + "id_tag = 0123456789abcdef01234\n", "wallbox:a", "id_tag", "20 characters"),
+    (OCPP + "enabled = yes\n  no\n", "wallbox:a", "enabled", "indented line"),
+    ("[wallbox:m]\ntype = modbus\naddress = pb:0\n", "wallbox:m", "address", "port"),
+    ("[wallbox:m]\ntype = modbus\naddress = pb:http\n", "wallbox:m", "address", "port"),
+    ("[wallbox:m]\ntype = modbus\naddress = ::1\n", "wallbox:m", "address", "brackets"),
+    ("[wallbox:m]\ntype = modbus\naddress = :502\n", "wallbox:m", "address", "host:port"),
+    ("[wallbox:m]\ntype = modbus\naddress = pb\nid = 248\n", "wallbox:m", "id", "1 to 247"),
+    (OCPP + "[wallbox:b]\ntype = ocpp\naddress = CB-1\n", "wallbox:b", "id",
+     "connector 1 of CB-1 is already [wallbox:a]"),
+    ("[wallbox:m]\ntype = modbus\naddress = PB\n[wallbox:n]\ntype = modbus\naddress = pb:4701\n",
+     "wallbox:n", "id", "already [wallbox:m]"),
+    (OCPP + "gateway_url = ws://backend/ocpp\n[wallbox:b]\ntype = ocpp\naddress = CB-1\nid = 2\n",
+     "wallbox:b", "gateway_url", "differs from [wallbox:a]"),
+    (OCPP + "gateway_url = ws://b/\n[wallbox:b]\ntype = ocpp\naddress = CB-1\nid = 2\n"
+     "gateway_url = ws://b/\ngateway_client_id = other\n",
+     "wallbox:b", "gateway_client_id", "differs from [wallbox:a]"),
+    (OCPP + "gateway_url = ws://b/\n[wallbox:m]\ntype = modbus\naddress = pb\n"
+     "gateway_url = ws://b/\ngateway_client_id = CB-1\n",
+     "wallbox:m", "gateway_client_id", "already connects"),
+    (OCPP + "gateway_url = http://backend/ocpp\n", "wallbox:a", "gateway_url", "ws://"),
+    (OCPP + "gateway_url = ws:///ocpp\n", "wallbox:a", "gateway_url", "ws://"),
+    (OCPP + "gateway_url = wss://backend:99999/\n", "wallbox:a", "gateway_url", "port"),
+    (OCPP + "gateway_url = wss://backend/?x=1\n", "wallbox:a", "gateway_url", "query"),
+    (OCPP + "gateway_ca = ca.pem\n", "wallbox:a", "gateway_ca", "wss://"),
+    (OCPP + "gateway_url = ws://b/\ngateway_certificate = c.pem\n", "wallbox:a",
+     "gateway_certificate", "wss://"),
+    (OCPP + "gateway_url = wss://b/\ngateway_private_key = k.pem\n", "wallbox:a",
+     "gateway_private_key", "gateway_certificate"),
+    (OCPP + "gateway_client_id = a/b\n", "wallbox:a", "gateway_client_id", "/"),
+    ("[server]\ntls = on\n[server]\n", "server", None, "section appears twice (line 3)"),
+    ("[server]\ntls = on\nTLS = off\n", "server", "tls", "key appears twice (line 3)"),
+    ("tls = on\n", None, None, "line 1"),
+    ("[server]\njunk line\n", None, None, "line 2"),
+]
+
+
+@pytest.mark.parametrize("text, section, key, words", BAD)
+def test_error_names_section_and_key(text, section, key, words):
+    """Each kind of mistake is a ConfigError naming the file, section and key, saying why."""
+    with pytest.raises(ConfigError) as info:
+        config_from_string(text, "site.ini")
+    err = info.value
+    assert (err.path, err.section, err.key) == ("site.ini", section, key)
+    assert words in err.message
+    assert str(err).startswith("site.ini: ")
+
+
+@pytest.mark.parametrize("text", [
+    "[server]\npassword secret-XYZ\n",
+    "[server]\npassword = secret-XYZ\n  more\n",
+    "[status]\ntoken = secret-XYZ\n  more\n",
+    "[server]\npasword = secret-XYZ\n",
+    "[server]\npassword = secret-XYZ\npassword = secret-XYZ\n",
+    OCPP + "gateway_url = ws://b/\ngateway_password = secret-XYZ\n"
+    "[wallbox:b]\ntype = ocpp\naddress = CB-1\nid = 2\ngateway_url = ws://b/\n",
+    OCPP + "gateway_url = ftp://cb:secret-XYZ@backend/\n",
+    OCPP + "gateway_url = ws://cb:secret-XYZ@backend/\n",
+])
+def test_secrets_not_in_errors(text):
+    """Passwords, tokens and credentials in URLs never show up in an error message."""
+    with pytest.raises(ConfigError) as info:
+        config_from_string(text)
+    assert "secret-XYZ" not in str(info.value)
+    assert "secret-XYZ" not in repr(info.value)
+
+
+def test_secrets_not_in_repr():
+    """Logging a config object does not log its passwords."""
+    config = config_from_string(
+        "[server]\npassword = secret-XYZ\n[status]\ntoken = secret-XYZ\n"
+        + OCPP + "gateway_url = ws://b/\ngateway_password = secret-XYZ\n"
+    )
+    assert config.server.password == "secret-XYZ"
+    assert config.wallboxes[0].gateway_password == "secret-XYZ"
+    assert "secret-XYZ" not in repr(config)
+
+
+def test_config_without_file():
+    """Other modules' tests can build a Config directly; it holds the defaults."""
+    config = Config("test.ini", wallboxes=(WallboxConfig("w", "ocpp", "CB-9"),))
+    assert config.server == ServerConfig()
+    assert config.devices_for("CB-9")[0].name == "w"

@@ -1,0 +1,168 @@
+"""The daemon as an operator runs it: a real ``twistd`` process."""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from tests.harness import free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWISTD = "from twisted.scripts.twistd import run; run()"
+
+
+def daemon_env():
+    """The environment for a twistd child: this checkout first on the path,
+    so that the code under test is what runs."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def twistd(*args, cwd):
+    return subprocess.Popen(
+        [sys.executable, "-c", TWISTD, "-n", "--pidfile=", *args],
+        cwd=cwd,
+        env=daemon_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_port(port, process, timeout=30.0):
+    """Poll until something listens on the port, or the process ended."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def write_config(directory, body):
+    path = os.path.join(directory, "cfosproxy.ini")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(body)
+    return path
+
+
+def test_installed_plugin_is_found():
+    """After ``pip install .`` twistd finds the cfosproxy plugin through
+    ``getPlugins(IServiceMaker)``, outside the checkout, with no
+    PYTHONPATH: the plugin file was installed into twisted/plugins."""
+    code = (
+        "from twisted.plugin import getPlugins\n"
+        "from twisted.application.service import IServiceMaker\n"
+        "names = [p.tapname for p in getPlugins(IServiceMaker)]\n"
+        "assert 'cfosproxy' in names, names\n"
+        "import cfosproxy, os\n"
+        "print(os.path.dirname(cfosproxy.__file__))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    with tempfile.TemporaryDirectory() as cwd:
+        result = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert not result.stdout.strip().startswith(ROOT + os.sep + "cfosproxy"), "found the checkout, not an install"
+
+
+def test_example_config_starts_and_stops_on_sigterm(tmp_path):
+    """``twistd -n cfosproxy --config etc/cfosproxy.ini`` (ports moved to
+    free ones) listens, answers /api/health, and exits 0 on SIGTERM."""
+    with open(os.path.join(ROOT, "etc", "cfosproxy.ini"), encoding="utf-8") as f:
+        example = f.read()
+    port, status = free_port(), free_port()
+    example = example.replace("listen = tcp:19520", "listen = tcp:{}:interface=127.0.0.1".format(port))
+    example = example.replace("tcp:19580:", "tcp:{}:".format(status))
+    config = write_config(str(tmp_path), example)
+    process = twistd("cfosproxy", "--config", config, cwd=str(tmp_path))
+    try:
+        assert wait_for_port(port, process), process.communicate(timeout=10)[0]
+        assert wait_for_port(status, process)
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen("http://127.0.0.1:{}/api/health".format(status), timeout=10) as r:
+            assert json.loads(r.read())["status"] == "ok"
+        assert (tmp_path / "var" / "server-key.pem").exists(), "tls = detect made no certificate"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0]
+    assert process.returncode in (0, -signal.SIGTERM), output
+    assert "store closed" in output
+
+
+@pytest.mark.parametrize(
+    "body,expected",
+    [
+        ("[server]\ntls = maybe\n", "[server] tls"),
+        ("[server]\nlisten = tcp:19520\ncolour = blue\n", "[server] colour"),
+        ("[wallbox:a]\ntype = ocpp\naddress = CB-1\nmax_current = lots\n", "[wallbox:a] max_current"),
+    ],
+)
+def test_bad_config_fails_start(tmp_path, body, expected):
+    """A broken config file stops twistd with exit status 1 and a message
+    naming the file, section and key."""
+    config = write_config(str(tmp_path), body)
+    result = subprocess.run(
+        [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "cfosproxy", "--config", config],
+        cwd=str(tmp_path), env=daemon_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert config in result.stderr + result.stdout
+    assert expected in result.stderr + result.stdout
+
+
+def test_missing_config_fails_start(tmp_path):
+    """A config path that does not exist fails the start, naming the file."""
+    missing = str(tmp_path / "nope.ini")
+    result = subprocess.run(
+        [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "cfosproxy", "--config", missing],
+        cwd=str(tmp_path), env=daemon_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert missing in result.stderr + result.stdout
+
+
+def test_port_in_use_fails_start(tmp_path):
+    """When the OCPP port is taken, twistd does not run on without
+    listening: it exits non-zero and says why."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(
+            str(tmp_path),
+            "[server]\nlisten = tcp:{}:interface=127.0.0.1\ntls = off\n"
+            "[status]\nlisten = tcp:{}:interface=127.0.0.1\n".format(port, free_port()),
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "cfosproxy", "--config", config],
+            cwd=str(tmp_path), env=daemon_env(), capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode != 0
+    assert "Address already in use" in result.stdout + result.stderr
+
+
+def test_other_reactor_is_refused(tmp_path):
+    """``--reactor=select`` fails with a message that says to use asyncio;
+    ``--reactor=asyncio`` is accepted."""
+    config = write_config(str(tmp_path), "[server]\nlisten = tcp:{}:interface=127.0.0.1\ntls = off\n".format(free_port()))
+    result = subprocess.run(
+        [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "--reactor=select", "cfosproxy", "--config", config],
+        cwd=str(tmp_path), env=daemon_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert "asyncio" in result.stdout + result.stderr
