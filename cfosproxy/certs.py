@@ -236,7 +236,7 @@ def ensure_self_signed(state_dir):
         host[:64],
         None,
         None,
-        dns_names=dict.fromkeys([host, "localhost"]),
+        dns_names=dict.fromkeys([host, "localhost"]),  # once each, in order
         ip_addresses=["127.0.0.1", "::1"],
         days=SELF_SIGNED_DAYS,
     )

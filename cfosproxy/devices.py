@@ -8,6 +8,8 @@ anything.
 
 from dataclasses import dataclass, field
 
+from twisted.logger import Logger
+
 from cfosproxy.ocpp.frames import CallResult
 
 # StatusNotification states in which a connector draws, or may draw, current.
@@ -85,6 +87,8 @@ class DeviceRegistry:
     @param config: the daemon's L{cfosproxy.config.Config}.
     @param clock: an L{IReactorTime}-like object; only C{seconds()} is used.
     """
+
+    _log = Logger()
 
     def __init__(self, config, clock):
         self._clock = clock
@@ -186,6 +190,17 @@ class DeviceRegistry:
             reader(chargebox_id, payload, answer.payload)
 
     def _read_BootNotification(self, chargebox_id, payload, result):
+        self._log.info(
+            "{cbid} booted: {vendor} {model}, serial {serial}, firmware "
+            "{firmware}; {status}",
+            cbid=chargebox_id,
+            vendor=payload.get("chargePointVendor"),
+            model=payload.get("chargePointModel"),
+            serial=payload.get("chargePointSerialNumber")
+            or payload.get("chargeBoxSerialNumber"),
+            firmware=payload.get("firmwareVersion"),
+            status=result.get("status"),
+        )
         for device in self._devices_or_first(chargebox_id):
             device.boot = dict(payload)
 
@@ -205,6 +220,15 @@ class DeviceRegistry:
 
     def _read_StartTransaction(self, chargebox_id, payload, result):
         device = self._device_for(chargebox_id, payload.get("connectorId"))
+        self._log.info(
+            "{cbid} connector {connector}: transaction {transaction} started "
+            "for id tag {id_tag} at {meter} Wh",
+            cbid=chargebox_id,
+            connector=payload.get("connectorId"),
+            transaction=result.get("transactionId"),
+            id_tag=mask_id_tag(payload.get("idTag")),
+            meter=payload.get("meterStart"),
+        )
         if device is not None and "transactionId" in result:
             device.transaction_id = result["transactionId"]
             device.id_tag = payload.get("idTag")
@@ -212,6 +236,13 @@ class DeviceRegistry:
             device.energy_wh = payload.get("meterStart")
 
     def _read_StopTransaction(self, chargebox_id, payload, result):
+        self._log.info(
+            "{cbid}: transaction {transaction} stopped at {meter} Wh ({reason})",
+            cbid=chargebox_id,
+            transaction=payload.get("transactionId"),
+            meter=payload.get("meterStop"),
+            reason=payload.get("reason", "Local"),
+        )
         for device in self.devices_of(chargebox_id):
             if device.transaction_id == payload.get("transactionId"):
                 device.transaction_id = None

@@ -65,10 +65,10 @@ def server_context_factory(
                 "certificate in {}: {}".format(state_dir, e)
             ) from e
     chain = _load_certificates("certificate", certificate)
-    key_name, key_path = ("private_key", private_key) if private_key else (
-        "certificate",
-        certificate,
-    )
+    if private_key:
+        key_name, key_path = "private_key", private_key
+    else:
+        key_name, key_path = "certificate", certificate
     key = _load_private_key(key_name, key_path)
     if _public_der(key) != _public_der(chain[0]):
         raise TLSConfigError(
@@ -162,22 +162,23 @@ def _public_der(key_or_cert):
 def wrap_factory(mode, factory, context_factory, *, clock, sniff_timeout=10.0):
     """Put the TLS mode C{mode} around the server protocol factory C{factory}.
 
-    @param mode: C{"off"}: C{factory} as it is; C{"on"}: TLS only;
+    @param mode: C{"off"}: plain only (a TLS client is told so in the log
+        and closed at once, not left to time out); C{"on"}: TLS only;
         C{"detect"}: plain or TLS, chosen by the first byte of a connection.
     @param context_factory: from L{server_context_factory}; unused for C{"off"}.
     @param clock: the reactor, for the detection timeout and TLS write batching.
-    @param sniff_timeout: in C{"detect"} mode, a connection that sends nothing
-        for this many seconds is closed.
+    @param sniff_timeout: in C{"off"} and C{"detect"} mode, a connection that
+        sends nothing for this many seconds is closed.
     @return: an L{IProtocolFactory} to listen with.
     """
     if mode == "off":
-        return factory
+        return _DetectingFactory(factory, None, clock, sniff_timeout)
+    if mode not in ("on", "detect"):
+        raise ValueError("tls mode must be off, on or detect, not {!r}".format(mode))
     tls_factory = _ServerTLSFactory(context_factory, False, factory, clock)
     if mode == "on":
         return tls_factory
-    if mode == "detect":
-        return _DetectingFactory(tls_factory, clock, sniff_timeout)
-    raise ValueError("tls mode must be off, on or detect, not {!r}".format(mode))
+    return _DetectingFactory(factory, tls_factory.wrap, clock, sniff_timeout)
 
 
 def is_tls(transport):
@@ -273,13 +274,14 @@ class _HandshakeWatcher(Protocol):
 
 
 class _DetectingFactory(Factory):
-    """Plain and TLS connections on one port (``tls = detect``)."""
+    """Plain and TLS connections on one port (``tls = detect``), or plain
+    ones only (``tls = off``: C{wrap_tls} is None)."""
 
     noisy = False
 
-    def __init__(self, tls_factory, clock, timeout):
-        self._tls_factory = tls_factory
-        self._factory = tls_factory.wrappedFactory
+    def __init__(self, factory, wrap_tls, clock, timeout):
+        self._factory = factory
+        self._wrap_tls = wrap_tls
         self._clock = clock
         self._timeout = timeout
 
@@ -290,15 +292,14 @@ class _DetectingFactory(Factory):
         self._factory.doStop()
 
     def logPrefix(self):
-        return _log_prefix(self._factory) + " (plain or TLS)"
+        kind = " (plain only)" if self._wrap_tls is None else " (plain or TLS)"
+        return _log_prefix(self._factory) + kind
 
     def buildProtocol(self, addr):
         inner = self._factory.buildProtocol(addr)
         if inner is None:
             return None
-        return _DetectingProtocol(
-            inner, self._tls_factory.wrap, self._clock, self._timeout
-        )
+        return _DetectingProtocol(inner, self._wrap_tls, self._clock, self._timeout)
 
 
 class _DetectingProtocol(Protocol):
@@ -327,6 +328,14 @@ class _DetectingProtocol(Protocol):
                 return
             self._cancel_timer()
             if data[:1] == _TLS_HANDSHAKE_RECORD:
+                if self._wrap_tls is None:
+                    _log.warn(
+                        "Closing the connection from {peer}: it starts a TLS "
+                        "handshake, but this port has tls = off",
+                        peer=_peer(self.transport),
+                    )
+                    self.transport.abortConnection()
+                    return
                 self._chosen = self._wrap_tls(self._inner)
             else:
                 self._chosen = self._inner

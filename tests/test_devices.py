@@ -1,0 +1,119 @@
+"""The device registry reads wallbox messages into per-device state."""
+
+from cfosproxy.config import config_from_string
+from cfosproxy.devices import DeviceRegistry, mask_id_tag
+from cfosproxy.ocpp.frames import Call, CallError, CallResult
+
+TWO_CONNECTORS = """
+[wallbox:left]
+type = ocpp
+address = CB-2
+id = 1
+[wallbox:right]
+type = ocpp
+address = CB-2
+id = 2
+"""
+
+
+class Clock:
+    now = 1000.0
+
+    def seconds(self):
+        return self.now
+
+
+def registry(text=TWO_CONNECTORS):
+    return DeviceRegistry(config_from_string(text), Clock())
+
+
+def exchange(reg, action, payload, result, cbid="CB-2"):
+    reg.exchange(cbid, Call("1", action, payload), CallResult("1", result))
+
+
+def test_two_connectors_are_two_devices():
+    """StatusNotification and StartTransaction land on the device of their
+    connector; connection state is shared by both."""
+    reg = registry()
+    reg.connected("CB-2", "tcp4:192.0.2.1:5000", None)
+    exchange(reg, "StatusNotification", {"connectorId": 2, "errorCode": "NoError", "status": "Charging"}, {})
+    exchange(reg, "StartTransaction", {"connectorId": 2, "idTag": "ABCDEF", "meterStart": 10, "timestamp": "t"}, {"transactionId": 7, "idTagInfo": {"status": "Accepted"}})
+    left, right = reg.get("left").as_json(), reg.get("right").as_json()
+    assert left["connected"] and right["connected"]
+    assert left["status"] is None and left["transaction_id"] is None
+    assert right["status"] == "Charging" and right["transaction_id"] == 7
+    assert right["id_tag"] == "**CDEF"
+
+
+def test_meter_values_units_and_signed_data():
+    """Energy in kWh is shown in Wh, power in kW in W; per-phase and signed
+    samples do not overwrite the totals."""
+    reg = registry()
+    exchange(reg, "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": "t", "sampledValue": [
+        {"value": "2.5", "unit": "kWh"},
+        {"value": "11", "measurand": "Power.Active.Import", "unit": "kW"},
+        {"value": "3000", "measurand": "Power.Active.Import", "unit": "W", "phase": "L1"},
+        {"value": "OCMF|{}", "format": "SignedData"},
+        {"value": "not a number", "measurand": "Energy.Active.Import.Register"},
+    ]}]}, {})
+    device = reg.get("left").as_json()
+    assert device["energy_wh"] == 2500.0
+    assert device["power_w"] == 11000.0
+
+
+def test_stop_transaction_clears():
+    """StopTransaction ends the device's transaction and takes the final
+    meter reading."""
+    reg = registry()
+    exchange(reg, "StartTransaction", {"connectorId": 1, "idTag": "A", "meterStart": 10, "timestamp": "t"}, {"transactionId": 3, "idTagInfo": {"status": "Accepted"}})
+    exchange(reg, "StopTransaction", {"transactionId": 3, "meterStop": 99, "timestamp": "t"}, {})
+    device = reg.get("left").as_json()
+    assert device["transaction_id"] is None and device["energy_wh"] == 99
+
+
+def test_refused_call_changes_nothing():
+    """A CALL answered with a CALLERROR is not taken as fact."""
+    reg = registry()
+    reg.exchange("CB-2", Call("1", "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging"}), CallError("1", "FormationViolation"))
+    assert reg.get("left").status is None
+
+
+def test_unconfigured_connector_of_known_wallbox_is_ignored():
+    """A connector the operator did not configure creates no device."""
+    reg = registry()
+    exchange(reg, "StatusNotification", {"connectorId": 3, "errorCode": "NoError", "status": "Charging"}, {})
+    assert sorted(d.name for d in reg) == ["left", "right"]
+
+
+def test_connector_zero_fault_marks_all():
+    """A fault on connector 0 (the whole charge point) shows on every device."""
+    reg = registry()
+    exchange(reg, "StatusNotification", {"connectorId": 0, "errorCode": "GroundFailure", "status": "Faulted"}, {})
+    assert reg.get("left").error_code == reg.get("right").error_code == "GroundFailure"
+
+
+def test_accept_unknown_observes_new_wallbox():
+    """With accept_unknown an unknown wallbox gets an observed device that is
+    not configured and not enabled; without it, it may not connect."""
+    reg = registry("[server]\naccept_unknown = yes\n")
+    assert reg.may_connect("CB-NEW")
+    reg.connected("CB-NEW", "tcp4:192.0.2.2:1", None)
+    [device] = list(reg)
+    assert device.as_json()["configured"] is False and device.as_json()["enabled"] is False
+    assert not registry().may_connect("CB-NEW")
+
+
+def test_disconnect():
+    """A lost connection shows as not connected."""
+    reg = registry()
+    reg.connected("CB-2", "p", "CN=CB-2")
+    reg.disconnected("CB-2")
+    assert not reg.get("left").connected
+    assert reg.get("left").certificate_subject == "CN=CB-2"
+
+
+def test_mask_id_tag():
+    """Only the last four characters of an id tag are shown."""
+    assert mask_id_tag("04A1B2C3D4") == "******C3D4"
+    assert mask_id_tag("AB") == "AB"
+    assert mask_id_tag(None) is None
