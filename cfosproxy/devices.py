@@ -14,6 +14,8 @@ from cfosproxy.ocpp.frames import CallResult
 
 # StatusNotification states in which a connector draws, or may draw, current.
 CHARGING_STATES = frozenset({"Charging", "SuspendedEV"})
+# States in which it does not, whatever the transaction says.
+IDLE_STATES = frozenset({"Available", "Finishing", "Faulted", "Unavailable"})
 
 
 @dataclass
@@ -41,6 +43,13 @@ class Device:
     power_w: float | None = None
     boot: dict = field(default_factory=dict)
     last_seen: float | None = None
+    # Load management (see cfosproxy.manager):
+    enabled: bool = True
+    charging_since: float | None = None
+    grant: float = 0.0
+    accepted_limit: float | None = None
+    pending_limit: float | None = None
+    profile_error: str | None = None
 
     @property
     def configured(self):
@@ -54,7 +63,7 @@ class Device:
             "address": self.address,
             "id": self.connector_id,
             "configured": self.configured,
-            "enabled": self.config.enabled if self.config else False,
+            "enabled": self.enabled if self.config else False,
             "connected": self.connected,
             "peer": self.peer,
             "certificate_subject": self.certificate_subject,
@@ -70,7 +79,23 @@ class Device:
             or self.boot.get("chargeBoxSerialNumber"),
             "firmware": self.boot.get("firmwareVersion"),
             "last_seen": self.last_seen,
+            "charging": self.charging_since is not None,
+            "granted_current": self.grant,
+            "accepted_limit": self.accepted_limit,
+            "pending_limit": self.pending_limit,
+            "profile_error": self.profile_error,
         }
+
+    @property
+    def wants_current(self):
+        """Whether the wallbox is charging or about to: a transaction that
+        has not finished, or a status that says it draws current.
+
+        SuspendedEVSE counts when a transaction runs: that is the state a
+        wallbox shows while the manager's 0 A default profile holds it."""
+        if self.status in IDLE_STATES:
+            return False
+        return self.transaction_id is not None or self.status in CHARGING_STATES
 
 
 def mask_id_tag(id_tag):
@@ -103,6 +128,7 @@ class DeviceRegistry:
                     address=wallbox.address,
                     connector_id=wallbox.id,
                     config=wallbox,
+                    enabled=wallbox.enabled,
                 )
             )
 

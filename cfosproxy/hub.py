@@ -29,13 +29,18 @@ class ChargePointHub:
     @param registry: the L{cfosproxy.devices.DeviceRegistry}.
     @param responder: answers wallbox CALLs (see L{WallboxSession}).
     @param clock: L{IReactorTime} for call timeouts.
+    @param observers: further objects told of connections
+        (C{connected(chargebox_id, peer, certificate_subject)},
+        C{disconnected(chargebox_id)}) and of every exchange (see
+        L{WallboxSession}); the registry is always told first.
     """
 
     _log = Logger()
 
-    def __init__(self, server_config, registry, responder, clock):
+    def __init__(self, server_config, registry, responder, clock, observers=()):
         self._config = server_config
         self._registry = registry
+        self._observers = (registry, *observers)
         self._responder = responder
         self._clock = clock
         self.sessions = {}
@@ -88,12 +93,11 @@ class ChargePointHub:
             chargebox_id,
             connection,
             self._responder,
-            (self._registry,),
+            self._observers,
             self._clock,
             self._config.call_timeout,
         )
         self.sessions[chargebox_id] = session
-        self._registry.connected(chargebox_id, connection.peer, certificate_subject)
         if certificate_subject:
             self._log.info(
                 "{cbid} connected from {peer} with certificate {subject}",
@@ -105,6 +109,8 @@ class ChargePointHub:
             self._log.info(
                 "{cbid} connected from {peer}", cbid=chargebox_id, peer=connection.peer
             )
+        for observer in self._observers:
+            observer.connected(chargebox_id, connection.peer, certificate_subject)
         return session
 
     def closed(self, session, code, reason):
@@ -118,7 +124,8 @@ class ChargePointHub:
         )
         if self.sessions.get(session.chargebox_id) is session:
             del self.sessions[session.chargebox_id]
-            self._registry.disconnected(session.chargebox_id)
+            for observer in self._observers:
+                observer.disconnected(session.chargebox_id)
         if not self.sessions:
             waiters, self._when_empty = self._when_empty, []
             for d in waiters:

@@ -4,10 +4,9 @@ Used when a wallbox has no gateway, and (later) when its backend is down.
 Sans-IO: a clock for the time of day, a callable for transaction ids.
 """
 
-from datetime import datetime, timezone
-
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.schemas import validate_call
+from cfosproxy.ocpp.times import ocpp_time
 
 # The CALLs a charge point sends to a central system in OCPP 1.6 (§4 of the
 # specification). Any other action from a wallbox is one we know of but that
@@ -26,12 +25,6 @@ CHARGE_POINT_ACTIONS = frozenset(
         "StopTransaction",
     }
 )
-
-
-def ocpp_time(seconds):
-    """An OCPP dateTime (RFC 3339, UTC, milliseconds) for a POSIX time."""
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class LocalCentralSystem:

@@ -1,9 +1,8 @@
 """The SQLite store in ``state_dir``: what must survive a restart or a crash.
 
 One file, ``cfosproxy.sqlite``, in WAL mode with ``synchronous=FULL``: a
-commit is on disk before the wallbox gets its answer. Today it holds the
-site-wide transaction id counter; the outbound queue, transaction id map, auth
-cache and device flags live here too as they arrive.
+commit is on disk before the wallbox gets its answer. It holds the site-wide
+transaction id counter and the devices' enabled flags set at run time.
 
 Access is synchronous: every write is one small transaction, and SQLite in WAL
 mode commits those in well under a millisecond on local disk, which is cheaper
@@ -25,6 +24,12 @@ _MIGRATIONS = (
     CREATE TABLE counters (
         name  TEXT PRIMARY KEY,
         value INTEGER NOT NULL
+    );
+    """,
+    """
+    CREATE TABLE device_flags (
+        name    TEXT PRIMARY KEY,
+        enabled INTEGER NOT NULL
     );
     """,
 )
@@ -85,6 +90,20 @@ class Store:
                 "SELECT value FROM counters WHERE name = 'transaction'"
             ).fetchone()
         return value
+
+    def device_flags(self):
+        """The enabled flags set at run time: C{{device name: bool}}."""
+        rows = self._db.execute("SELECT name, enabled FROM device_flags")
+        return {name: bool(enabled) for name, enabled in rows}
+
+    def set_device_enabled(self, name, enabled):
+        """Keep a device's enabled flag."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO device_flags (name, enabled) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled",
+                (name, int(enabled)),
+            )
 
     def close(self):
         """Commit what is pending and close the file."""

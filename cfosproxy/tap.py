@@ -46,15 +46,21 @@ class Options(usage.Options):
 
 
 def makeService(options):
-    """The daemon: store, OCPP server and status API in one MultiService."""
+    """The daemon: store, load manager, OCPP server and status API."""
     from twisted.internet import reactor
     from twisted.web.server import Site
 
     from cfosproxy.devices import DeviceRegistry
     from cfosproxy.hub import ChargePointHub
     from cfosproxy.localcs import LocalCentralSystem
+    from cfosproxy.manager import LoadManager
+    from cfosproxy.ocppcontrol import ChargingProfileActuator
     from cfosproxy.server import WallboxServerFactory
-    from cfosproxy.shutdown import CloseConnectionsService, OrderedMultiService
+    from cfosproxy.services import (
+        CloseConnectionsService,
+        OrderedMultiService,
+        ManagerService,
+    )
     from cfosproxy.status import status_root
     from cfosproxy.store import StoreService
 
@@ -72,7 +78,17 @@ def makeService(options):
         config.server.heartbeat_interval,
         lambda: store.store.next_transaction_id(),
     )
-    hub = ChargePointHub(config.server, registry, local, reactor)
+    actuators = {}
+    manager = LoadManager(
+        config,
+        registry,
+        actuators,
+        reactor,
+        lambda name, enabled: store.store.set_device_enabled(name, enabled),
+    )
+    hub = ChargePointHub(config.server, registry, local, reactor, observers=[manager])
+    actuators["ocpp"] = ChargingProfileActuator(hub, reactor)
+    ManagerService(store, manager).setServiceParent(top)
     CloseConnectionsService(hub).setServiceParent(top)
 
     factory = tls.wrap_factory(
@@ -86,7 +102,10 @@ def makeService(options):
     ocpp.setServiceParent(top)
 
     listeners = {"ocpp": ocpp}
-    web = strports.service(config.status.listen, Site(status_root(registry, listeners)))
+    web = strports.service(
+        config.status.listen,
+        Site(status_root(registry, manager, config.status.token, listeners)),
+    )
     web.setName("status")
     listeners["status"] = web
     web.setServiceParent(top)

@@ -7,7 +7,8 @@ import urllib.error
 import urllib.request
 
 import websockets
-from ocpp.v16 import ChargePoint, call
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint, call, call_result
 from twisted.trial import unittest
 
 from tests.harness import RunningDaemon, asyncio_test
@@ -27,7 +28,41 @@ async def http_get(url):
 
 
 class Wallbox(ChargePoint):
-    """The ocpp package's charge point, as a stand-in for a real wallbox."""
+    """The ocpp package's charge point, as a stand-in for a real wallbox:
+    it accepts charging profiles and keeps the last one per connector."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.profiles = {}
+        self.profile_changed = asyncio.Event()
+
+    @on("SetChargingProfile")
+    def on_set_charging_profile(self, connector_id, cs_charging_profiles):
+        self.profiles[connector_id] = cs_charging_profiles
+        self.profile_changed.set()
+        return call_result.SetChargingProfile(status="Accepted")
+
+    @on("ClearChargingProfile")
+    def on_clear_charging_profile(self, id=None, connector_id=None, **kwargs):
+        self.profiles = {c: p for c, p in self.profiles.items() if p["charging_profile_id"] != id}
+        self.profile_changed.set()
+        return call_result.ClearChargingProfile(status="Accepted")
+
+    def limit(self, connector_id=1):
+        """The limit of the profile on a connector, or None."""
+        profile = self.profiles.get(connector_id)
+        if profile is None:
+            return None
+        return profile["charging_schedule"]["charging_schedule_period"][0]["limit"]
+
+    async def wait_for_limit(self, wanted, connector_id=1, timeout=10):
+        """Wait until the connector's limit is C{wanted}."""
+        async def until():
+            while self.limit(connector_id) != wanted:
+                self.profile_changed.clear()
+                await self.profile_changed.wait()
+
+        await asyncio.wait_for(until(), timeout)
 
 
 async def connect(url, **kwargs):

@@ -4,7 +4,8 @@ import itertools
 
 import pytest
 
-from cfosproxy.localcs import LocalCentralSystem, ocpp_time
+from cfosproxy.localcs import LocalCentralSystem
+from cfosproxy.ocpp.times import ocpp_time
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.frames import Call
 from cfosproxy.ocpp.schemas import validate_result

@@ -1,4 +1,4 @@
-"""Closing every wallbox connection cleanly when the daemon stops."""
+"""Services that start and stop the daemon's parts in the right order."""
 
 from twisted.application import service
 from twisted.internet import defer
@@ -50,3 +50,23 @@ class OrderedMultiService(service.MultiService):
                 yield defer.maybeDeferred(child.stopService)
             except Exception:
                 self._log.failure("stopping {child!r}", child=child)
+
+
+class ManagerService(service.Service):
+    """Starts the load manager with the enabled flags kept in the store, and
+    stops its timers at the end.
+
+    Added after the L{StoreService}, so the store is open by then.
+    """
+
+    def __init__(self, store_service, manager):
+        self._store_service = store_service
+        self._manager = manager
+
+    def startService(self):
+        self._manager.restore_enabled(self._store_service.store.device_flags())
+        service.Service.startService(self)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        self._manager.stop()

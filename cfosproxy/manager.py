@@ -1,0 +1,353 @@
+"""Load management: the site current, shared among the devices that charge.
+
+Sans-IO. The manager reads what wallboxes report (as a session observer),
+decides grants with L{cfosproxy.sharing.share}, and sets each device's limit
+through an L{ILimitActuator} (OCPP charging profiles; Modbus registers).
+
+The fuse is the point, so the manager keeps, per device, the most that the
+wallbox may draw as far as anyone can know (its I{exposure}): the limit it
+last accepted, or the one in flight if that is higher, or its C{max_current}
+while nothing is known and it charges. A limit that lowers a device goes out
+at once; one that raises a device goes out only when the sum of all
+exposures stays within the site limit with it. So the wallboxes together
+never may draw more than the site limit, also while changes are in flight:
+one wallbox is lowered, and only its acceptance frees current for another.
+"""
+
+import itertools
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import Interface
+
+from cfosproxy.ocpp.frames import CallResult
+from cfosproxy.session import SessionClosed
+from cfosproxy.sharing import Request, share, to_deciamps
+
+# After connecting, a wallbox normally sends a BootNotification; the default
+# profile goes out after it. A wallbox that reconnects without booting gets
+# it after this many seconds.
+BOOT_GRACE = 5.0
+
+# A limit the wallbox refused or did not answer is tried again after this.
+RETRY_DELAY = 60.0
+
+
+class ILimitActuator(Interface):
+    """Sets the current limit of one kind of device."""
+
+    def set_limit(device, amps):
+        """Limit C{device} to C{amps}.
+
+        @return: a Deferred that fires once the device accepted the limit, or
+            fails with L{LimitRefused} (it said no) or another error (no
+            answer, connection gone).
+        """
+
+    def lift(device):
+        """Remove every limit the manager set in C{device}.
+
+        @return: a Deferred that fires when done.
+        """
+
+
+class LimitRefused(Exception):
+    """The device answered, and did not accept the limit."""
+
+
+class LoadManager:
+    """Grants current to devices and keeps the site under its limit.
+
+    @param config: the daemon's L{cfosproxy.config.Config}.
+    @param registry: the L{cfosproxy.devices.DeviceRegistry}.
+    @param actuators: C{{device type: ILimitActuator}}; devices of other
+        types are shown but not managed.
+    @param clock: L{IReactorTime}.
+    @param save_enabled: C{callable(name, enabled)} that keeps the flag on
+        disk.
+    """
+
+    _log = Logger()
+
+    def __init__(self, config, registry, actuators, clock, save_enabled):
+        self._site_limit = config.manager.max_current
+        self._control = config.manager.mode == "control"
+        self._lift_on_deactivate = config.manager.on_deactivate == "lift_limit"
+        self._registry = registry
+        self._actuators = actuators
+        self._clock = clock
+        self._save_enabled = save_enabled
+        self._order = itertools.count()
+        self._arrival = {}
+        self._ready = set()
+        self._stale = set()
+        self._failed = {}
+        self._boot_timers = {}
+        self._retry_timers = {}
+
+    # -- which devices ---------------------------------------------------------
+
+    def managed(self):
+        """The devices the manager shares current among."""
+        return [d for d in self._registry if d.configured and d.type in self._actuators]
+
+    def _is_managed(self, device):
+        return device is not None and device.configured and device.type in self._actuators
+
+    def _devices_of(self, chargebox_id):
+        return [d for d in self._registry.devices_of(chargebox_id) if self._is_managed(d)]
+
+    def restore_enabled(self, flags):
+        """Take the enabled flags kept on disk (C{{name: bool}}); they win
+        over the configuration's C{enabled}, being the later decision."""
+        for device in self.managed():
+            if device.name in flags and flags[device.name] != device.enabled:
+                device.enabled = flags[device.name]
+                self._log.info(
+                    "{name} is {state} (set at run time; the configuration "
+                    "says enabled = {configured})",
+                    name=device.name,
+                    state="enabled" if device.enabled else "deactivated",
+                    configured="yes" if device.config.enabled else "no",
+                )
+
+    # -- events from wallboxes -----------------------------------------------
+
+    def connected(self, chargebox_id, peer, certificate_subject):
+        """A wallbox connected: its profile goes out after its boot."""
+        for device in self._devices_of(chargebox_id):
+            self._ready.discard(device.name)
+        self._cancel_boot_timer(chargebox_id)
+        self._boot_timers[chargebox_id] = self._clock.callLater(
+            BOOT_GRACE, self._install, chargebox_id
+        )
+        self.refresh()
+
+    def disconnected(self, chargebox_id):
+        """A wallbox's connection is gone. It keeps the profile it holds and
+        may go on charging with it, so its exposure stays."""
+        self._cancel_boot_timer(chargebox_id)
+        for device in self._devices_of(chargebox_id):
+            self._ready.discard(device.name)
+        self.refresh()
+
+    def exchange(self, chargebox_id, call, answer):
+        """Read one message of a wallbox (after the registry did)."""
+        if call.action == "BootNotification" and isinstance(answer, CallResult):
+            if answer.payload.get("status") == "Accepted":
+                self._install(chargebox_id)
+                return
+        self.refresh()
+
+    def _cancel_boot_timer(self, chargebox_id):
+        timer = self._boot_timers.pop(chargebox_id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _install(self, chargebox_id):
+        """Put the manager's profile (0 A until current is granted) into
+        every device of this wallbox, whatever it held before."""
+        self._cancel_boot_timer(chargebox_id)
+        for device in self._devices_of(chargebox_id):
+            self._ready.add(device.name)
+            self._stale.add(device.name)
+            self._failed.pop(device.name, None)
+            if not device.enabled and self._control and self._lift_on_deactivate:
+                self._lift(device)
+        self.refresh()
+
+    # -- deciding ------------------------------------------------------------
+
+    def _update_arrivals(self):
+        """Keep the order in which devices started to want current."""
+        for device in self.managed():
+            wants = device.connected and device.enabled and device.wants_current
+            if wants and device.name not in self._arrival:
+                self._arrival[device.name] = next(self._order)
+                device.charging_since = self._clock.seconds()
+            elif not wants and device.name in self._arrival:
+                del self._arrival[device.name]
+                device.charging_since = None
+
+    def refresh(self):
+        """Share the site current again and send what changed."""
+        self._update_arrivals()
+        devices = {d.name: d for d in self.managed()}
+        waiting = sorted(self._arrival, key=self._arrival.get)
+        grants = share(
+            self._site_limit,
+            [
+                Request(name, devices[name].config.min_current, devices[name].config.max_current)
+                for name in waiting
+            ],
+        )
+        for device in devices.values():
+            device.grant = grants.get(device.name, 0.0)
+        if self._control:
+            self._apply(list(devices.values()))
+
+    def exposure(self, device):
+        """The most that C{device} may draw now, as far as can be known."""
+        if not device.enabled and self._lift_on_deactivate:
+            # Deactivated with lift_limit: the operator has taken the wallbox
+            # out of load management (documented).
+            return 0.0
+        known = device.accepted_limit
+        if known is None:
+            known = device.config.max_current if device.wants_current else 0.0
+        return max(known, device.pending_limit or 0.0)
+
+    def _apply(self, devices):
+        candidates = [d for d in devices if self._needs_limit(d)]
+        # Lowering first, then raising in the order devices arrived.
+        candidates.sort(
+            key=lambda d: (
+                d.grant > self.exposure(d),
+                self._arrival.get(d.name, float("inf")),
+            )
+        )
+        site = to_deciamps(self._site_limit)
+        for device in candidates:
+            exposure = self.exposure(device)
+            if device.grant > exposure:
+                total = sum(to_deciamps(self.exposure(d)) for d in devices)
+                if total - to_deciamps(exposure) + to_deciamps(device.grant) > site:
+                    continue
+            self._send_limit(device, device.grant)
+
+    def _needs_limit(self, device):
+        if not (device.connected and device.enabled and device.name in self._ready):
+            return False
+        if device.pending_limit is not None:
+            return False
+        if self._failed.get(device.name) == device.grant:
+            return False
+        return device.name in self._stale or device.accepted_limit != device.grant
+
+    # -- sending -------------------------------------------------------------
+
+    def _send_limit(self, device, amps):
+        device.pending_limit = amps
+        self._stale.discard(device.name)
+        d = self._actuators[device.type].set_limit(device, amps)
+        d.addCallbacks(
+            self._limit_accepted,
+            self._limit_failed,
+            callbackArgs=(device, amps),
+            errbackArgs=(device, amps),
+        )
+        d.addErrback(
+            lambda f: self._log.failure("{name}: after a limit", f, name=device.name)
+        )
+
+    def _limit_accepted(self, _, device, amps):
+        device.pending_limit = None
+        device.accepted_limit = amps
+        device.profile_error = None
+        self._failed.pop(device.name, None)
+        self._log.info(
+            "{name}: limit {amps:.1f} A accepted", name=device.name, amps=amps
+        )
+        self.refresh()
+
+    def _limit_failed(self, failure, device, amps):
+        device.pending_limit = None
+        if failure.check(SessionClosed):
+            # The connection is gone; the profile goes out again after the
+            # wallbox reconnects. Until then it counts as it did.
+            if amps > (device.accepted_limit or 0.0):
+                device.accepted_limit = amps
+            self.refresh()
+            return
+        if not failure.check(LimitRefused) and amps > (device.accepted_limit or 0.0):
+            # No answer: the wallbox may have taken the higher limit. Count
+            # the worst case until it answers a later profile.
+            device.accepted_limit = amps
+        device.profile_error = "limit {:.1f} A: {}".format(
+            amps, failure.getErrorMessage()
+        )
+        self._log.warn(
+            "{name}: limit {amps:.1f} A not accepted ({error}); retrying in "
+            "{delay:.0f}s",
+            name=device.name,
+            amps=amps,
+            error=failure.getErrorMessage(),
+            delay=RETRY_DELAY,
+        )
+        self._failed[device.name] = amps
+        old = self._retry_timers.pop(device.name, None)
+        if old is not None and old.active():
+            old.cancel()
+        self._retry_timers[device.name] = self._clock.callLater(
+            RETRY_DELAY, self._retry, device.name, amps
+        )
+        self.refresh()
+
+    def _retry(self, name, amps):
+        del self._retry_timers[name]
+        if self._failed.get(name) == amps:
+            del self._failed[name]
+            self.refresh()
+
+    def stop(self):
+        """Cancel every timer (the daemon stops)."""
+        timers = list(self._boot_timers.values()) + list(self._retry_timers.values())
+        self._boot_timers.clear()
+        self._retry_timers.clear()
+        for timer in timers:
+            if timer.active():
+                timer.cancel()
+
+    # -- activation ----------------------------------------------------------
+
+    def set_enabled(self, name, enabled):
+        """Activate or deactivate a device at run time (kept on disk).
+
+        Deactivating with C{on_deactivate = lift_limit} clears every profile
+        the manager set in the wallbox, so that it runs without the manager;
+        with C{keep_limit} the wallbox keeps what it has.
+
+        @return: a Deferred that fires with the device once done.
+        @raise KeyError: no managed device has that name.
+        """
+        device = self._registry.get(name)
+        if not self._is_managed(device):
+            raise KeyError(name)
+        self._save_enabled(name, enabled)
+        if device.enabled == enabled:
+            return defer.succeed(device)
+        device.enabled = enabled
+        self._log.info(
+            "{name} {state}", name=name, state="enabled" if enabled else "deactivated"
+        )
+        if enabled:
+            self._stale.add(name)
+            self.refresh()
+            return defer.succeed(device)
+        self.refresh()
+        if self._control and self._lift_on_deactivate and device.connected:
+            d = self._lift(device)
+            d.addCallback(lambda _: device)
+            return d
+        return defer.succeed(device)
+
+    def _lift(self, device):
+        d = self._actuators[device.type].lift(device)
+
+        def lifted(_):
+            device.accepted_limit = None
+            device.profile_error = None
+            self._log.info("{name}: manager's limits cleared", name=device.name)
+
+        def failed(failure):
+            device.profile_error = "clearing limits: {}".format(
+                failure.getErrorMessage()
+            )
+            self._log.warn(
+                "{name}: could not clear the manager's limits: {error}",
+                name=device.name,
+                error=failure.getErrorMessage(),
+            )
+
+        d.addCallbacks(lifted, failed)
+        return d

@@ -1,0 +1,57 @@
+"""The charging profiles that cfosproxy's load manager owns.
+
+Every profile the manager sets uses a fixed id range and stack level, so
+that it can be found, replaced and cleared again without touching anything
+else in the wallbox:
+
+- ``chargingProfileId`` = ``MANAGER_PROFILE_ID_BASE`` + connector id
+  (1952000 … 1952099; OCPP 1.6 has at most 99 connectors worth naming here);
+- ``stackLevel`` = ``MANAGER_STACK_LEVEL``;
+- purpose ``TxDefaultProfile``, so it applies to the transactions that follow
+  as well as to the one running, kind ``Absolute``, rate unit ``A``.
+"""
+
+from cfosproxy.ocpp.times import ocpp_time
+
+MANAGER_PROFILE_ID_BASE = 1952000
+MANAGER_STACK_LEVEL = 1
+
+
+def manager_profile_id(connector_id):
+    """The chargingProfileId the manager uses on C{connector_id}."""
+    return MANAGER_PROFILE_ID_BASE + connector_id
+
+
+def is_manager_profile_id(profile_id):
+    """Whether a chargingProfileId lies in the manager's own range."""
+    return MANAGER_PROFILE_ID_BASE <= profile_id < MANAGER_PROFILE_ID_BASE + 100
+
+
+def manager_profile(connector_id, limit, start_seconds):
+    """The SetChargingProfile payload that limits C{connector_id}.
+
+    @param limit: amperes per phase; sent with one decimal.
+    @param start_seconds: POSIX time the schedule starts (now).
+    """
+    return {
+        "connectorId": connector_id,
+        "csChargingProfiles": {
+            "chargingProfileId": manager_profile_id(connector_id),
+            "stackLevel": MANAGER_STACK_LEVEL,
+            "chargingProfilePurpose": "TxDefaultProfile",
+            "chargingProfileKind": "Absolute",
+            "chargingSchedule": {
+                "startSchedule": ocpp_time(start_seconds),
+                "chargingRateUnit": "A",
+                "chargingSchedulePeriod": [
+                    {"startPeriod": 0, "limit": round(limit, 1)}
+                ],
+            },
+        },
+    }
+
+
+def clear_manager_profile(connector_id):
+    """The ClearChargingProfile payload that removes the manager's profile
+    from C{connector_id}."""
+    return {"id": manager_profile_id(connector_id)}
