@@ -115,7 +115,6 @@ class ChargePointHub:
 
     def closed(self, session, code, reason):
         """A wallbox's connection is gone."""
-        session.connection_lost()
         self._log.info(
             "{cbid} disconnected ({code} {reason})",
             cbid=session.chargebox_id,
@@ -126,6 +125,9 @@ class ChargePointHub:
             del self.sessions[session.chargebox_id]
             for observer in self._observers:
                 observer.disconnected(session.chargebox_id)
+        # Fail what waited for this connection only now, so that whoever
+        # hears of it already knows the wallbox is gone.
+        session.connection_lost()
         if not self.sessions:
             waiters, self._when_empty = self._when_empty, []
             for d in waiters:

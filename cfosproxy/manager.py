@@ -9,9 +9,10 @@ wallbox may draw as far as anyone can know (its I{exposure}): the limit it
 last accepted, or the one in flight if that is higher, or its C{max_current}
 while nothing is known and it charges. A limit that lowers a device goes out
 at once; one that raises a device goes out only when the sum of all
-exposures stays within the site limit with it. So the wallboxes together
-never may draw more than the site limit, also while changes are in flight:
-one wallbox is lowered, and only its acceptance frees current for another.
+exposures stays within the site limit with it: a device gets its grant, or
+what room the others leave it. So the wallboxes together never may draw more
+than the site limit, also while changes are in flight: one wallbox is
+lowered, and only its acceptance frees current for another.
 """
 
 import itertools
@@ -197,32 +198,45 @@ class LoadManager:
             known = device.config.max_current if device.wants_current else 0.0
         return max(known, device.pending_limit or 0.0)
 
+    def allowed_limit(self, device, devices):
+        """The limit C{device} may have now: its grant, or less when the
+        others may still draw more than the rest of the site (a lower
+        limit in flight, a wallbox that is offline with its old limit).
+        Less room than its C{min_current} means 0: a car does not charge
+        below its minimum."""
+        others = sum(to_deciamps(self.exposure(d)) for d in devices if d is not device)
+        room = to_deciamps(self._site_limit) - others
+        if to_deciamps(device.grant) <= room:
+            return device.grant
+        if room > 0 and room >= to_deciamps(device.config.min_current):
+            return room / 10
+        return 0.0
+
     def _apply(self, devices):
-        candidates = [d for d in devices if self._needs_limit(d)]
-        # Lowering first, then raising in the order devices arrived.
+        candidates = [d for d in devices if self._may_send(d)]
+        # Lowering first, then raising in the order devices arrived; each
+        # limit is worked out just before it goes, against what the others
+        # may draw at that moment.
         candidates.sort(
             key=lambda d: (
-                d.grant > self.exposure(d),
+                self.allowed_limit(d, devices) > self.exposure(d),
                 self._arrival.get(d.name, float("inf")),
             )
         )
-        site = to_deciamps(self._site_limit)
         for device in candidates:
-            exposure = self.exposure(device)
-            if device.grant > exposure:
-                total = sum(to_deciamps(self.exposure(d)) for d in devices)
-                if total - to_deciamps(exposure) + to_deciamps(device.grant) > site:
-                    continue
-            self._send_limit(device, device.grant)
+            limit = self.allowed_limit(device, devices)
+            if self._failed.get(device.name) == limit:
+                continue
+            if device.name in self._stale or device.accepted_limit != limit:
+                self._send_limit(device, limit)
 
-    def _needs_limit(self, device):
-        if not (device.connected and device.enabled and device.name in self._ready):
-            return False
-        if device.pending_limit is not None:
-            return False
-        if self._failed.get(device.name) == device.grant:
-            return False
-        return device.name in self._stale or device.accepted_limit != device.grant
+    def _may_send(self, device):
+        return (
+            device.connected
+            and device.enabled
+            and device.name in self._ready
+            and device.pending_limit is None
+        )
 
     # -- sending -------------------------------------------------------------
 
@@ -253,8 +267,10 @@ class LoadManager:
     def _limit_failed(self, failure, device, amps):
         device.pending_limit = None
         if failure.check(SessionClosed):
-            # The connection is gone; the profile goes out again after the
-            # wallbox reconnects. Until then it counts as it did.
+            # The connection is gone: nothing more goes out until the wallbox
+            # reconnects and its profile is installed again. Until then the
+            # limit counts as if the wallbox took it.
+            self._ready.discard(device.name)
             if amps > (device.accepted_limit or 0.0):
                 device.accepted_limit = amps
             self.refresh()

@@ -124,7 +124,7 @@ class DevicesResource(resource.Resource):
                 {"error": "forbidden", "detail": "POST actions need a [status] token"},
                 403,
             )
-        header = (request.getHeader(b"authorization") or "").encode("utf-8", "replace")
+        header = request.requestHeaders.getRawHeaders(b"authorization", [b""])[0]
         expected = b"Bearer " + self._token.encode("utf-8")
         if not hmac.compare_digest(header, expected):
             request.setHeader(b"www-authenticate", b'Bearer realm="cfosproxy"')

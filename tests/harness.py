@@ -38,9 +38,10 @@ def asyncio_test(method):
     return wrapper
 
 
-async def wait(d):
-    """Await a Twisted Deferred from asyncio code."""
-    return await d.asFuture(asyncio.get_running_loop())
+async def wait_deferred(d):
+    """Await a Twisted Deferred (or None) from asyncio code."""
+    if d is not None:
+        return await d.asFuture(asyncio.get_running_loop())
 
 
 DEFAULT_WALLBOXES = """
@@ -57,7 +58,7 @@ class RunningDaemon:
     @ivar port: the OCPP port; C{status_port}: the status API port.
     """
 
-    def __init__(self, testcase, server="", manager="", wallboxes=DEFAULT_WALLBOXES):
+    def __init__(self, testcase, server="", manager="", status="", wallboxes=DEFAULT_WALLBOXES):
         directory = tempfile.mkdtemp(prefix="cfosproxy-test-")
         testcase.addCleanup(shutil.rmtree, directory, ignore_errors=True)
         self.directory = directory
@@ -67,7 +68,7 @@ class RunningDaemon:
         text = (
             "[server]\nlisten = tcp:{port}:interface=127.0.0.1\n{server}\n"
             "[manager]\nstate_dir = {state}\n{manager}\n"
-            "[status]\nlisten = tcp:{status}:interface=127.0.0.1\n"
+            "[status]\nlisten = tcp:{status}:interface=127.0.0.1\n{status_extra}\n"
             "{wallboxes}"
         ).format(
             port=self.port,
@@ -75,6 +76,7 @@ class RunningDaemon:
             state=self.state_dir,
             manager=textwrap.dedent(manager),
             status=self.status_port,
+            status_extra=textwrap.dedent(status),
             wallboxes=textwrap.dedent(wallboxes),
         )
         self.config_path = os.path.join(directory, "cfosproxy.ini")

@@ -3,81 +3,13 @@
 import asyncio
 import base64
 import json
-import urllib.error
-import urllib.request
 
 import websockets
-from ocpp.routing import on
-from ocpp.v16 import ChargePoint, call, call_result
+from ocpp.v16 import call
 from twisted.trial import unittest
 
-from tests.harness import RunningDaemon, asyncio_test
-
-
-async def http_get(url):
-    """GET a URL (in a thread: the daemon runs on this thread's loop)."""
-
-    def fetch():
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
-
-    return await asyncio.get_running_loop().run_in_executor(None, fetch)
-
-
-class Wallbox(ChargePoint):
-    """The ocpp package's charge point, as a stand-in for a real wallbox:
-    it accepts charging profiles and keeps the last one per connector."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.profiles = {}
-        self.profile_changed = asyncio.Event()
-
-    @on("SetChargingProfile")
-    def on_set_charging_profile(self, connector_id, cs_charging_profiles):
-        self.profiles[connector_id] = cs_charging_profiles
-        self.profile_changed.set()
-        return call_result.SetChargingProfile(status="Accepted")
-
-    @on("ClearChargingProfile")
-    def on_clear_charging_profile(self, id=None, connector_id=None, **kwargs):
-        self.profiles = {c: p for c, p in self.profiles.items() if p["charging_profile_id"] != id}
-        self.profile_changed.set()
-        return call_result.ClearChargingProfile(status="Accepted")
-
-    def limit(self, connector_id=1):
-        """The limit of the profile on a connector, or None."""
-        profile = self.profiles.get(connector_id)
-        if profile is None:
-            return None
-        return profile["charging_schedule"]["charging_schedule_period"][0]["limit"]
-
-    async def wait_for_limit(self, wanted, connector_id=1, timeout=10):
-        """Wait until the connector's limit is C{wanted}."""
-        async def until():
-            while self.limit(connector_id) != wanted:
-                self.profile_changed.clear()
-                await self.profile_changed.wait()
-
-        await asyncio.wait_for(until(), timeout)
-
-
-async def connect(url, **kwargs):
-    kwargs.setdefault("subprotocols", ["ocpp1.6"])
-    return await websockets.connect(url, open_timeout=10, **kwargs)
-
-
-async def refused_status(url, **kwargs):
-    """The HTTP status with which the server refuses the upgrade."""
-    try:
-        ws = await connect(url, **kwargs)
-    except websockets.exceptions.InvalidStatus as e:
-        return e.response.status_code, e.response
-    await ws.close()
-    raise AssertionError("connection to {} was accepted".format(url))
+from tests.harness import RunningDaemon, asyncio_test, wait_deferred
+from tests.wallboxes import Wallbox, connect, http_get, refused_status
 
 
 class ChargingSessionTests(unittest.TestCase):
@@ -144,7 +76,7 @@ class ChargingSessionTests(unittest.TestCase):
             await ws.send(json.dumps([2, "s1", "StartTransaction", {"connectorId": 1, "idTag": "A", "meterStart": 0, "timestamp": "2026-11-23T10:00:00Z"}]))
             ids.append(json.loads(await ws.recv())[2]["transactionId"])
             await ws.close()
-            await _wait_deferred(daemon.restart())
+            await wait_deferred(daemon.restart())
         self.assertEqual(len(set(ids)), 2)
 
     @asyncio_test
@@ -217,16 +149,11 @@ class ChargingSessionTests(unittest.TestCase):
         """Stopping the daemon closes every wallbox connection with 1001."""
         daemon = RunningDaemon(self)
         ws = await connect(daemon.url())
-        stopping = asyncio.ensure_future(_wait_deferred(daemon.stop()))
+        stopping = asyncio.ensure_future(wait_deferred(daemon.stop()))
         with self.assertRaises(websockets.exceptions.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 10)
         self.assertEqual(ws.close_code, 1001)
         await stopping
-
-
-async def _wait_deferred(d):
-    if d is not None:
-        await d.asFuture(asyncio.get_running_loop())
 
 
 def basic(user, password):

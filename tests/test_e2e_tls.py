@@ -10,8 +10,8 @@ import websockets
 from twisted.trial import unittest
 
 from tests.certutil import TestPKI
-from tests.harness import RunningDaemon, asyncio_test
-from tests.test_e2e_server import connect, http_get, refused_status
+from tests.harness import RunningDaemon, asyncio_test, wait_deferred
+from tests.wallboxes import connect, http_get, refused_status
 
 
 def client_ssl(ca_path, cert=None):
@@ -141,6 +141,6 @@ class SelfSignedTests(unittest.TestCase):
         context = ssl.create_default_context(cadata=first.decode())
         context.check_hostname = False  # the certificate names this host, not 127.0.0.1's name
         self.assertEqual((await heartbeat(daemon.url(scheme="wss"), ssl=context))[:2], [3, "hb"])
-        await daemon.restart().asFuture(asyncio.get_running_loop())
+        await wait_deferred(daemon.restart())
         self.assertEqual(cert.read_bytes(), first)
         self.assertEqual((await heartbeat(daemon.url(scheme="wss"), ssl=context))[:2], [3, "hb"])
