@@ -169,3 +169,51 @@ class LoadManagementTests(unittest.TestCase):
         self.assertEqual(status, 404)
         _, device = await http_get(daemon.status_url("/api/devices/CB-1"))
         self.assertTrue(device["enabled"])
+
+
+class SiteChangesTests(unittest.TestCase):
+    """One wallbox with two connectors; a changed configuration."""
+
+    @asyncio_test
+    async def test_two_connectors_share_one_connection(self):
+        """Two devices on one ChargeBox-ID (connectors 1 and 2) get their own
+        profiles over the one connection and share the site: 10 + 10 A."""
+        config = (
+            "[wallbox:left]\ntype = ocpp\naddress = CB-D\nid = 1\n"
+            "[wallbox:right]\ntype = ocpp\naddress = CB-D\nid = 2\n"
+        )
+        daemon = RunningDaemon(self, manager="max_current = 20\n", wallboxes=config)
+        box = await start_wallbox(daemon.url("CB-D"), "CB-D")
+        self.addCleanup(lambda: asyncio.ensure_future(stop_wallbox(box)))
+        await boot(box)
+        await box.wait_for_limit(0, connector_id=1)
+        await box.wait_for_limit(0, connector_id=2)
+        self.assertEqual(box.profiles[2]["charging_profile_id"], 1952002)
+        await start_charging(box, connector_id=1)
+        await box.wait_for_limit(16, connector_id=1)
+        await start_charging(box, connector_id=2)
+        await box.wait_for_limit(10, connector_id=1)
+        await box.wait_for_limit(10, connector_id=2)
+        await round_trip(box)
+        _, devices = await http_get(daemon.status_url("/api/devices"))
+        self.assertEqual({d["name"]: d["accepted_limit"] for d in devices["devices"]}, {"left": 10.0, "right": 10.0})
+
+    @asyncio_test
+    async def test_new_site_limit_after_restart(self):
+        """After a restart with a lower site limit, the reconnecting wallbox
+        in the middle of its transaction gets the new limit, even without a
+        BootNotification (after the boot grace)."""
+        daemon = RunningDaemon(self, manager="max_current = 32\n", wallboxes=wallboxes("CB-1"))
+        box = await start_wallbox(daemon.url("CB-1"), "CB-1")
+        await boot(box)
+        await start_charging(box)
+        await box.wait_for_limit(16)
+        await stop_wallbox(box)
+        text = open(daemon.config_path).read().replace("max_current = 32", "max_current = 12")
+        open(daemon.config_path, "w").write(text)
+        await wait_deferred(daemon.restart())
+        box2 = await start_wallbox(daemon.url("CB-1"), "CB-1")
+        self.addCleanup(lambda: asyncio.ensure_future(stop_wallbox(box2)))
+        # No boot: the wallbox just goes on with its transaction.
+        await box2.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Charging"))
+        await box2.wait_for_limit(12, timeout=15)
