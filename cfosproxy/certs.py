@@ -50,21 +50,8 @@ def make_ca(
     @return: C{(certificate, private_key)}
     """
     key = make_key()
-    usage = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
-    builder = (
-        _builder(common_name, organization, key, issuer_cert, days)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
+    builder = _with_role(
+        _builder(common_name, organization, key, issuer_cert, days), ca=True
     )
     return _sign(builder, key, issuer_cert, issuer_key), key
 
@@ -95,21 +82,8 @@ def make_certificate(
     @return: C{(certificate, private_key)}
     """
     key = make_key()
-    usage = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
-    builder = (
-        _builder(common_name, organization, key, issuer_cert, days)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
+    builder = _with_role(
+        _builder(common_name, organization, key, issuer_cert, days), ca=False
     )
     names = [x509.DNSName(name) for name in dns_names]
     names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
@@ -155,6 +129,25 @@ def _builder(common_name, organization, key, issuer_cert, days):
             critical=False,
         )
     return builder
+
+
+def _with_role(builder, *, ca):
+    """Basic constraints and key usage of a CA (signs certificates and
+    CRLs) or of an end entity (signs handshakes only)."""
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    return builder.add_extension(
+        x509.BasicConstraints(ca=ca, path_length=None), critical=True
+    ).add_extension(usage, critical=True)
 
 
 def _sign(builder, key, issuer_cert, issuer_key):

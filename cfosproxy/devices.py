@@ -75,8 +75,7 @@ class Device:
             "power_w": self.power_w,
             "vendor": self.boot.get("chargePointVendor"),
             "model": self.boot.get("chargePointModel"),
-            "serial": self.boot.get("chargePointSerialNumber")
-            or self.boot.get("chargeBoxSerialNumber"),
+            "serial": boot_serial(self.boot),
             "firmware": self.boot.get("firmwareVersion"),
             "last_seen": self.last_seen,
             "charging": self.charging_since is not None,
@@ -96,6 +95,12 @@ class Device:
         if self.status in IDLE_STATES:
             return False
         return self.transaction_id is not None or self.status in CHARGING_STATES
+
+
+def boot_serial(boot):
+    """The serial number from a BootNotification: the charge point's, or
+    else the charge box's (OCPP 1.6 has both; wallboxes fill one)."""
+    return boot.get("chargePointSerialNumber") or boot.get("chargeBoxSerialNumber")
 
 
 def mask_id_tag(id_tag):
@@ -222,8 +227,7 @@ class DeviceRegistry:
             cbid=chargebox_id,
             vendor=payload.get("chargePointVendor"),
             model=payload.get("chargePointModel"),
-            serial=payload.get("chargePointSerialNumber")
-            or payload.get("chargeBoxSerialNumber"),
+            serial=boot_serial(payload),
             firmware=payload.get("firmwareVersion"),
             status=result.get("status"),
         )

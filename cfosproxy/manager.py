@@ -90,7 +90,7 @@ class LoadManager:
 
     def managed(self):
         """The devices the manager shares current among."""
-        return [d for d in self._registry if d.configured and d.type in self._actuators]
+        return [d for d in self._registry if self._is_managed(d)]
 
     def _is_managed(self, device):
         return device is not None and device.configured and device.type in self._actuators
