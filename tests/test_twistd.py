@@ -166,3 +166,17 @@ def test_other_reactor_is_refused(tmp_path):
     )
     assert result.returncode == 1
     assert "asyncio" in result.stdout + result.stderr
+
+    port = free_port()
+    config = write_config(
+        str(tmp_path),
+        "[server]\nlisten = tcp:{}:interface=127.0.0.1\ntls = off\n"
+        "[status]\nlisten = tcp:{}:interface=127.0.0.1\n".format(port, free_port()),
+    )
+    process = twistd("--reactor=asyncio", "cfosproxy", "--config", config, cwd=str(tmp_path))
+    try:
+        assert wait_for_port(port, process), process.communicate(timeout=10)[0]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert process.returncode in (0, -signal.SIGTERM)
