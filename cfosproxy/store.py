@@ -2,15 +2,22 @@
 
 One file, ``cfosproxy.sqlite``, in WAL mode with ``synchronous=FULL``: a
 commit is on disk before the wallbox gets its answer. It holds the site-wide
-transaction id counter and the devices' enabled flags set at run time.
+transaction id counter, the devices' enabled flags set at run time and, for
+the gateway, what a backend outage must not lose: the ordered queue of
+messages toward each backend link, messages given up on (dead letters), the
+map of local transaction ids to the backend's, the id tags the backend
+accepted, and each wallbox's last BootNotification.
 
 Access is synchronous: every write is one small transaction, and SQLite in WAL
 mode commits those in well under a millisecond on local disk, which is cheaper
 than a thread hop.
 """
 
+import json
 import os
 import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from twisted.application import service
 from twisted.logger import Logger
@@ -32,17 +39,106 @@ _MIGRATIONS = (
         enabled INTEGER NOT NULL
     );
     """,
+    # AUTOINCREMENT: a message id is never used twice, not even after the
+    # newest row was delivered, so a dead letter keeps its id as its key and
+    # a caller holding a stale id can never hit a newer message.
+    """
+    CREATE TABLE outbound (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        link       TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        text       TEXT NOT NULL,
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        queued_at  REAL NOT NULL
+    );
+    CREATE INDEX outbound_by_link ON outbound (link, id);
+    CREATE TABLE dead_letters (
+        id        INTEGER PRIMARY KEY,
+        link      TEXT NOT NULL,
+        action    TEXT NOT NULL,
+        text      TEXT NOT NULL,
+        attempts  INTEGER NOT NULL,
+        reason    TEXT NOT NULL,
+        queued_at REAL NOT NULL,
+        dead_at   REAL NOT NULL
+    );
+    CREATE INDEX dead_letters_by_link ON dead_letters (link, id);
+    CREATE TABLE transaction_ids (
+        link       TEXT NOT NULL,
+        local_id   INTEGER NOT NULL,
+        backend_id INTEGER,
+        PRIMARY KEY (link, local_id)
+    );
+    CREATE INDEX transaction_ids_by_backend ON transaction_ids (link, backend_id);
+    CREATE TABLE id_tags (
+        link           TEXT NOT NULL,
+        id_tag         TEXT NOT NULL,
+        id_tag_info    TEXT NOT NULL,
+        remembered_at  REAL NOT NULL,
+        PRIMARY KEY (link, id_tag)
+    );
+    CREATE TABLE boots (
+        link TEXT PRIMARY KEY,
+        text TEXT NOT NULL
+    );
+    """,
+    # The local transaction id a queued StartTransaction was answered with,
+    # to map it to the backend's id once the backend answers.
+    """
+    ALTER TABLE outbound ADD COLUMN local_transaction_id INTEGER;
+    """,
 )
+
+_MESSAGE_COLUMNS = (
+    "id, link, action, text, attempts, last_error, queued_at, local_transaction_id"
+)
+_DEAD_LETTER_COLUMNS = "id, link, action, text, attempts, reason, queued_at, dead_at"
 
 
 class StoreError(Exception):
     """The store cannot be opened or written; the message says which file."""
 
 
+@dataclass(frozen=True)
+class QueuedMessage:
+    """A message waiting to be delivered to a backend, as stored.
+
+    C{text} is the frame text to send; C{attempts} counts failed deliveries;
+    C{local_transaction_id} is set on a StartTransaction that was answered
+    locally, with the id the wallbox got.
+    """
+
+    id: int
+    link: str
+    action: str
+    text: str
+    attempts: int
+    last_error: str | None
+    queued_at: float
+    local_transaction_id: int | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message taken out of the queue undelivered, and why."""
+
+    id: int
+    link: str
+    action: str
+    text: str
+    attempts: int
+    reason: str
+    queued_at: float
+    dead_at: float
+
+
 class Store:
     """The daemon's durable state, one SQLite file.
 
     @param path: the database file; its directory is created (mode 0700).
+    @raise StoreError: the file cannot be opened, is not SQLite, or was
+        written by a newer cfosproxy.
     """
 
     def __init__(self, path):
@@ -51,10 +147,17 @@ class Store:
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError("cannot open store {}: {}".format(path, e)) from e
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._migrate()
+        except StoreError:
+            self._db.close()
+            raise
         except (OSError, sqlite3.Error) as e:
+            self._db.close()
             raise StoreError("cannot open store {}: {}".format(path, e)) from e
 
     @classmethod
@@ -64,6 +167,12 @@ class Store:
 
     def _migrate(self):
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version > len(_MIGRATIONS):
+            # A newer cfosproxy wrote this file; its schema is unknown here.
+            raise StoreError(
+                "cannot open store {}: schema version {} is newer than this "
+                "cfosproxy knows ({})".format(self.path, version, len(_MIGRATIONS))
+            )
         for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
             # executescript() commits before it runs, so the migration and
             # its version number go in as one script, one transaction.
@@ -74,7 +183,7 @@ class Store:
             )
 
     def _transaction(self):
-        return _Transaction(self._db)
+        return _Transaction(self._db, self.path)
 
     def next_transaction_id(self):
         """Allocate a transaction id, unique on this site across restarts.
@@ -105,23 +214,298 @@ class Store:
                 (name, int(enabled)),
             )
 
+    # Outbound queue toward a backend: one ordered queue per link.
+
+    def enqueue(self, link, action, text, now):
+        """Append a message to C{link}'s queue; it is on disk when this
+        returns, so the wallbox may be answered.
+
+        @return: the stored L{QueuedMessage}.
+        """
+        with self._transaction():
+            cursor = self._db.execute(
+                "INSERT INTO outbound (link, action, text, queued_at) "
+                "VALUES (?, ?, ?, ?)",
+                (link, action, text, now),
+            )
+        return QueuedMessage(cursor.lastrowid, link, action, text, 0, None, now)
+
+    def queued(self, link, limit=None):
+        """C{link}'s queued messages, oldest first; at most C{limit}."""
+        rows = self._db.execute(
+            "SELECT {} FROM outbound WHERE link = ? ORDER BY id LIMIT ?".format(
+                _MESSAGE_COLUMNS
+            ),
+            # LIMIT -1 is SQLite's "no limit".
+            (link, -1 if limit is None else limit),
+        )
+        return [QueuedMessage(*row) for row in rows]
+
+    def set_local_transaction(self, message_id, local_id):
+        """Note the local transaction id a queued StartTransaction was
+        answered with."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE outbound SET local_transaction_id = ? WHERE id = ?",
+                (local_id, message_id),
+            )
+
+    def first_queued(self, link):
+        """The oldest message queued for C{link}, or C{None}."""
+        messages = self.queued(link, limit=1)
+        return messages[0] if messages else None
+
+    def queue_length(self, link):
+        """How many messages are queued for C{link}."""
+        (count,) = self._db.execute(
+            "SELECT count(*) FROM outbound WHERE link = ?", (link,)
+        ).fetchone()
+        return count
+
+    def delivered(self, message_id):
+        """Remove a message the backend has answered.
+
+        An id that is no longer queued is ignored: the message is gone
+        either way.
+        """
+        with self._transaction():
+            self._db.execute("DELETE FROM outbound WHERE id = ?", (message_id,))
+
+    def attempt_failed(self, message_id, error):
+        """Count a failed delivery and keep its error text.
+
+        @return: the number of failed attempts so far.
+        @raise KeyError: no such queued message.
+        """
+        with self._transaction():
+            self._db.execute(
+                "UPDATE outbound SET attempts = attempts + 1, last_error = ? "
+                "WHERE id = ?",
+                (error, message_id),
+            )
+            row = self._db.execute(
+                "SELECT attempts FROM outbound WHERE id = ?", (message_id,)
+            ).fetchone()
+            if row is None:
+                raise KeyError(message_id)
+        return row[0]
+
+    def replace_text(self, message_id, text):
+        """Replace a queued message's frame text, as after a transaction id
+        in it was rewritten.
+
+        @raise KeyError: no such queued message.
+        """
+        with self._transaction():
+            cursor = self._db.execute(
+                "UPDATE outbound SET text = ? WHERE id = ?", (text, message_id)
+            )
+            if cursor.rowcount == 0:
+                raise KeyError(message_id)
+
+    def dead_letter(self, message_id, reason, now):
+        """Take a message out of its queue for good, keeping it with
+        C{reason} among the dead letters; both in one transaction, so a
+        crash leaves it in exactly one of the two.
+
+        @return: the L{DeadLetter}.
+        @raise KeyError: no such queued message.
+        """
+        with self._transaction():
+            cursor = self._db.execute(
+                "INSERT INTO dead_letters ({}) "
+                "SELECT id, link, action, text, attempts, ?, queued_at, ? "
+                "FROM outbound WHERE id = ?".format(_DEAD_LETTER_COLUMNS),
+                (reason, now, message_id),
+            )
+            if cursor.rowcount == 0:
+                raise KeyError(message_id)
+            self._db.execute("DELETE FROM outbound WHERE id = ?", (message_id,))
+            row = self._db.execute(
+                "SELECT {} FROM dead_letters WHERE id = ?".format(
+                    _DEAD_LETTER_COLUMNS
+                ),
+                (message_id,),
+            ).fetchone()
+        return DeadLetter(*row)
+
+    def dead_letters(self, link=None):
+        """The dead letters, of one link or of all, oldest message first."""
+        if link is None:
+            rows = self._db.execute(
+                "SELECT {} FROM dead_letters ORDER BY id".format(_DEAD_LETTER_COLUMNS)
+            )
+        else:
+            rows = self._db.execute(
+                "SELECT {} FROM dead_letters WHERE link = ? ORDER BY id".format(
+                    _DEAD_LETTER_COLUMNS
+                ),
+                (link,),
+            )
+        return [DeadLetter(*row) for row in rows]
+
+    # Transaction ids handed out locally while the backend was unreachable,
+    # and the backend's ids for them once it has seen the StartTransaction.
+
+    def mark_local_transaction(self, link, local_id):
+        """Note that C{local_id} was given out locally on C{link}."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO transaction_ids (link, local_id) VALUES (?, ?) "
+                "ON CONFLICT (link, local_id) DO NOTHING",
+                (link, local_id),
+            )
+
+    def is_local_transaction(self, link, local_id):
+        """Whether C{local_id} was given out locally on C{link}, mapped to a
+        backend id yet or not."""
+        row = self._db.execute(
+            "SELECT 1 FROM transaction_ids WHERE link = ? AND local_id = ?",
+            (link, local_id),
+        ).fetchone()
+        return row is not None
+
+    def map_transaction(self, link, local_id, backend_id):
+        """Keep the backend's id for a local one; this also marks
+        C{local_id} as local."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO transaction_ids (link, local_id, backend_id) "
+                "VALUES (?, ?, ?) ON CONFLICT (link, local_id) "
+                "DO UPDATE SET backend_id = excluded.backend_id",
+                (link, local_id, backend_id),
+            )
+
+    def backend_transaction_id(self, link, local_id):
+        """The backend's id for C{local_id}, or C{None} while unmapped."""
+        row = self._db.execute(
+            "SELECT backend_id FROM transaction_ids WHERE link = ? AND local_id = ?",
+            (link, local_id),
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def local_transaction_id(self, link, backend_id):
+        """The local id mapped to C{backend_id}, or C{None}.
+
+        A backend may hand out one id twice (some answer a rejected
+        StartTransaction with 0); then the newest local id wins, local ids
+        being allocated in increasing order.
+        """
+        row = self._db.execute(
+            "SELECT local_id FROM transaction_ids WHERE link = ? AND backend_id = ? "
+            "ORDER BY local_id DESC LIMIT 1",
+            (link, backend_id),
+        ).fetchone()
+        return None if row is None else row[0]
+
+    # Id tags the backend answered, for authorizing while it is away.
+
+    def remember_id_tag(self, link, id_tag, id_tag_info, now):
+        """Keep the backend's latest C{idTagInfo} for C{id_tag}, whatever
+        its status: a tag the backend now blocks must stop counting."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO id_tags (link, id_tag, id_tag_info, remembered_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (link, id_tag) DO UPDATE SET "
+                "id_tag_info = excluded.id_tag_info, "
+                "remembered_at = excluded.remembered_at",
+                (link, id_tag, json.dumps(id_tag_info), now),
+            )
+
+    def cached_id_tag(self, link, id_tag, now):
+        """The backend's C{idTagInfo} for C{id_tag} if it was C{Accepted}
+        and its C{expiryDate}, if any, is later than C{now}; else C{None}.
+
+        An C{expiryDate} that cannot be read counts as expired: it is safer
+        to fall back on the offline policy than to guess.
+        """
+        row = self._db.execute(
+            "SELECT id_tag_info FROM id_tags WHERE link = ? AND id_tag = ?",
+            (link, id_tag),
+        ).fetchone()
+        if row is None:
+            return None
+        info = json.loads(row[0])
+        if not isinstance(info, dict) or info.get("status") != "Accepted":
+            return None
+        expiry = info.get("expiryDate")
+        if expiry is not None:
+            expires_at = _posix_time(expiry)
+            if expires_at is None or expires_at <= now:
+                return None
+        return info
+
+    # The wallbox's BootNotification, to boot its backend link again.
+
+    def save_boot(self, link, text):
+        """Keep the frame text of C{link}'s latest BootNotification."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO boots (link, text) VALUES (?, ?) "
+                "ON CONFLICT (link) DO UPDATE SET text = excluded.text",
+                (link, text),
+            )
+
+    def last_boot(self, link):
+        """The frame text of C{link}'s latest BootNotification, or C{None}."""
+        row = self._db.execute(
+            "SELECT text FROM boots WHERE link = ?", (link,)
+        ).fetchone()
+        return None if row is None else row[0]
+
     def close(self):
         """Commit what is pending and close the file."""
         self._db.close()
 
 
-class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK when the block raises."""
+def _posix_time(text):
+    """An RFC 3339 date-time as POSIX seconds, or C{None} if unreadable.
 
-    def __init__(self, db):
+    OCPP times are UTC; one without an offset is read as UTC.
+    """
+    try:
+        moment = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK when the block raises.
+
+    SQLite errors leave as L{StoreError} naming the file, so that callers
+    handle one exception for a store they cannot write.
+    """
+
+    def __init__(self, db, path):
         self._db = db
+        self._path = path
 
     def __enter__(self):
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise self._error(e) from e
 
     def __exit__(self, exc_type, exc, tb):
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self._db.execute("COMMIT")
+                return False
+            except sqlite3.Error as e:
+                exc = e
+        # A failed COMMIT may leave the transaction open; the connection
+        # stays usable only once it is rolled back.
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise self._error(exc) from exc
         return False
+
+    def _error(self, e):
+        return StoreError("cannot write store {}: {}".format(self._path, e))
 
 
 class StoreService(service.Service):

@@ -1,0 +1,556 @@
+"""The link from cfosproxy to one external OCPP backend (a thin Autobahn adapter).
+
+A L{BackendLink} keeps one WebSocket to the backend open: it connects,
+reconnects with backoff and tells an L{IBackendHandler} (the sans-IO gateway)
+what happens. Everything that decides about frames lives in the handler.
+"""
+
+import base64
+import random
+from urllib.parse import quote, urlsplit
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL
+from service_identity import VerificationError
+from twisted.application.internet import ClientService
+from twisted.internet import defer, error
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.ssl import (
+    Certificate,
+    TLSVersion,
+    optionsForClientTLS,
+    platformTrust,
+    trustRootFromCertificates,
+)
+from twisted.logger import (
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogPublisher,
+)
+from zope.interface import Interface, implementer
+
+from cfosproxy import certs
+from cfosproxy.tls import TLSConfigError
+
+SUBPROTOCOL = "ocpp1.6"
+CLOSE_HANDSHAKE_TIMEOUT = 5
+
+# RFC 6455 §7.4.1
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+
+STOPPED = "stopped"
+CONNECTING = "connecting"
+CONNECTED = "connected"
+REFUSED = "refused"
+FAILED = "failed"
+
+
+def backend_url(gateway_url: str, client_id: str) -> str:
+    """The URL of C{client_id} at the backend C{gateway_url}.
+
+    A C{/} is put between them unless C{gateway_url} already ends with one;
+    the client id is percent-encoded, so that it stays one path segment.
+    """
+    separator = "" if gateway_url.endswith("/") else "/"
+    return gateway_url + separator + quote(client_id, safe="")
+
+
+class IBackendHandler(Interface):
+    """What a L{BackendLink} reports to (the gateway)."""
+
+    def link_opened(link):
+        """The WebSocket to the backend is open with subprotocol ocpp1.6.
+
+        @param link: the L{BackendLink}, now able to L{BackendLink.send_text}.
+        """
+
+    def link_closed(reason):
+        """The open WebSocket closed; the link reconnects unless stopped.
+
+        Not called for attempts that never opened.
+
+        @param reason: a human-readable C{str}.
+        """
+
+    def text_received(text):
+        """The backend sent the text frame C{text} (a C{str})."""
+
+
+class BackendLink:
+    """One WebSocket connection to an OCPP backend, kept up by reconnecting.
+
+    @ivar state: C{"stopped"}, C{"connecting"}, C{"connected"}, C{"refused"}
+        (the last attempt was refused with an HTTP status) or C{"failed"}
+        (the last attempt failed otherwise).
+    @ivar last_error: why the last attempt failed or the last link closed,
+        human-readable, or L{None}; never holds the password.
+    @ivar url: the backend URL, with the client id.
+    @ivar client_id: the id this link presents to the backend.
+    @ivar call_timeout: seconds the gateway waits for the backend's answer
+        to a call (kept here with the link's other settings; the link itself
+        does not use it).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        *,
+        url,
+        client_id,
+        password,
+        ca,
+        certificate,
+        private_key,
+        handler,
+        reactor,
+        call_timeout=30,
+        open_timeout=10,
+        ping_interval=60,
+        min_delay=1.0,
+        max_delay=60.0,
+        refused_delay=300.0,
+        max_message_size=65536,
+    ):
+        """
+        @param url: the full C{ws://} or C{wss://} URL (see L{backend_url}).
+        @param password: Basic auth password, or empty for none.
+        @param ca: PEM file of the CAs that may sign the backend's
+            certificate; empty: the system's trusted roots.
+        @param certificate: PEM client certificate (its chain may follow),
+            or empty for none.
+        @param private_key: PEM key of C{certificate}; empty: the key is in
+            the C{certificate} file.
+        @raise TLSConfigError: a certificate, key or CA file cannot be used.
+        """
+        self.url = url
+        self.client_id = client_id
+        self.call_timeout = call_timeout
+        self.state = STOPPED
+        self.last_error = None
+        self._handler = handler
+        self._min_delay = min_delay
+        self._max_delay = max_delay
+        self._refused_delay = refused_delay
+        self._failures = 0  # attempts in a row that did not open a WebSocket
+        self._protocol = None  # the open WebSocket
+        self._stopping = False
+        self._close_waiters = []
+
+        parts = urlsplit(url)
+        host = parts.hostname
+        secure = parts.scheme == "wss"
+        port = parts.port or (443 if secure else 80)
+
+        headers = {}
+        if password:
+            token = base64.b64encode(
+                "{}:{}".format(client_id, password).encode("utf-8")
+            ).decode("ascii")
+            headers["Authorization"] = "Basic " + token
+        factory = _BackendFactory(
+            url=url,
+            protocols=[SUBPROTOCOL],
+            headers=headers,
+            useragent="cfosproxy",
+            reactor=reactor,
+        )
+        factory.link = self
+        factory.tls_without_certificate = secure and not certificate
+        factory.setProtocolOptions(
+            openHandshakeTimeout=open_timeout,
+            closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT,
+            autoPingInterval=ping_interval,
+            autoPingTimeout=ping_interval,
+            maxMessagePayloadSize=max_message_size,
+            maxFramePayloadSize=max_message_size,
+            # Send a close frame with the reason (1009 for a frame that is
+            # too big) instead of just dropping TCP.
+            failByDrop=False,
+        )
+
+        endpoint = HostnameEndpoint(reactor, host, port, timeout=open_timeout)
+        if secure:
+            endpoint = wrapClientTLS(
+                _client_tls_options(host, ca, certificate, private_key), endpoint
+            )
+        self._service = _QuietClientService(
+            _ReportingEndpoint(endpoint, self),
+            factory,
+            retryPolicy=self._retry_delay,
+            clock=reactor,
+        )
+
+    # -- public API ----------------------------------------------------------
+
+    @property
+    def connected(self):
+        """Whether the WebSocket is open and frames can be sent."""
+        protocol = self._protocol
+        return protocol is not None and protocol.state == protocol.STATE_OPEN
+
+    def start(self):
+        """Start connecting, and keep reconnecting until L{stop}. Idempotent."""
+        if self._service.running:
+            return
+        self._stopping = False
+        self.state = CONNECTING
+        self._log.info("Connecting to the OCPP backend {url}", url=self.url)
+        self._service.startService()
+
+    def stop(self):
+        """Close the WebSocket with 1001 ("going away") and stop reconnecting.
+
+        @return: a L{Deferred} that fires when the connection is closed.
+        """
+        self._stopping = True
+        protocol = self._protocol
+        if protocol is None:
+            closed = defer.succeed(None)
+        else:
+            closed = defer.Deferred()
+            self._close_waiters.append(closed)
+            if protocol.state == protocol.STATE_OPEN:
+                protocol.sendCloseFrame(CLOSE_GOING_AWAY, b"going away")
+
+        def stop_service(_):
+            # Only now: ClientService would drop TCP without a close frame.
+            if self._service.running:
+                return self._service.stopService()
+
+        def stopped(_):
+            self.state = STOPPED
+
+        return closed.addCallback(stop_service).addCallback(stopped)
+
+    def send_text(self, text):
+        """Send C{text} as one text frame.
+
+        @return: C{False}, and nothing is sent, when the link is not open.
+        """
+        if not self.connected:
+            return False
+        self._protocol.sendMessage(text.encode("utf-8"), isBinary=False)
+        return True
+
+    def close(self, code=1000, reason=""):
+        """Drop the current connection (the link reconnects), e.g. after the
+        backend broke the protocol.
+
+        @param code: the WebSocket close code; 1000, 1001-1003, 1007-1011 or
+            3000-4999.
+        """
+        protocol = self._protocol
+        if protocol is not None and protocol.state == protocol.STATE_OPEN:
+            protocol.sendCloseFrame(code, reason.encode("utf-8")[:123])
+
+    # -- from the protocol, the endpoint and ClientService -------------------
+
+    def _opened(self, protocol):
+        self._protocol = protocol
+        self._failures = 0
+        self.state = CONNECTED
+        self.last_error = None
+        self._log.info("Connected to the OCPP backend {url}", url=self.url)
+        self._call_handler("link_opened", self)
+
+    def _closed(self, reason):
+        self._protocol = None
+        self.state = STOPPED if self._stopping else CONNECTING
+        self.last_error = reason
+        self._log.info(
+            "The connection to the OCPP backend {url} closed: {reason}",
+            url=self.url,
+            reason=reason,
+        )
+        self._call_handler("link_closed", reason)
+        waiters, self._close_waiters = self._close_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _attempt_failed(self, state, message):
+        if self._stopping:
+            # The attempt was cancelled by stop(); nothing went wrong.
+            return
+        self._failures += 1
+        changed = state != self.state
+        self.state = state
+        self.last_error = message
+        if not changed:
+            # A backend down for a day must not fill the log: one line per
+            # change of state.
+            self._log.debug(
+                "OCPP backend {url}: {error} (again)", url=self.url, error=message
+            )
+        elif state == REFUSED:
+            self._log.warn(
+                "The OCPP backend {url} refused the connection: {error}; "
+                "trying again every {delay} seconds",
+                url=self.url,
+                error=message,
+                delay=self._refused_delay,
+            )
+        else:
+            self._log.warn(
+                "Cannot connect to the OCPP backend {url}: {error}; retrying",
+                url=self.url,
+                error=message,
+            )
+
+    def _text_received(self, text):
+        self._call_handler("text_received", text)
+
+    def _call_handler(self, name, *args):
+        try:
+            getattr(self._handler, name)(*args)
+        except Exception:
+            self._log.failure(
+                "OCPP backend {url}: the handler's {name} failed",
+                url=self.url,
+                name=name,
+            )
+
+    def _retry_delay(self, attempt):
+        # ClientService's own counter restarts whenever TCP connects, even
+        # if the WebSocket handshake is refused each time; the link counts
+        # attempts that did not open a WebSocket.
+        if self.state == REFUSED:
+            return self._refused_delay
+        # Full jitter: many wallboxes reconnecting after a backend restart
+        # must not all come back in the same second.
+        cap = min(self._max_delay, self._min_delay * 2 ** min(self._failures + 1, 30))
+        return random.uniform(self._min_delay, cap)
+
+
+class _BackendProtocol(WebSocketClientProtocol):
+    """The WebSocket to the backend; reports to C{factory.link}."""
+
+    _log = Logger()
+    _opened = False
+    _failure = None  # why this connection is not used, if it opened anyway
+    _lost = None  # the Failure the transport was lost with
+
+    def onOpen(self):
+        if self.websocket_protocol_in_use != SUBPROTOCOL:
+            self._failure = "the backend did not agree to subprotocol ocpp1.6"
+            self.sendCloseFrame(CLOSE_PROTOCOL_ERROR, b"subprotocol ocpp1.6 required")
+            return
+        self._opened = True
+        self.factory.link._opened(self)
+
+    def onMessage(self, payload, isBinary):
+        if not self._opened:
+            return
+        if isBinary:
+            self._log.warn(
+                "The OCPP backend {url} sent a binary frame ({size} bytes); "
+                "OCPP-J uses text frames only, ignored",
+                url=self.factory.link.url,
+                size=len(payload),
+            )
+            return
+        # Autobahn has already checked that a text frame is valid UTF-8.
+        self.factory.link._text_received(payload.decode("utf-8"))
+
+    def connectionLost(self, reason):
+        # Autobahn's onClose gets a string only; TLS failures need the
+        # exception itself.
+        self._lost = reason
+        super().connectionLost(reason)
+
+    def onClose(self, wasClean, code, reason):
+        link = self.factory.link
+        if self._opened:
+            link._closed(self._describe_close(wasClean, code, reason))
+        else:
+            link._attempt_failed(*self._why_not_opened())
+
+    def _describe_close(self, was_clean, code, reason):
+        if not was_clean:
+            # Autobahn's reason reads 'connection was closed uncleanly ("...")'.
+            return reason or "connection lost"
+        if self.closedByMe:
+            who, code = "cfosproxy", self.localCloseCode
+            reason = (self.localCloseReason or b"").decode("utf-8", "replace")
+        else:
+            who = "the backend"
+        if code is None:
+            return "closed by {} without a status code".format(who)
+        return "closed by {} with {}{}".format(
+            who, code, " " + reason if reason else ""
+        )
+
+    def _why_not_opened(self):
+        status_line = getattr(self, "http_status_line", None)
+        if status_line:
+            parts = status_line.split(None, 1)
+            if len(parts) == 2 and parts[1][:3] != "101":
+                return REFUSED, "HTTP " + parts[1].strip()
+        if self._failure is not None:
+            return FAILED, self._failure
+        lost = self._lost.value if self._lost is not None else None
+        if isinstance(lost, (VerificationError, SSL.Error)):
+            return FAILED, _describe_tls_error(lost, self.factory.host)
+        if getattr(self, "wasOpenHandshakeTimeout", False):
+            return FAILED, (
+                "no answer to the WebSocket handshake within {} seconds".format(
+                    self.openHandshakeTimeout
+                )
+            )
+        if not status_line:
+            message = (
+                "the backend closed the connection before answering the "
+                "WebSocket handshake"
+            )
+            if self.factory.tls_without_certificate:
+                # With TLS 1.3 a missing client certificate shows up only
+                # like this: the server checks it after the client is done.
+                message += " (does it require a client certificate?)"
+            return FAILED, message
+        return FAILED, "no WebSocket: {}".format(
+            self.wasNotCleanReason or "connection lost"
+        )
+
+
+class _BackendFactory(WebSocketClientFactory):
+    """Builds L{_BackendProtocol}s.
+
+    @ivar link: the L{BackendLink} (on its own attribute: Autobahn owns
+        C{self.log} and C{self.server}).
+    @ivar tls_without_certificate: wss:// without a client certificate, for
+        a hint in the error message when the backend hangs up.
+    """
+
+    protocol = _BackendProtocol
+    link = None
+    tls_without_certificate = False
+    # ClientService starts and stops the factory on every attempt.
+    noisy = False
+
+
+@implementer(IStreamClientEndpoint)
+class _ReportingEndpoint:
+    """An endpoint that tells the link why a connection attempt failed
+    (ClientService only logs it)."""
+
+    def __init__(self, endpoint, link):
+        self._endpoint = endpoint
+        self._link = link
+
+    def connect(self, factory):
+        def failed(failure):
+            self._link._attempt_failed(FAILED, _describe_connect_error(failure.value))
+            return failure
+
+        return self._endpoint.connect(factory).addErrback(failed)
+
+    def __repr__(self):
+        return repr(self._endpoint)
+
+
+class _QuietClientService(ClientService):
+    # ClientService logs every retry at info level; the link logs changes
+    # of state instead, so only ClientService's warnings are kept.
+    _log = Logger(
+        namespace="twisted.application.internet.ClientService",
+        observer=FilteringLogObserver(
+            globalLogPublisher, [LogLevelFilterPredicate(LogLevel.warn)]
+        ),
+    )
+
+
+def _describe_tls_error(exception, host):
+    if isinstance(exception, VerificationError):
+        return (
+            "certificate verify failed: hostname mismatch (the certificate "
+            "is not for {})".format(host)
+        )
+    try:
+        reasons = [entry[2] for entry in exception.args[0] if entry[2]]
+    except (IndexError, TypeError):
+        reasons = []
+    return "TLS handshake failed: " + ("; ".join(reasons) or str(exception))
+
+
+def _describe_connect_error(exception):
+    if isinstance(exception, error.ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exception, error.DNSLookupError):
+        return "host name not found"
+    if isinstance(exception, (error.TimeoutError, error.TCPTimedOutError)):
+        return "connection timed out"
+    if isinstance(exception, error.NoRouteError):
+        return "no route to host"
+    return str(exception) or type(exception).__name__
+
+
+def _client_tls_options(host, ca, certificate, private_key):
+    """TLS 1.2+ client settings that check the backend's certificate against
+    C{ca} (or the system's roots) and its name against C{host}."""
+    if ca:
+        roots = [
+            Certificate.loadPEM(certs.pem_certificate(cert))
+            for cert in _load_certificates("gateway_ca", ca)
+        ]
+        trust = trustRootFromCertificates(roots)
+    else:
+        trust = platformTrust()
+    extra = dict(raiseMinimumTo=TLSVersion.TLSv1_2)
+    if certificate:
+        chain = _load_certificates("gateway_certificate", certificate)
+        key_name = "gateway_private_key" if private_key else "gateway_certificate"
+        key = _load_private_key(key_name, private_key or certificate)
+        if _public_der(key) != _public_der(chain[0]):
+            raise TLSConfigError(
+                "{}: the key does not match the certificate in {} (the client "
+                "certificate must come first in the file)".format(key_name, certificate)
+            )
+        # cryptography objects: pyOpenSSL has deprecated its own X509/PKey
+        # forms for a connection's identity.
+        extra.update(certificate=chain[0], extraCertChain=chain[1:], privateKey=key)
+    return optionsForClientTLS(host, trustRoot=trust, extraCertificateOptions=extra)
+
+
+def _read(key, path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise TLSConfigError(
+            "{}: cannot read {}: {}".format(key, path, e.strerror or e)
+        ) from e
+
+
+def _load_certificates(key, path):
+    try:
+        return x509.load_pem_x509_certificates(_read(key, path))
+    except ValueError as e:
+        raise TLSConfigError(
+            "{}: no PEM certificate in {}: {}".format(key, path, e)
+        ) from e
+
+
+def _load_private_key(key, path):
+    try:
+        return serialization.load_pem_private_key(_read(key, path), password=None)
+    except TypeError as e:
+        raise TLSConfigError(
+            "{}: the private key in {} is encrypted; store it without a "
+            "passphrase (mode 0600)".format(key, path)
+        ) from e
+    except ValueError as e:
+        raise TLSConfigError(
+            "{}: no usable PEM private key in {}".format(key, path)
+        ) from e
+
+
+def _public_der(key_or_cert):
+    return key_or_cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
