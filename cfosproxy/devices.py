@@ -50,6 +50,8 @@ class Device:
     accepted_limit: float | None = None
     pending_limit: float | None = None
     profile_error: str | None = None
+    # The device's L{cfosproxy.gateway.Gateway}, when it has a backend.
+    gateway: object = None
 
     @property
     def configured(self):
@@ -83,6 +85,7 @@ class Device:
             "accepted_limit": self.accepted_limit,
             "pending_limit": self.pending_limit,
             "profile_error": self.profile_error,
+            "gateway": self.gateway.status() if self.gateway is not None else None,
         }
 
     @property

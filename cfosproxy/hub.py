@@ -11,7 +11,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from cfosproxy.auth import parse_basic_authorization, password_matches
-from cfosproxy.session import CLOSE_NORMAL, WallboxSession
+from cfosproxy.session import CLOSE_NORMAL, OcppSession
 
 
 @dataclass(frozen=True)
@@ -27,12 +27,14 @@ class ChargePointHub:
 
     @param server_config: the L{cfosproxy.config.ServerConfig}.
     @param registry: the L{cfosproxy.devices.DeviceRegistry}.
-    @param responder: answers wallbox CALLs (see L{WallboxSession}).
+    @param responder: answers wallbox CALLs (see L{OcppSession}); or a
+        callable C{responder(chargebox_id)} returning the responder of that
+        wallbox (its gateway, or the local central system).
     @param clock: L{IReactorTime} for call timeouts.
     @param observers: further objects told of connections
         (C{connected(chargebox_id, peer, certificate_subject)},
         C{disconnected(chargebox_id)}) and of every exchange (see
-        L{WallboxSession}); the registry is always told first.
+        L{OcppSession}); the registry is always told first.
     """
 
     _log = Logger()
@@ -41,7 +43,7 @@ class ChargePointHub:
         self._config = server_config
         self._registry = registry
         self._observers = (registry, *observers)
-        self._responder = responder
+        self._responder_for = responder if callable(responder) else (lambda _: responder)
         self._clock = clock
         self.sessions = {}
         self._when_empty = []
@@ -89,10 +91,10 @@ class ChargePointHub:
                 peer=connection.peer,
             )
             old.close(CLOSE_NORMAL, "replaced by a new connection")
-        session = WallboxSession(
+        session = OcppSession(
             chargebox_id,
             connection,
-            self._responder,
+            self._responder_for(chargebox_id),
             self._observers,
             self._clock,
             self._config.call_timeout,

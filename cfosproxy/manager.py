@@ -85,6 +85,8 @@ class LoadManager:
         self._failed = {}
         self._boot_timers = {}
         self._retry_timers = {}
+        self._sends = {}
+        self._reapply_waiters = {}
 
     # -- which devices ---------------------------------------------------------
 
@@ -240,8 +242,41 @@ class LoadManager:
 
     # -- sending -------------------------------------------------------------
 
+    def controls(self, device):
+        """Whether the manager sets this device's limits now."""
+        return self._control and self._is_managed(device) and device.enabled
+
+    def reapply(self, name):
+        """Send the device's limit again (its profile's make-up changed, e.g.
+        a backend's schedule), even when the amperes are the same.
+
+        @return: a Deferred firing with True once the device accepted a limit
+            sent after this call, False when it did not or cannot be reached.
+        """
+        device = self._registry.get(name)
+        if not (self.controls(device) and device.connected):
+            return defer.succeed(False)
+        d = defer.Deferred()
+        self._reapply_waiters.setdefault(name, []).append(
+            (self._sends.get(name, 0) + 1, d)
+        )
+        self._stale.add(name)
+        self.refresh()
+        return d
+
+    def _settled(self, device, accepted):
+        """A limit sent to the device got its answer: tell those waiting for
+        a send at least this recent."""
+        done = self._sends.get(device.name, 0)
+        waiting = self._reapply_waiters.get(device.name, [])
+        ready = [d for number, d in waiting if number <= done]
+        self._reapply_waiters[device.name] = [(n, d) for n, d in waiting if n > done]
+        for d in ready:
+            d.callback(accepted)
+
     def _send_limit(self, device, amps):
         device.pending_limit = amps
+        self._sends[device.name] = self._sends.get(device.name, 0) + 1
         self._stale.discard(device.name)
         d = self._actuators[device.type].set_limit(device, amps)
         d.addCallbacks(
@@ -262,10 +297,12 @@ class LoadManager:
         self._log.info(
             "{name}: limit {amps:.1f} A accepted", name=device.name, amps=amps
         )
+        self._settled(device, True)
         self.refresh()
 
     def _limit_failed(self, failure, device, amps):
         device.pending_limit = None
+        self._settled(device, False)
         if failure.check(SessionClosed):
             # The connection is gone: nothing more goes out until the wallbox
             # reconnects and its profile is installed again. Until then the

@@ -10,6 +10,7 @@ from zope.interface import implementer
 from cfosproxy.manager import ILimitActuator, LimitRefused
 from cfosproxy.ocpp.errors import OcppError
 from cfosproxy.ocpp.profiles import clear_manager_profile, manager_profile
+from cfosproxy.ocpp.schedules import Period, minimum, to_charging_schedule
 from cfosproxy.session import SessionClosed
 
 
@@ -19,11 +20,14 @@ class ChargingProfileActuator:
 
     @param hub: the L{cfosproxy.hub.ChargePointHub} holding the sessions.
     @param clock: L{IReactorTime}, for the schedule's start time.
+    @param backend_profiles: the L{BackendProfiles} of gateway wallboxes, or
+        None: a backend's schedule is combined with the local limit.
     """
 
-    def __init__(self, hub, clock):
+    def __init__(self, hub, clock, backend_profiles=None):
         self._hub = hub
         self._clock = clock
+        self._backend_profiles = backend_profiles
 
     def _call(self, device, action, payload):
         session = self._hub.sessions.get(device.address)
@@ -34,13 +38,27 @@ class ChargingProfileActuator:
         return d
 
     def set_limit(self, device, amps):
+        now = self._clock.seconds()
         d = self._call(
             device,
             "SetChargingProfile",
-            manager_profile(device.connector_id, amps, self._clock.seconds()),
+            manager_profile(
+                device.connector_id, amps, now, self._schedule(device, amps, now)
+            ),
         )
         d.addCallback(_require_accepted, "SetChargingProfile")
         return d
+
+    def _schedule(self, device, amps, now):
+        """Per period the lower of the backend's limit and C{amps}; None
+        when no backend limits the device."""
+        if self._backend_profiles is None:
+            return None
+        backend = self._backend_profiles.periods(device, now)
+        if backend is None:
+            return None
+        local = [Period(now, None, amps)]
+        return to_charging_schedule(minimum(backend, local), now, unlimited=amps)
 
     def lift(self, device):
         # "Unknown" means there was nothing to clear: also done.

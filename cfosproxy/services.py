@@ -70,3 +70,27 @@ class ManagerService(service.Service):
     def stopService(self):
         service.Service.stopService(self)
         self._manager.stop()
+
+
+class GatewayService(service.Service):
+    """Starts the backend links that have messages waiting, and closes every
+    backend link when the daemon stops.
+
+    A link is otherwise started when its wallbox connects (see
+    L{cfosproxy.gateway.Gateway.wallbox_connected}).
+    """
+
+    def __init__(self, gateways):
+        self._gateways = gateways
+
+    def startService(self):
+        service.Service.startService(self)
+        for gateway in self._gateways:
+            if gateway.store.queue_length(gateway.link_id):
+                gateway.link.start()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        for gateway in self._gateways:
+            gateway.stop()
+        return defer.gatherResults([gateway.link.stop() for gateway in self._gateways])

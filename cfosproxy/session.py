@@ -1,12 +1,14 @@
-"""One wallbox connection, free of I/O.
+"""One OCPP-J connection, free of I/O: a wallbox's, or a backend link.
 
-A L{WallboxSession} takes the text frames a wallbox sends and produces the
-frames to send back through an L{IWallboxConnection}; the Autobahn adapter in
-L{cfosproxy.server} is one implementation, a list in a test is another.
+An L{OcppSession} takes the text frames its peer sends and produces the
+frames to send back through an L{IWallboxConnection}; the Autobahn adapters
+in L{cfosproxy.server} and L{cfosproxy.backend} are implementations, a list in
+a test is another.
 
-Toward the wallbox there is at most one outstanding CALL: the local manager's
-calls and (in gateway mode) a backend's calls wait in one queue, each with a
-timeout, so that a wallbox never sees two CALLs at once (OCPP-J 1.6 §4.1.1).
+Toward the peer there is at most one outstanding CALL: toward a wallbox, the
+local manager's calls and a backend's calls wait in one queue, each with a
+timeout, so that a wallbox never sees two CALLs at once (OCPP-J 1.6 §4.1.1);
+toward a backend, the wallbox's calls and the replayed queue do the same.
 """
 
 from collections import deque
@@ -51,13 +53,16 @@ class SessionClosed(Exception):
     """The connection closed before the CALL could be answered."""
 
 
-class WallboxSession:
-    """The OCPP side of one wallbox connection.
+class OcppSession:
+    """The OCPP side of one connection.
 
-    @param chargebox_id: the wallbox's ChargeBox-ID.
+    @param chargebox_id: the wallbox's ChargeBox-ID (for a backend link: the
+        client id), for logs and observers.
     @param connection: an L{IWallboxConnection}.
-    @param responder: answers the wallbox's CALLs: C{answer(call)} returns
-        the result payload (or a Deferred of it) or raises L{OcppError}.
+    @param responder: answers the peer's CALLs: C{answer(call)} returns the
+        result payload, or a whole L{CallResult} / L{CallError} frame to send
+        as it is (a backend's answer relayed byte for byte), or a Deferred of
+        either; or raises L{OcppError}.
     @param observers: objects with C{exchange(chargebox_id, call, answer)},
         told of every CALL from the wallbox and the frame that answered it.
     @param clock: L{IReactorTime}; C{callLater} runs the call timeouts.
@@ -117,7 +122,9 @@ class WallboxSession:
     def _call_received(self, call):
         d = defer.maybeDeferred(self._responder.answer, call)
         d.addCallbacks(
-            lambda payload: CallResult(call.unique_id, payload),
+            lambda answer: answer
+            if isinstance(answer, (CallResult, CallError))
+            else CallResult(call.unique_id, answer),
             lambda failure: self._call_failed(call, failure),
         )
         d.addCallback(self._answer_call, call)

@@ -46,11 +46,14 @@ class Options(usage.Options):
 
 
 def makeService(options):
-    """The daemon: store, load manager, OCPP server and status API."""
+    """The daemon: store, load manager, gateways, OCPP server, status API."""
     from twisted.internet import reactor
     from twisted.web.server import Site
 
+    from cfosproxy.backend import BackendLink, backend_url
+    from cfosproxy.backendprofiles import BackendProfiles
     from cfosproxy.devices import DeviceRegistry
+    from cfosproxy.gateway import Gateway, GatewayObserver
     from cfosproxy.hub import ChargePointHub
     from cfosproxy.localcs import LocalCentralSystem
     from cfosproxy.manager import LoadManager
@@ -58,8 +61,9 @@ def makeService(options):
     from cfosproxy.server import WallboxServerFactory
     from cfosproxy.services import (
         CloseConnectionsService,
-        OrderedMultiService,
+        GatewayService,
         ManagerService,
+        OrderedMultiService,
     )
     from cfosproxy.status import status_root
     from cfosproxy.store import StoreService
@@ -86,9 +90,48 @@ def makeService(options):
         reactor,
         lambda name, enabled: store.store.set_device_enabled(name, enabled),
     )
-    hub = ChargePointHub(config.server, registry, local, reactor, observers=[manager])
-    actuators["ocpp"] = ChargingProfileActuator(hub, reactor)
+    backend_profiles = BackendProfiles(registry, manager, reactor)
+    gateways = {}
+    for wallbox in config.wallboxes:
+        if wallbox.type != "ocpp" or not wallbox.gateway_url or wallbox.address in gateways:
+            continue
+        gateway = Gateway(
+            wallbox.address,
+            wallbox.client_id,
+            lambda: store.store,
+            local,
+            reactor,
+            config.server.call_timeout,
+            config.manager.offline_authorize,
+            profiles=backend_profiles,
+        )
+        gateway.link = BackendLink(
+            url=backend_url(wallbox.gateway_url, wallbox.client_id),
+            client_id=wallbox.client_id,
+            password=wallbox.gateway_password,
+            ca=wallbox.gateway_ca,
+            certificate=wallbox.gateway_certificate,
+            private_key=wallbox.gateway_private_key,
+            handler=gateway,
+            reactor=reactor,
+            call_timeout=config.server.call_timeout,
+            ping_interval=config.server.ping_interval,
+            max_message_size=config.server.max_message_size,
+        )
+        gateways[wallbox.address] = gateway
+        for device in registry.devices_of(wallbox.address):
+            device.gateway = gateway
+
+    hub = ChargePointHub(
+        config.server,
+        registry,
+        lambda chargebox_id: gateways.get(chargebox_id, local),
+        reactor,
+        observers=[manager, GatewayObserver(lambda cbid: hub.sessions[cbid], gateways)],
+    )
+    actuators["ocpp"] = ChargingProfileActuator(hub, reactor, backend_profiles)
     ManagerService(store, manager).setServiceParent(top)
+    GatewayService(list(gateways.values())).setServiceParent(top)
     CloseConnectionsService(hub).setServiceParent(top)
 
     factory = tls.wrap_factory(

@@ -10,7 +10,10 @@ import functools
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
+import time
 import textwrap
 
 from twisted.internet import defer
@@ -108,3 +111,61 @@ class RunningDaemon:
 
     def status_url(self, path):
         return "http://127.0.0.1:{}{}".format(self.status_port, path)
+
+
+async def eventually(check, timeout=30.0, interval=0.05):
+    """Poll an async C{check()} until it returns something true; return it.
+
+    For state another process or connection settles a moment later (an
+    answer still on its way back); bounded, never a fixed sleep."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("not reached within {}s".format(timeout))
+        await asyncio.sleep(interval)
+
+
+# -- the daemon as a real process ---------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWISTD = "from twisted.scripts.twistd import run; run()"
+
+
+def daemon_env():
+    """The environment for a twistd child: this checkout first on the path,
+    so that the code under test is what runs."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def twistd(*args, cwd, output=subprocess.PIPE):
+    """Start C{twistd -n ARGS} in C{cwd}; its log goes to C{output} (a pipe,
+    or an open file for a process that runs long enough to fill one)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", TWISTD, "-n", "--pidfile=", *args],
+        cwd=cwd,
+        env=daemon_env(),
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_port(port, process, timeout=30.0):
+    """Poll until something listens on the port, or the process ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+

@@ -7,7 +7,7 @@ from twisted.trial import unittest
 
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.frames import CallResult
-from cfosproxy.session import CallTimeout, SessionClosed, WallboxSession
+from cfosproxy.session import CallTimeout, SessionClosed, OcppSession
 from tests.fakes import RecordingConnection
 
 
@@ -42,7 +42,7 @@ class SessionTests(unittest.TestCase):
         self.connection = RecordingConnection()
         self.responder = EchoResponder()
         self.observer = Observer()
-        self.session = WallboxSession(
+        self.session = OcppSession(
             "CB-1", self.connection, self.responder, [self.observer], self.clock, 30
         )
 

@@ -9,46 +9,7 @@ import time
 
 import pytest
 
-from tests.harness import free_port
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TWISTD = "from twisted.scripts.twistd import run; run()"
-
-
-def daemon_env():
-    """The environment for a twistd child: this checkout first on the path,
-    so that the code under test is what runs."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def twistd(*args, cwd):
-    return subprocess.Popen(
-        [sys.executable, "-c", TWISTD, "-n", "--pidfile=", *args],
-        cwd=cwd,
-        env=daemon_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def wait_for_port(port, process, timeout=30.0):
-    """Poll until something listens on the port, or the process ended."""
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
+from tests.harness import ROOT, TWISTD, daemon_env, free_port, twistd, wait_for_port
 
 def write_config(directory, body):
     path = os.path.join(directory, "cfosproxy.ini")

@@ -31,12 +31,18 @@ class Wallbox(ChargePoint):
         super().__init__(*args, **kwargs)
         self.profiles = {}
         self.profile_changed = asyncio.Event()
+        self.remote_starts = []
 
     @on("SetChargingProfile")
     def on_set_charging_profile(self, connector_id, cs_charging_profiles):
         self.profiles[connector_id] = cs_charging_profiles
         self.profile_changed.set()
         return call_result.SetChargingProfile(status="Accepted")
+
+    @on("RemoteStartTransaction")
+    def on_remote_start(self, id_tag, connector_id=None, **kwargs):
+        self.remote_starts.append({"id_tag": id_tag, "connector_id": connector_id})
+        return call_result.RemoteStartTransaction(status="Accepted")
 
     @on("ClearChargingProfile")
     def on_clear_charging_profile(self, id=None, connector_id=None, **kwargs):

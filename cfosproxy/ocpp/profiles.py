@@ -27,12 +27,20 @@ def is_manager_profile_id(profile_id):
     return MANAGER_PROFILE_ID_BASE <= profile_id < MANAGER_PROFILE_ID_BASE + 100
 
 
-def manager_profile(connector_id, limit, start_seconds):
+def manager_profile(connector_id, limit, start_seconds, schedule=None):
     """The SetChargingProfile payload that limits C{connector_id}.
 
     @param limit: amperes per phase; sent with one decimal.
     @param start_seconds: POSIX time the schedule starts (now).
+    @param schedule: a whole chargingSchedule to send instead of the one
+        period of C{limit} (a backend's schedule combined with the limit).
     """
+    if schedule is None:
+        schedule = {
+            "startSchedule": ocpp_time(start_seconds),
+            "chargingRateUnit": "A",
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": round(limit, 1)}],
+        }
     return {
         "connectorId": connector_id,
         "csChargingProfiles": {
@@ -40,13 +48,7 @@ def manager_profile(connector_id, limit, start_seconds):
             "stackLevel": MANAGER_STACK_LEVEL,
             "chargingProfilePurpose": "TxDefaultProfile",
             "chargingProfileKind": "Absolute",
-            "chargingSchedule": {
-                "startSchedule": ocpp_time(start_seconds),
-                "chargingRateUnit": "A",
-                "chargingSchedulePeriod": [
-                    {"startPeriod": 0, "limit": round(limit, 1)}
-                ],
-            },
+            "chargingSchedule": schedule,
         },
     }
 

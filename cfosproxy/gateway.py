@@ -1,0 +1,483 @@
+"""One wallbox leg and one backend leg: the OCPP gateway, free of I/O.
+
+A L{Gateway} stands between a wallbox's L{OcppSession} and an external
+backend (billing), reached through a link (L{cfosproxy.backend.BackendLink}
+in the daemon). What it does, per message:
+
+- Transaction messages from the wallbox (StartTransaction, StopTransaction,
+  MeterValues, DataTransfer) go into the store first (on disk before the
+  wallbox hears anything). When the backend is up and nothing older waits,
+  the message is delivered at once and the backend's answer reaches the
+  wallbox byte for byte. Otherwise cfosproxy answers the wallbox itself and
+  the queue is delivered later, in order, one message at a time, after a
+  fresh BootNotification (OCPP 1.6 §3.7: transaction messages keep their
+  order; new ones wait behind the queue).
+- Other messages from the wallbox pass through byte for byte while the link
+  is open; when it is not, or the backend stays silent, cfosproxy answers.
+- A StartTransaction answered locally carries a local transaction id. Once
+  the queued StartTransaction reached the backend, its id replaces the local
+  one in every later queued and live message of that transaction, and in a
+  RemoteStopTransaction coming back.
+- CALLs from the backend reach the wallbox through its one call queue, and
+  the wallbox's answers go back byte for byte.
+- A queued message the backend keeps refusing (CALLERROR) is tried
+  C{MAX_ATTEMPTS} times, then kept aside as a dead letter and reported.
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from cfosproxy.ocpp.errors import ErrorCode, OcppError
+from cfosproxy.ocpp.frames import Call, CallError, CallResult, parse_frame
+from cfosproxy.ocpp.ids import new_unique_id
+from cfosproxy.session import CallTimeout, IWallboxConnection, OcppSession, SessionClosed
+
+# The messages OCPP 1.6 §3.7 asks a charge point to deliver reliably, in
+# order; DataTransfer joins them because payment terminals bill with it.
+TRANSACTION_ACTIONS = frozenset(
+    {"StartTransaction", "StopTransaction", "MeterValues", "DataTransfer"}
+)
+
+# A queued message refused this many times by the backend is set aside.
+MAX_ATTEMPTS = 5
+
+# After a refusal or a silent backend, the queue is tried again this late.
+RETRY_DELAY = 30.0
+
+# A backend that answers a BootNotification with Pending or Rejected is asked
+# again after the interval it gives, but not sooner than this.
+MIN_BOOT_RETRY = 10.0
+
+
+@implementer(IWallboxConnection)
+class _LinkConnection:
+    """An L{IWallboxConnection} over a backend link, for the backend leg's
+    L{OcppSession}."""
+
+    def __init__(self, link):
+        self._link = link
+        self.peer = link.url
+
+    def send_text(self, text):
+        self._link.send_text(text)
+
+    def close(self, code, reason):
+        self._link.close()
+
+
+class _FromBackend:
+    """The backend leg's responder: the backend's CALLs go to the gateway."""
+
+    def __init__(self, gateway):
+        self._gateway = gateway
+
+    def answer(self, call):
+        return self._gateway.backend_call(call)
+
+
+class Gateway:
+    """Relays one wallbox (ChargeBox-ID) to one backend.
+
+    @param chargebox_id: the wallbox's ChargeBox-ID.
+    @param link_id: the client id presented to the backend; also the name of
+        this gateway's queue in the store.
+    @param store: the L{cfosproxy.store.Store} (or a callable returning it,
+        for a store that opens when the daemon starts).
+    @param local: the L{cfosproxy.localcs.LocalCentralSystem}, for answers
+        given while the backend is away.
+    @param clock: L{IReactorTime}.
+    @param call_timeout: seconds a CALL to the backend may stay unanswered.
+    @param offline_authorize: C{"cache"}, C{"accept"} or C{"reject"}.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        chargebox_id,
+        link_id,
+        store,
+        local,
+        clock,
+        call_timeout,
+        offline_authorize,
+        profiles=None,
+    ):
+        self.chargebox_id = chargebox_id
+        self.link_id = link_id
+        self._store = store if callable(store) else (lambda: store)
+        self._local = local
+        self._clock = clock
+        self._call_timeout = call_timeout
+        self._offline_authorize = offline_authorize
+        self._profiles = profiles
+        self.link = None
+        self.wallbox = None
+        self.backend = None
+        self.booted = False
+        self.last_error = None
+        self._in_flight = None
+        self._waiters = {}
+        self._timer = None
+
+    @property
+    def store(self):
+        return self._store()
+
+    # -- status --------------------------------------------------------------
+
+    def status(self):
+        """The gateway as the status API shows it."""
+        return {
+            "url": self.link.url if self.link is not None else None,
+            "link": self.link.state if self.link is not None else "none",
+            "booted": self.booted,
+            "queue_length": self.store.queue_length(self.link_id),
+            "dead_letters": len(self.store.dead_letters(self.link_id)),
+            "last_error": self.last_error
+            or (self.link.last_error if self.link is not None else None),
+        }
+
+    # -- the wallbox leg -------------------------------------------------------
+
+    def wallbox_connected(self, session):
+        """The wallbox is connected: the backend link is wanted."""
+        self.wallbox = session
+        if self.link is not None:
+            self.link.start()
+
+    def wallbox_disconnected(self):
+        """The wallbox is gone: the link stays only while messages wait."""
+        self.wallbox = None
+        self._stop_link_if_idle()
+
+    def answer(self, call):
+        """Answer a CALL from the wallbox (the wallbox session's responder).
+
+        @return: a frame, a payload, or a Deferred of either.
+        """
+        if call.action in TRANSACTION_ACTIONS:
+            return self._transaction_message(call)
+        if call.action == "BootNotification":
+            self.store.save_boot(self.link_id, call.to_text())
+        if self.backend is None:
+            return self._answer_locally(call)
+        d = self.backend.send_call(call)
+        d.addCallback(self._backend_answered, call)
+        d.addErrback(self._backend_silent, call)
+        return d
+
+    def _backend_answered(self, answer, call):
+        """The backend answered a wallbox CALL: learn from it, relay it."""
+        if isinstance(answer, CallResult):
+            if call.action == "BootNotification":
+                self._boot_answered(answer)
+            elif call.action in ("Authorize", "StartTransaction"):
+                self._remember_id_tag(call, answer)
+        return answer
+
+    def _backend_silent(self, failure, call):
+        failure.trap(CallTimeout, SessionClosed)
+        self.last_error = "no answer to {}".format(call.action)
+        return self._answer_locally(call)
+
+    def _transaction_message(self, call):
+        call = self._to_backend_ids(call)
+        message = self.store.enqueue(
+            self.link_id, call.action, call.to_text(), self._clock.seconds()
+        )
+        first = self.store.first_queued(self.link_id)
+        if self._can_deliver() and first is not None and first.id == message.id:
+            waiter = defer.Deferred()
+            self._waiters[message.id] = (waiter, call)
+            self._pump()
+            return waiter
+        return self._answer_locally(call, message)
+
+    def _answer_locally(self, call, message=None):
+        """Answer as the central system, while the backend is away."""
+        if call.action == "Authorize":
+            return {"idTagInfo": self._offline_id_tag_info(call.payload.get("idTag"))}
+        payload = self._local.answer(call)
+        if call.action == "StartTransaction":
+            local_id = payload["transactionId"]
+            self.store.mark_local_transaction(self.link_id, local_id)
+            if message is not None:
+                self.store.set_local_transaction(message.id, local_id)
+            payload["idTagInfo"] = self._offline_id_tag_info(call.payload.get("idTag"))
+            self._log.info(
+                "{cbid}: backend unreachable; transaction started with local "
+                "id {local_id}, queued for the backend",
+                cbid=self.chargebox_id,
+                local_id=local_id,
+            )
+        return payload
+
+    def _offline_id_tag_info(self, id_tag):
+        if self._offline_authorize == "accept":
+            return {"status": "Accepted"}
+        if self._offline_authorize == "cache" and id_tag:
+            cached = self.store.cached_id_tag(self.link_id, id_tag, self._clock.seconds())
+            if cached is not None:
+                return cached
+        return {"status": "Invalid"}
+
+    def _remember_id_tag(self, call, answer):
+        info = answer.payload.get("idTagInfo")
+        id_tag = call.payload.get("idTag")
+        if isinstance(info, dict) and id_tag:
+            self.store.remember_id_tag(self.link_id, id_tag, info, self._clock.seconds())
+
+    # -- transaction ids -----------------------------------------------------
+
+    def _to_backend_ids(self, call):
+        """The call with a mapped local transaction id replaced by the
+        backend's; the call itself (byte for byte) when nothing maps."""
+        local_id = call.payload.get("transactionId")
+        if not isinstance(local_id, int) or isinstance(local_id, bool):
+            return call
+        backend_id = self.store.backend_transaction_id(self.link_id, local_id)
+        if backend_id is None or backend_id == local_id:
+            return call
+        payload = dict(call.payload, transactionId=backend_id)
+        return Call(call.unique_id, call.action, payload)
+
+    # -- delivering the queue ------------------------------------------------
+
+    def _can_deliver(self):
+        return self.backend is not None and self.booted and self._in_flight is None
+
+    def _pump(self):
+        """Deliver the oldest queued message, if the backend can take it."""
+        if not self._can_deliver() or self._timer is not None:
+            return
+        message = self.store.first_queued(self.link_id)
+        if message is None:
+            self._stop_link_if_idle()
+            return
+        call = parse_frame(message.text)
+        rewritten = self._to_backend_ids(call)
+        if rewritten is not call:
+            self.store.replace_text(message.id, rewritten.to_text())
+            call = rewritten
+        self._in_flight = message.id
+        d = self.backend.send_call(call)
+        d.addCallbacks(
+            self._delivered,
+            self._not_delivered,
+            callbackArgs=(message, call),
+            errbackArgs=(message, call),
+        )
+        d.addErrback(
+            lambda f: self._log.failure("{cbid}: delivering the queue", f, cbid=self.chargebox_id)
+        )
+
+    def _delivered(self, answer, message, call):
+        self._in_flight = None
+        waiter = self._waiters.pop(message.id, None)
+        if isinstance(answer, CallError):
+            return self._refused(answer, message, call, waiter)
+        if call.action == "StartTransaction":
+            self._remember_id_tag(call, answer)
+            local_id = message.local_transaction_id
+            backend_id = answer.payload.get("transactionId")
+            if local_id is not None and isinstance(backend_id, int):
+                self.store.map_transaction(self.link_id, local_id, backend_id)
+                self._log.info(
+                    "{cbid}: local transaction {local_id} is {backend_id} at "
+                    "the backend",
+                    cbid=self.chargebox_id,
+                    local_id=local_id,
+                    backend_id=backend_id,
+                )
+        self.store.delivered(message.id)
+        self.last_error = None
+        if waiter is not None:
+            waiter[0].callback(answer)
+        self._pump()
+
+    def _refused(self, answer, message, call, waiter):
+        reason = "{} {}".format(answer.error_code, answer.error_description).strip()
+        if waiter is not None:
+            # The wallbox waits for this very message: it gets the backend's
+            # refusal and decides itself whether to send it again.
+            self.store.delivered(message.id)
+            waiter[0].callback(answer)
+            self._pump()
+            return
+        attempts = self.store.attempt_failed(message.id, reason)
+        self.last_error = "{} refused: {}".format(call.action, reason)
+        if attempts >= MAX_ATTEMPTS:
+            self.store.dead_letter(message.id, reason, self._clock.seconds())
+            self._log.error(
+                "{cbid}: the backend refused {action} {attempts} times ({reason}); "
+                "kept aside as a dead letter",
+                cbid=self.chargebox_id,
+                action=call.action,
+                attempts=attempts,
+                reason=reason,
+            )
+            self._pump()
+            return
+        self._log.warn(
+            "{cbid}: the backend refused {action} ({reason}); trying again in "
+            "{delay:.0f}s",
+            cbid=self.chargebox_id,
+            action=call.action,
+            reason=reason,
+            delay=RETRY_DELAY,
+        )
+        self._retry_later()
+
+    def _not_delivered(self, failure, message, call):
+        failure.trap(CallTimeout, SessionClosed)
+        self._in_flight = None
+        self.last_error = "no answer to {}".format(call.action)
+        waiter = self._waiters.pop(message.id, None)
+        if waiter is not None:
+            waiter[0].callback(self._answer_locally(waiter[1], message))
+        if failure.check(CallTimeout):
+            self._retry_later()
+
+    def _retry_later(self):
+        if self._timer is None:
+            self._timer = self._clock.callLater(RETRY_DELAY, self._retry)
+
+    def _retry(self):
+        self._timer = None
+        self._pump()
+
+    # -- the backend leg -------------------------------------------------------
+
+    def link_opened(self, link):
+        """The backend link is open: boot, then deliver the queue."""
+        self.backend = OcppSession(
+            self.link_id,
+            _LinkConnection(link),
+            _FromBackend(self),
+            (),
+            self._clock,
+            self._call_timeout,
+        )
+        self.booted = False
+        self._log.info("{cbid}: backend link open to {url}", cbid=self.chargebox_id, url=link.url)
+        self._boot()
+
+    def link_closed(self, reason):
+        """The backend link closed; messages wait in the store."""
+        backend, self.backend = self.backend, None
+        self.booted = False
+        self.last_error = reason
+        if backend is not None:
+            backend.connection_lost()
+
+    def text_received(self, text):
+        """One frame from the backend."""
+        if self.backend is not None:
+            self.backend.text_received(text)
+
+    def _boot(self):
+        """Send the wallbox's last BootNotification again, so that the
+        backend knows the charge point before the queue arrives."""
+        if self.backend is None:
+            return
+        text = self.store.last_boot(self.link_id)
+        if text is None:
+            # The wallbox never booted through us (it reconnected without a
+            # BootNotification): there is nothing to boot with, and the queue
+            # must not wait for a boot that may never come. The wallbox's own
+            # BootNotification is forwarded whenever it comes.
+            self.booted = True
+            self._pump()
+            return
+        boot = parse_frame(text)
+        d = self.backend.send_call(Call(new_unique_id(), boot.action, boot.payload))
+        d.addCallback(self._boot_answered)
+        d.addErrback(lambda f: f.trap(CallTimeout, SessionClosed))
+
+    def _boot_answered(self, answer):
+        if not isinstance(answer, CallResult):
+            return answer
+        status = answer.payload.get("status")
+        if status == "Accepted":
+            if not self.booted:
+                self.booted = True
+                self._log.info(
+                    "{cbid}: backend accepted the boot; {count} queued message(s)",
+                    cbid=self.chargebox_id,
+                    count=self.store.queue_length(self.link_id),
+                )
+            self._pump()
+        else:
+            delay = max(MIN_BOOT_RETRY, answer.payload.get("interval") or 0)
+            self.last_error = "BootNotification {}".format(status)
+            self._clock.callLater(delay, self._boot)
+        return answer
+
+    def backend_call(self, call):
+        """A CALL from the backend, for the wallbox."""
+        if self._profiles is not None and call.action in self._profiles.ACTIONS:
+            return self._profiles.handle(self, call)
+        if self.wallbox is None or self.wallbox.closed:
+            raise OcppError(ErrorCode.GenericError, "the charge point is not connected")
+        if call.action == "RemoteStopTransaction":
+            call = self._to_local_ids(call)
+        d = self.wallbox.send_call(call)
+        d.addErrback(_unanswered_by_wallbox)
+        return d
+
+    def _to_local_ids(self, call):
+        backend_id = call.payload.get("transactionId")
+        if not isinstance(backend_id, int):
+            return call
+        local_id = self.store.local_transaction_id(self.link_id, backend_id)
+        if local_id is None:
+            return call
+        return Call(call.unique_id, call.action, dict(call.payload, transactionId=local_id))
+
+    def _stop_link_if_idle(self):
+        if (
+            self.link is not None
+            and self.wallbox is None
+            and self.store.queue_length(self.link_id) == 0
+        ):
+            self.link.stop()
+
+    def stop(self):
+        """Cancel timers (the daemon stops)."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+
+def _unanswered_by_wallbox(failure):
+    failure.trap(CallTimeout, SessionClosed)
+    raise OcppError(ErrorCode.GenericError, "the charge point did not answer")
+
+
+class GatewayObserver:
+    """Tells each gateway when its wallbox connects and disconnects (a hub
+    observer).
+
+    @param session_of: C{callable(chargebox_id)} giving the wallbox's
+        current L{OcppSession} (the hub's).
+    @param gateways: C{{chargebox_id: Gateway}}.
+    """
+
+    def __init__(self, session_of, gateways):
+        self._session_of = session_of
+        self._gateways = gateways
+
+    def connected(self, chargebox_id, peer, certificate_subject):
+        gateway = self._gateways.get(chargebox_id)
+        if gateway is not None:
+            gateway.wallbox_connected(self._session_of(chargebox_id))
+
+    def disconnected(self, chargebox_id):
+        gateway = self._gateways.get(chargebox_id)
+        if gateway is not None:
+            gateway.wallbox_disconnected()
+
+    def exchange(self, chargebox_id, call, answer):
+        pass

@@ -1,0 +1,223 @@
+"""The gateway's decisions, with a fake backend link, a real store file
+and a fake clock."""
+
+import itertools
+import json
+
+import pytest
+from twisted.internet import task
+
+from cfosproxy.gateway import MAX_ATTEMPTS, RETRY_DELAY, Gateway
+from cfosproxy.localcs import LocalCentralSystem
+from cfosproxy.ocpp.frames import Call, CallError, CallResult
+from cfosproxy.session import OcppSession
+from cfosproxy.store import Store
+from tests.fakes import RecordingConnection
+
+
+class FakeLink:
+    """A backend link that records what is sent and never connects by
+    itself."""
+
+    url = "ws://backend.example/ocpp/CB-1"
+    state = "connected"
+    last_error = None
+
+    def __init__(self):
+        self.sent = []
+        self.started = 0
+        self.stopped = 0
+
+    def start(self):
+        self.started += 1
+
+    def stop(self):
+        self.stopped += 1
+
+    def send_text(self, text):
+        self.sent.append(text)
+        return True
+
+    def close(self):
+        pass
+
+    def last(self):
+        return json.loads(self.sent[-1])
+
+
+class Rig:
+    """A gateway with a wallbox session, a fake link and a store."""
+
+    def __init__(self, tmp_path, offline_authorize="cache"):
+        self.clock = task.Clock()
+        self.clock.advance(1_700_000_000)
+        self.store = Store(str(tmp_path / "store.sqlite"))
+        ids = itertools.count(1)
+        local = LocalCentralSystem(self.clock, 300, lambda: next(ids))
+        self.gateway = Gateway("CB-1", "CB-1", self.store, local, self.clock, 30, offline_authorize)
+        self.link = self.gateway.link = FakeLink()
+        self.wallbox = RecordingConnection()
+        self.session = OcppSession("CB-1", self.wallbox, self.gateway, (), self.clock, 30)
+        self.gateway.wallbox_connected(self.session)
+
+    def wallbox_sends(self, unique_id, action, payload):
+        self.session.text_received(json.dumps([2, unique_id, action, payload]))
+        return self.wallbox.frames[-1] if self.wallbox.sent else None
+
+    def open_link(self, boot_status="Accepted"):
+        """Open the link; answer the gateway's BootNotification if it sends
+        one (it does when the wallbox booted before)."""
+        before = len(self.link.sent)
+        self.gateway.link_opened(self.link)
+        if len(self.link.sent) > before and json.loads(self.link.sent[before])[2] == "BootNotification":
+            boot = json.loads(self.link.sent[before])
+            self.backend_answers(boot[1], {"status": boot_status, "currentTime": "t", "interval": 60})
+
+    def backend_answers(self, unique_id, payload):
+        self.gateway.text_received(json.dumps([3, unique_id, payload]))
+
+    def backend_refuses(self, unique_id):
+        self.gateway.text_received(json.dumps([4, unique_id, "FormationViolation", "no", {}]))
+
+
+START = {"connectorId": 1, "idTag": "TAG1", "meterStart": 0, "timestamp": "2026-11-23T10:00:00Z"}
+
+
+def test_offline_authorize_cache(tmp_path):
+    """offline_authorize = cache: an id tag the backend accepted before is
+    accepted while it is away; an unknown one is Invalid."""
+    rig = Rig(tmp_path)
+    rig.store.remember_id_tag("CB-1", "TAG1", {"status": "Accepted"}, 0)
+    assert rig.wallbox_sends("a1", "Authorize", {"idTag": "TAG1"})[2] == {"idTagInfo": {"status": "Accepted"}}
+    assert rig.wallbox_sends("a2", "Authorize", {"idTag": "OTHER"})[2] == {"idTagInfo": {"status": "Invalid"}}
+
+
+@pytest.mark.parametrize("policy,status", [("accept", "Accepted"), ("reject", "Invalid")])
+def test_offline_authorize_policies(tmp_path, policy, status):
+    """offline_authorize = accept / reject decide for every id tag."""
+    rig = Rig(tmp_path, policy)
+    rig.store.remember_id_tag("CB-1", "TAG1", {"status": "Accepted"}, 0)
+    assert rig.wallbox_sends("a1", "Authorize", {"idTag": "TAG1"})[2]["idTagInfo"]["status"] == status
+
+
+def test_authorize_answer_is_cached_while_online(tmp_path):
+    """An Authorize the backend accepts while online is remembered for the
+    next outage."""
+    rig = Rig(tmp_path)
+    rig.open_link()
+    rig.session.text_received('[2,"a1","Authorize",{"idTag":"TAG9"}]')
+    rig.backend_answers("a1", {"idTagInfo": {"status": "Accepted"}})
+    # Relayed as the backend spelled it (json.dumps' spaces included).
+    assert rig.wallbox.sent[-1] == '[3, "a1", {"idTagInfo": {"status": "Accepted"}}]'
+    rig.gateway.link_closed("gone")
+    assert rig.wallbox_sends("a2", "Authorize", {"idTag": "TAG9"})[2]["idTagInfo"]["status"] == "Accepted"
+
+
+def test_refused_message_becomes_dead_letter(tmp_path):
+    """A queued message the backend refuses MAX_ATTEMPTS times is set
+    aside as a dead letter and reported; the queue then goes on."""
+    rig = Rig(tmp_path)
+    rig.wallbox_sends("s1", "StartTransaction", START)
+    rig.wallbox_sends("d1", "DataTransfer", {"vendorId": "x"})
+    rig.open_link()
+    for attempt in range(MAX_ATTEMPTS):
+        start = rig.link.last()
+        assert start[2] == "StartTransaction"
+        rig.backend_refuses(start[1])
+        if attempt < MAX_ATTEMPTS - 1:
+            rig.clock.advance(RETRY_DELAY)
+    [dead] = rig.store.dead_letters("CB-1")
+    assert dead.action == "StartTransaction" and dead.attempts == MAX_ATTEMPTS
+    assert rig.gateway.status()["dead_letters"] == 1
+    assert rig.link.last()[2] == "DataTransfer"
+
+
+def test_live_messages_after_mapping_use_backend_id(tmp_path):
+    """Once the queued StartTransaction got the backend's id, a live
+    StopTransaction that carries the local id reaches the backend with the
+    backend's id."""
+    rig = Rig(tmp_path)
+    local_id = rig.wallbox_sends("s1", "StartTransaction", START)[2]["transactionId"]
+    rig.open_link()
+    start = rig.link.last()
+    rig.backend_answers(start[1], {"transactionId": 555, "idTagInfo": {"status": "Accepted"}})
+    rig.session.text_received(json.dumps([2, "x1", "StopTransaction", {"transactionId": local_id, "meterStop": 5, "timestamp": "2026-11-23T11:00:00Z"}]))
+    stop = rig.link.last()
+    assert stop[2] == "StopTransaction" and stop[3]["transactionId"] == 555
+    rig.backend_answers(stop[1], {})
+    assert rig.wallbox.frames[-1] == [3, "x1", {}]
+
+
+def test_remote_stop_gets_local_id(tmp_path):
+    """A RemoteStopTransaction with the backend's id reaches the wallbox
+    with the local id the wallbox knows."""
+    rig = Rig(tmp_path)
+    local_id = rig.wallbox_sends("s1", "StartTransaction", START)[2]["transactionId"]
+    rig.open_link()
+    rig.backend_answers(rig.link.last()[1], {"transactionId": 555, "idTagInfo": {"status": "Accepted"}})
+    rig.gateway.text_received('[2,"r1","RemoteStopTransaction",{"transactionId":555}]')
+    assert rig.wallbox.frames[-1][2:] == ["RemoteStopTransaction", {"transactionId": local_id}]
+    rig.session.text_received(json.dumps([3, rig.wallbox.frames[-1][1], {"status": "Accepted"}]))
+    assert rig.link.last() == [3, "r1", {"status": "Accepted"}]
+
+
+def test_silent_backend_gets_local_answer_and_retry(tmp_path):
+    """A backend that does not answer a live transaction message within the
+    call timeout: the wallbox gets a local answer, the message stays queued
+    and goes out again later."""
+    rig = Rig(tmp_path)
+    rig.open_link()
+    rig.session.text_received(json.dumps([2, "s1", "StartTransaction", START]))
+    assert rig.link.last()[2] == "StartTransaction"
+    rig.clock.advance(30)
+    answer = rig.wallbox.frames[-1]
+    assert answer[:2] == [3, "s1"] and "transactionId" in answer[2]
+    assert rig.store.queue_length("CB-1") == 1
+    sent = len(rig.link.sent)
+    rig.clock.advance(RETRY_DELAY)
+    assert len(rig.link.sent) == sent + 1 and rig.link.last()[2] == "StartTransaction"
+
+
+def test_pending_boot_holds_the_queue(tmp_path):
+    """While the backend answers the boot with Pending the queue waits; the
+    boot is asked again, and after Accepted the queue goes out."""
+    rig = Rig(tmp_path)
+    rig.wallbox_sends("b1", "BootNotification", {"chargePointVendor": "v", "chargePointModel": "m"})
+    rig.wallbox_sends("s1", "StartTransaction", START)
+    rig.open_link(boot_status="Pending")
+    assert [json.loads(t)[2] for t in rig.link.sent] == ["BootNotification"]
+    rig.clock.advance(60)
+    boot = rig.link.last()
+    assert boot[2] == "BootNotification"
+    rig.backend_answers(boot[1], {"status": "Accepted", "currentTime": "t", "interval": 60})
+    assert rig.link.last()[2] == "StartTransaction"
+
+
+def test_backend_call_without_wallbox(tmp_path):
+    """A backend CALL while the wallbox is not connected gets a CALLERROR."""
+    rig = Rig(tmp_path)
+    rig.open_link()
+    rig.gateway.wallbox_disconnected()
+    rig.gateway.text_received('[2,"r1","Reset",{"type":"Soft"}]')
+    assert rig.link.last()[:3] == [4, "r1", "GenericError"]
+
+
+def test_queue_goes_out_without_a_stored_boot(tmp_path):
+    """A wallbox that never booted through cfosproxy: the queue is delivered
+    right after the link opens, not held for a boot that may never come."""
+    rig = Rig(tmp_path)
+    rig.wallbox_sends("s1", "StartTransaction", START)
+    rig.gateway.link_opened(rig.link)
+    assert [json.loads(t)[2] for t in rig.link.sent] == ["StartTransaction"]
+
+
+def test_link_stops_when_idle(tmp_path):
+    """With the wallbox gone and the queue empty the link is stopped; with
+    messages waiting it is kept."""
+    rig = Rig(tmp_path)
+    rig.wallbox_sends("s1", "StartTransaction", START)
+    rig.gateway.wallbox_disconnected()
+    assert rig.link.stopped == 0
+    rig.open_link()
+    rig.backend_answers(rig.link.last()[1], {"transactionId": 9, "idTagInfo": {"status": "Accepted"}})
+    assert rig.link.stopped == 1
