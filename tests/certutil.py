@@ -120,6 +120,13 @@ class TestPKI:
             extraCertificateOptions=extra,
         )
 
+    def server_cert_for(self, host):
+        """Return C{(cert_path, key_path)} of a server certificate from the
+        test CA that names C{host} only (for host name checks)."""
+        cert, key = certs.make_certificate(host, self._ca[0], self._ca[1], dns_names=[host])
+        name = host.replace(".", "-")
+        return self._write_cert(name + ".pem", cert), self._write_key(name + "-key.pem", key)
+
     def _server_cert(self, issuer_cert, issuer_key):
         return certs.make_certificate(
             "localhost",

@@ -251,3 +251,77 @@ class CrashTests(unittest.TestCase):
         self.assertEqual(calls[-1][3]["transactionId"], 1000)
         second.send_signal(signal.SIGTERM)
         second.wait(30)
+
+
+class SecureBackendTests(unittest.TestCase):
+    """wss:// to the backend: its certificate checked, ours presented."""
+
+    def pki(self):
+        import pathlib
+        import shutil
+        import tempfile
+
+        from tests.certutil import TestPKI
+
+        directory = tempfile.mkdtemp(prefix="cfosproxy-pki-")
+        self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+        return TestPKI(pathlib.Path(directory))
+
+    def server_ssl(self, pki, require_client=False, cert=None):
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(cert[0] if cert else pki.server_cert_path), str(cert[1] if cert else pki.server_key_path))
+        if require_client:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(str(pki.ca_cert_path))
+        return context
+
+    def wss_config(self, port, host, extra):
+        return (
+            "[wallbox:garage-1]\ntype = ocpp\naddress = CB-0001\n"
+            "gateway_url = wss://{}:{}/ocpp/\n{}".format(host, port, extra)
+        )
+
+    @asyncio_test
+    async def test_wss_with_ca_and_client_certificate(self):
+        """A backend that needs a client certificate: cfosproxy verifies the
+        backend against gateway_ca and presents gateway_certificate; the
+        wallbox's messages arrive."""
+        pki = self.pki()
+        cert, key = pki.client_cert_path("CB-0001")
+        peer = BackendPeer(free_port(), ssl=self.server_ssl(pki, require_client=True))
+        await peer.start()
+        self.addCleanup(lambda: asyncio.ensure_future(peer.stop()))
+        daemon = RunningDaemon(self, wallboxes=self.wss_config(peer.port, "localhost", (
+            "gateway_ca = {}\ngateway_certificate = {}\ngateway_private_key = {}\n".format(pki.ca_cert_path, cert, key)
+        )))
+        async with await connect(daemon.url("CB-0001")) as ws:
+            await peer.wait_for(lambda p: "CB-0001" in p.charge_points)
+            answer = await exchange(ws, '[2,"h","Heartbeat",{}]')
+        self.assertIn(answer, peer.sent())
+        _, device = await http_get(daemon.status_url("/api/devices/garage-1"))
+        self.assertEqual(device["gateway"]["url"], "wss://localhost:{}/ocpp/CB-0001".format(peer.port))
+
+    @asyncio_test
+    async def test_wrong_host_name_refused_and_reported(self):
+        """A backend whose certificate names another host is refused; the
+        status API shows the link failed and why, and the wallbox is still
+        answered (locally)."""
+        pki = self.pki()
+        peer = BackendPeer(free_port(), ssl=self.server_ssl(pki, cert=pki.server_cert_for("elsewhere.example")))
+        await peer.start()
+        self.addCleanup(lambda: asyncio.ensure_future(peer.stop()))
+        daemon = RunningDaemon(self, wallboxes=self.wss_config(peer.port, "localhost", "gateway_ca = {}\n".format(pki.ca_cert_path)))
+        async with await connect(daemon.url("CB-0001")) as ws:
+            answer = json.loads(await exchange(ws, '[2,"h","Heartbeat",{}]'))
+            self.assertEqual(answer[:2], [3, "h"])
+
+            async def failed():
+                _, device = await http_get(daemon.status_url("/api/devices/garage-1"))
+                gateway = device["gateway"]
+                return gateway if gateway["link"] == "failed" and gateway["last_error"] else None
+
+            gateway = await eventually(failed)
+        self.assertIn("hostname", gateway["last_error"])
+        self.assertEqual(peer.charge_points, {})
