@@ -120,6 +120,7 @@ class Gateway:
         self._in_flight = None
         self._waiters = {}
         self._timer = None
+        self._boot_timer = None
 
     @property
     def store(self):
@@ -246,11 +247,18 @@ class Gateway:
     # -- delivering the queue ------------------------------------------------
 
     def _can_deliver(self):
-        return self.backend is not None and self.booted and self._in_flight is None
+        """Whether a message can go to the backend now (not while waiting to
+        try again after a refusal or a silence)."""
+        return (
+            self.backend is not None
+            and self.booted
+            and self._in_flight is None
+            and self._timer is None
+        )
 
     def _pump(self):
         """Deliver the oldest queued message, if the backend can take it."""
-        if not self._can_deliver() or self._timer is not None:
+        if not self._can_deliver():
             return
         message = self.store.first_queued(self.link_id)
         if message is None:
@@ -369,6 +377,7 @@ class Gateway:
         backend, self.backend = self.backend, None
         self.booted = False
         self.last_error = reason
+        self._cancel_timers()
         if backend is not None:
             backend.connection_lost()
 
@@ -409,11 +418,15 @@ class Gateway:
                     count=self.store.queue_length(self.link_id),
                 )
             self._pump()
-        else:
+        elif self._boot_timer is None:
             delay = max(MIN_BOOT_RETRY, answer.payload.get("interval") or 0)
             self.last_error = "BootNotification {}".format(status)
-            self._clock.callLater(delay, self._boot)
+            self._boot_timer = self._clock.callLater(delay, self._boot_again)
         return answer
+
+    def _boot_again(self):
+        self._boot_timer = None
+        self._boot()
 
     def backend_call(self, call):
         """A CALL from the backend, for the wallbox."""
@@ -446,9 +459,13 @@ class Gateway:
 
     def stop(self):
         """Cancel timers (the daemon stops)."""
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._cancel_timers()
+
+    def _cancel_timers(self):
+        for timer in (self._timer, self._boot_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._boot_timer = None
 
 
 def _unanswered_by_wallbox(failure):

@@ -221,3 +221,25 @@ def test_link_stops_when_idle(tmp_path):
     rig.open_link()
     rig.backend_answers(rig.link.last()[1], {"transactionId": 9, "idTagInfo": {"status": "Accepted"}})
     assert rig.link.stopped == 1
+
+
+def test_live_message_not_held_while_waiting_to_retry(tmp_path):
+    """While the gateway waits to try the backend again, a new transaction
+    message is answered locally at once (not held for the retry delay)."""
+    rig = Rig(tmp_path)
+    rig.open_link()
+    rig.session.text_received(json.dumps([2, "s1", "StartTransaction", START]))
+    rig.clock.advance(30)  # the backend stays silent: local answer, retry later
+    rig.store.delivered(rig.store.first_queued("CB-1").id)  # (the head went away)
+    answer = rig.wallbox_sends("d1", "DataTransfer", {"vendorId": "x"})
+    assert answer[:2] == [3, "d1"]
+
+
+def test_stop_leaves_no_timer(tmp_path):
+    """After a Pending boot and a silent backend, stop() cancels the boot
+    and retry timers."""
+    rig = Rig(tmp_path)
+    rig.wallbox_sends("b1", "BootNotification", {"chargePointVendor": "v", "chargePointModel": "m"})
+    rig.open_link(boot_status="Pending")
+    rig.gateway.stop()
+    assert rig.clock.getDelayedCalls() == []
