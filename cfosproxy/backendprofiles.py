@@ -69,6 +69,10 @@ class BackendProfiles:
     def _targets(self, chargebox_id, call):
         connector_id = call.payload.get("connectorId")
         devices = [d for d in self._registry.devices_of(chargebox_id) if d.configured]
+        if not devices:
+            # A Modbus device's gateway goes by the device's name.
+            device = self._registry.get(chargebox_id)
+            return [device] if device is not None and device.configured else []
         if connector_id in (None, 0):
             # Connector 0 is the whole charge point: every device of it.
             return devices

@@ -94,7 +94,15 @@ class Device:
         has not finished, or a status that says it draws current.
 
         SuspendedEVSE counts when a transaction runs: that is the state a
-        wallbox shows while the manager's 0 A default profile holds it."""
+        wallbox shows while the manager's 0 A default profile holds it.
+
+        A Modbus wallbox wants current from the moment a car is detected
+        (state B, shown as Preparing): without current it cannot go on to
+        C. With a gateway, only once its transaction runs."""
+        if self.type == "modbus":
+            if self.status not in ("Preparing", "Charging"):
+                return False
+            return self.gateway is None or self.transaction_id is not None
         if self.status in IDLE_STATES:
             return False
         return self.transaction_id is not None or self.status in CHARGING_STATES

@@ -126,6 +126,19 @@ class LoadManager:
         )
         self.refresh()
 
+    def device_online(self, name):
+        """A device without OCPP (Modbus) answers again: its limit is
+        written at once (no boot to wait for), whatever it held."""
+        self._ready.add(name)
+        self._stale.add(name)
+        self._failed.pop(name, None)
+        self.refresh()
+
+    def device_offline(self, name):
+        """A device without OCPP stopped answering; it keeps its limit."""
+        self._ready.discard(name)
+        self.refresh()
+
     def disconnected(self, chargebox_id):
         """A wallbox's connection is gone. It keeps the profile it holds and
         may go on charging with it, so its exposure stays."""

@@ -94,3 +94,23 @@ class GatewayService(service.Service):
         for gateway in self._gateways:
             gateway.stop()
         return defer.gatherResults([gateway.link.stop() for gateway in self._gateways])
+
+
+class ModbusService(service.Service):
+    """Polls the Modbus wallboxes while the daemon runs; stops their
+    charge points' timers and closes the clients at the end."""
+
+    def __init__(self, wallboxes, chargepoints):
+        self._wallboxes = wallboxes
+        self._chargepoints = chargepoints
+
+    def startService(self):
+        service.Service.startService(self)
+        for wallbox in self._wallboxes:
+            wallbox.start()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        for chargepoint in self._chargepoints:
+            chargepoint.stop()
+        return defer.gatherResults([wallbox.stop() for wallbox in self._wallboxes])

@@ -5,6 +5,8 @@ a mistake fails the start with a message naming file, section and key;
 ``makeService`` only assembles services from the result.
 """
 
+import logging
+
 from twisted.application import strports
 from twisted.python import usage
 
@@ -46,33 +48,39 @@ class Options(usage.Options):
 
 
 def makeService(options):
-    """The daemon: store, load manager, gateways, OCPP server, status API."""
+    """The daemon: store, load manager, Modbus wallboxes, gateways, the OCPP
+    server and the status API, in the order they start (and, reversed, stop:
+    listeners first, the store last)."""
     from twisted.internet import reactor
     from twisted.web.server import Site
 
-    from cfosproxy.backend import BackendLink, backend_url
     from cfosproxy.backendprofiles import BackendProfiles
+    from cfosproxy.chargepoint import ModbusChargePoint
     from cfosproxy.devices import DeviceRegistry
-    from cfosproxy.gateway import Gateway, GatewayObserver
+    from cfosproxy.gateway import GatewayObserver
     from cfosproxy.hub import ChargePointHub
     from cfosproxy.localcs import LocalCentralSystem
     from cfosproxy.manager import LoadManager
+    from cfosproxy.modbus import ModbusLimitActuator, ModbusWallbox
+    from cfosproxy.modbusdevices import ModbusDevice
     from cfosproxy.ocppcontrol import ChargingProfileActuator
     from cfosproxy.server import WallboxServerFactory
     from cfosproxy.services import (
         CloseConnectionsService,
         GatewayService,
         ManagerService,
+        ModbusService,
         OrderedMultiService,
     )
     from cfosproxy.status import status_root
     from cfosproxy.store import StoreService
 
     config = options.config
+    if any(w.type == "modbus" for w in config.wallboxes):
+        # pymodbus logs every failed (re)connect through stdlib logging; the
+        # daemon logs a Modbus device going offline and back itself, once.
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     top = OrderedMultiService()
-
-    # Children stop one by one in reverse order: listeners first, then the
-    # wallbox connections, the store last.
     store = StoreService(config.manager.state_dir)
     store.setServiceParent(top)
 
@@ -91,47 +99,61 @@ def makeService(options):
         lambda name, enabled: store.store.set_device_enabled(name, enabled),
     )
     backend_profiles = BackendProfiles(registry, manager, reactor)
-    gateways = {}
+
+    def gateway_for(wallbox, key):
+        return _gateway(wallbox, key, config, store, local, reactor, backend_profiles)
+
+    # OCPP wallboxes with a backend: one gateway per ChargeBox-ID.
+    ocpp_gateways = {}
     for wallbox in config.wallboxes:
-        if wallbox.type != "ocpp" or not wallbox.gateway_url or wallbox.address in gateways:
-            continue
-        gateway = Gateway(
-            wallbox.address,
-            wallbox.client_id,
-            lambda: store.store,
-            local,
-            reactor,
-            config.server.call_timeout,
-            config.manager.offline_authorize,
-            profiles=backend_profiles,
-        )
-        gateway.link = BackendLink(
-            url=backend_url(wallbox.gateway_url, wallbox.client_id),
-            client_id=wallbox.client_id,
-            password=wallbox.gateway_password,
-            ca=wallbox.gateway_ca,
-            certificate=wallbox.gateway_certificate,
-            private_key=wallbox.gateway_private_key,
-            handler=gateway,
-            reactor=reactor,
-            call_timeout=config.server.call_timeout,
-            ping_interval=config.server.ping_interval,
-            max_message_size=config.server.max_message_size,
-        )
-        gateways[wallbox.address] = gateway
-        for device in registry.devices_of(wallbox.address):
+        if wallbox.type == "ocpp" and wallbox.gateway_url and wallbox.address not in ocpp_gateways:
+            ocpp_gateways[wallbox.address] = gateway_for(wallbox, wallbox.address)
+    for address, gateway in ocpp_gateways.items():
+        for device in registry.devices_of(address):
             device.gateway = gateway
+
+    # Modbus wallboxes, each with its OCPP charge point when it has a backend.
+    modbus_wallboxes, chargepoints, modbus_gateways = {}, {}, []
+    for wallbox in config.wallboxes:
+        if wallbox.type != "modbus":
+            continue
+        device = registry.get(wallbox.name)
+        joint = ModbusDevice(device, manager, reactor)
+        if wallbox.gateway_url:
+            device.gateway = gateway_for(wallbox, wallbox.name)
+            modbus_gateways.append(device.gateway)
+            joint.chargepoint = chargepoints[wallbox.name] = ModbusChargePoint(
+                device,
+                device.gateway,
+                reactor,
+                lambda name=wallbox.name: manager.reapply(name),
+                backend_profiles,
+            )
+        modbus_wallboxes[wallbox.name] = ModbusWallbox.from_config(
+            wallbox,
+            reactor=reactor,
+            on_reading=joint.on_reading,
+            on_online=joint.on_online,
+            writes=config.manager.mode == "control",
+        )
 
     hub = ChargePointHub(
         config.server,
         registry,
-        lambda chargebox_id: gateways.get(chargebox_id, local),
+        lambda chargebox_id: ocpp_gateways.get(chargebox_id, local),
         reactor,
-        observers=[manager, GatewayObserver(lambda cbid: hub.sessions[cbid], gateways)],
+        observers=[manager, GatewayObserver(lambda cbid: hub.sessions[cbid], ocpp_gateways)],
     )
     actuators["ocpp"] = ChargingProfileActuator(hub, reactor, backend_profiles)
+    actuators["modbus"] = ModbusLimitActuator(
+        modbus_wallboxes,
+        allowed=lambda device: device.name not in chargepoints
+        or chargepoints[device.name].allows_charging,
+    )
+
     ManagerService(store, manager).setServiceParent(top)
-    GatewayService(list(gateways.values())).setServiceParent(top)
+    GatewayService(list(ocpp_gateways.values()) + modbus_gateways).setServiceParent(top)
+    ModbusService(list(modbus_wallboxes.values()), list(chargepoints.values())).setServiceParent(top)
     CloseConnectionsService(hub).setServiceParent(top)
 
     factory = tls.wrap_factory(
@@ -153,3 +175,34 @@ def makeService(options):
     listeners["status"] = web
     web.setServiceParent(top)
     return top
+
+
+def _gateway(wallbox, key, config, store, local, reactor, backend_profiles):
+    """The gateway and backend link of one wallbox's C{gateway_url}."""
+    from cfosproxy.backend import BackendLink, backend_url
+    from cfosproxy.gateway import Gateway
+
+    gateway = Gateway(
+        key,
+        wallbox.client_id,
+        lambda: store.store,
+        local,
+        reactor,
+        config.server.call_timeout,
+        config.manager.offline_authorize,
+        profiles=backend_profiles,
+    )
+    gateway.link = BackendLink(
+        url=backend_url(wallbox.gateway_url, wallbox.client_id),
+        client_id=wallbox.client_id,
+        password=wallbox.gateway_password,
+        ca=wallbox.gateway_ca,
+        certificate=wallbox.gateway_certificate,
+        private_key=wallbox.gateway_private_key,
+        handler=gateway,
+        reactor=reactor,
+        call_timeout=config.server.call_timeout,
+        ping_interval=config.server.ping_interval,
+        max_message_size=config.server.max_message_size,
+    )
+    return gateway
