@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
-from cfosproxy.ocpp.schedules import ChargingProfile, composite
+from cfosproxy.ocpp.schedules import ChargingProfile, composite, limit_at
 from cfosproxy.ocpp.schemas import validate_call
 
 # The combined schedule covers this much time ahead; beyond it the local
@@ -55,6 +55,11 @@ class BackendProfiles:
             transaction_id=device.transaction_id,
             transaction_start=device.charging_since,
         )
+
+    def limit_now(self, device, now):
+        """The backend's limit for C{device} at C{now}, or None (no limit)."""
+        periods = self.periods(device, now)
+        return None if periods is None else limit_at(periods, now)
 
     def handle(self, gateway, call):
         """Answer a backend's SetChargingProfile or ClearChargingProfile."""

@@ -91,6 +91,12 @@ class ModbusChargePoint:
         self._gateway.wallbox_connected(self)
         self._boot()
 
+    def backend_booted(self):
+        """The gateway's backend accepted a boot (after an outage or a
+        restart): report the current status to it."""
+        if self.booted:
+            self._report_status(force=True)
+
     def offline(self):
         """The Modbus device stopped answering."""
         self.closed = True

@@ -417,6 +417,11 @@ class Gateway:
                     cbid=self.chargebox_id,
                     count=self.store.queue_length(self.link_id),
                 )
+                # A backend that was away knows nothing of the time between:
+                # the charge point tells it its status again.
+                backend_booted = getattr(self.wallbox, "backend_booted", None)
+                if backend_booted is not None and not self.wallbox.closed:
+                    backend_booted()
             self._pump()
         elif self._boot_timer is None:
             delay = max(MIN_BOOT_RETRY, answer.payload.get("interval") or 0)

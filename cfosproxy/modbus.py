@@ -565,11 +565,15 @@ class ModbusLimitActuator:
     @param allowed: C{allowed(device)}: whether anything besides the manager
         lets the device charge (e.g. an OCPP transaction); charging is
         enabled only when it says so and the limit is above 0.
+    @param backend_limit: C{backend_limit(device)}: a backend's limit for
+        the device now, or None; the register gets the lower of it and the
+        manager's limit (a register holds one value, not a schedule).
     """
 
-    def __init__(self, wallboxes, allowed=lambda device: True):
+    def __init__(self, wallboxes, allowed=lambda device: True, backend_limit=lambda device: None):
         self._wallboxes = wallboxes
         self._allowed = allowed
+        self._backend_limit = backend_limit
 
     def _wallbox(self, device):
         try:
@@ -590,6 +594,9 @@ class ModbusLimitActuator:
             wallbox = self._wallbox(device)
         except WallboxOffline as error:
             return defer.fail(error)
+        backend = self._backend_limit(device)
+        if backend is not None:
+            amps = min(amps, backend)
         d = wallbox.set_outputs(amps, amps > 0 and self._allowed(device))
         d.addErrback(_offline_as_gone, device)
         return d

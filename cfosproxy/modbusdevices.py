@@ -11,13 +11,18 @@ class ModbusDevice:
     @param manager: the L{cfosproxy.manager.LoadManager}.
     @param clock: L{IReactorTime}.
     @param chargepoint: the device's L{ModbusChargePoint}, or None.
+    @param backend_limit: C{backend_limit(device)}: a backend's limit now,
+        or None; when it moves (a schedule's next period), the limit is
+        written again.
     """
 
-    def __init__(self, device, manager, clock, chargepoint=None):
+    def __init__(self, device, manager, clock, chargepoint=None, backend_limit=lambda device: None):
         self.device = device
         self._manager = manager
         self._clock = clock
         self.chargepoint = chargepoint
+        self._backend_limit = backend_limit
+        self._last_backend_limit = None
 
     def on_online(self, wallbox, online):
         """The Modbus device started or stopped answering."""
@@ -44,4 +49,9 @@ class ModbusDevice:
             if self.chargepoint.closed:
                 self.chargepoint.online(wallbox.serial)
             self.chargepoint.reading_changed(reading)
-        self._manager.refresh()
+        backend = self._backend_limit(device)
+        if backend != self._last_backend_limit:
+            self._last_backend_limit = backend
+            self._manager.reapply(device.name)
+        else:
+            self._manager.refresh()

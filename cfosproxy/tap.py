@@ -118,7 +118,12 @@ def makeService(options):
         if wallbox.type != "modbus":
             continue
         device = registry.get(wallbox.name)
-        joint = ModbusDevice(device, manager, reactor)
+        joint = ModbusDevice(
+            device,
+            manager,
+            reactor,
+            backend_limit=lambda device: backend_profiles.limit_now(device, reactor.seconds()),
+        )
         if wallbox.gateway_url:
             device.gateway = gateway_for(wallbox, wallbox.name)
             modbus_gateways.append(device.gateway)
@@ -149,6 +154,7 @@ def makeService(options):
         modbus_wallboxes,
         allowed=lambda device: device.name not in chargepoints
         or chargepoints[device.name].allows_charging,
+        backend_limit=lambda device: backend_profiles.limit_now(device, reactor.seconds()),
     )
 
     ManagerService(store, manager).setServiceParent(top)
