@@ -215,3 +215,14 @@ def test_backend_down_transaction_is_queued(tmp_path):
     assert rig.cp.allows_charging
     rig.cp.reading_changed(reading("A", energy=900))
     assert [m.action for m in rig.store.queued("pb")] == ["StartTransaction", "StopTransaction"]
+
+
+def test_status_again_when_backend_boots(tmp_path):
+    """When the backend accepts the gateway's boot after an outage, the
+    charge point reports its status again."""
+    rig = Rig(tmp_path)
+    boot(rig)
+    rig.gateway.link_closed("outage")
+    rig.gateway.link_opened(rig.link)
+    rig.answer_last({"status": "Accepted", "currentTime": "t", "interval": 120})
+    assert rig.backend_calls()[-1][2:] == ["StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available"}]

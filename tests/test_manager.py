@@ -438,3 +438,22 @@ class FuseMachine(RuleBasedStateMachine):
 
 FuseMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
 test_fuse_machine = FuseMachine.TestCase
+
+
+def test_reapply_resends_and_reports():
+    """reapply sends the device's limit again even when the amperes did not
+    change, and fires with True once the wallbox accepted that send (not an
+    older one); an unreachable device answers False at once."""
+    site = Site(config_text(site=32))
+    site.connect("A")
+    site.settle()
+    site.start("A")
+    # The raise to 16 A is in flight; reapply wants a send after it.
+    d = site.manager.reapply("A")
+    site.wallboxes.accept("A")
+    assert not d.called
+    assert site.wallboxes.sent[-1] == ("A", 16.0)
+    site.wallboxes.accept("A")
+    assert d.result is True
+    site.disconnect("A")
+    assert site.manager.reapply("A").result is False

@@ -450,6 +450,21 @@ class ActuatorTests(ModbusTestCase):
         self.assertEqual((server.limit, server.enable), (160, 0))
 
     @asyncio_test
+    async def test_backend_limit_is_the_ceiling(self):
+        """With a backend limit the register gets the lower of it and the
+        manager's limit."""
+        server = await self.server()
+        wallbox, _ = await self.online_wallbox(server)
+        backend = {"limit": 8.0}
+        actuator = ModbusLimitActuator({"pb-1": wallbox}, backend_limit=lambda device: backend["limit"])
+        device = self.device(server)
+        await wait_deferred(actuator.set_limit(device, 16))
+        self.assertEqual((server.limit, server.enable), (80, 1))
+        backend["limit"] = 32.0
+        await wait_deferred(actuator.set_limit(device, 16))
+        self.assertEqual(server.limit, 160)
+
+    @asyncio_test
     async def test_offline_and_unknown(self):
         """A limit for an offline device fails with SessionClosed (the
         manager then waits until the device is back); a device without a
