@@ -10,21 +10,12 @@ import random
 from urllib.parse import quote, urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.application.internet import ClientService
 from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.ssl import (
-    Certificate,
-    TLSVersion,
-    optionsForClientTLS,
-    platformTrust,
-    trustRootFromCertificates,
-)
 from twisted.logger import (
     FilteringLogObserver,
     Logger,
@@ -34,8 +25,7 @@ from twisted.logger import (
 )
 from zope.interface import Interface, implementer
 
-from cfosproxy import certs
-from cfosproxy.tls import TLSConfigError
+from cfosproxy.tls import client_tls_options
 
 SUBPROTOCOL = "ocpp1.6"
 CLOSE_HANDSHAKE_TIMEOUT = 5
@@ -117,6 +107,7 @@ class BackendLink:
         max_delay=60.0,
         refused_delay=300.0,
         max_message_size=65536,
+        tls_options=None,
     ):
         """
         @param url: the full C{ws://} or C{wss://} URL (see L{backend_url}).
@@ -127,6 +118,10 @@ class BackendLink:
             or empty for none.
         @param private_key: PEM key of C{certificate}; empty: the key is in
             the C{certificate} file.
+        @param tls_options: for C{wss://}, the client TLS options already
+            made from C{ca}, C{certificate} and C{private_key} with
+            L{cfosproxy.tls.client_tls_options} (the daemon makes them when
+            it reads its configuration); None: made here.
         @raise TLSConfigError: a certificate, key or CA file cannot be used.
         """
         self.url = url
@@ -177,9 +172,11 @@ class BackendLink:
 
         endpoint = HostnameEndpoint(reactor, host, port, timeout=open_timeout)
         if secure:
-            endpoint = wrapClientTLS(
-                _client_tls_options(host, ca, certificate, private_key), endpoint
-            )
+            if tls_options is None:
+                tls_options = client_tls_options(
+                    host, ca=ca, certificate=certificate, private_key=private_key
+                )
+            endpoint = wrapClientTLS(tls_options, endpoint)
         self._service = _QuietClientService(
             _ReportingEndpoint(endpoint, self),
             factory,
@@ -488,69 +485,3 @@ def _describe_connect_error(exception):
     if isinstance(exception, error.NoRouteError):
         return "no route to host"
     return str(exception) or type(exception).__name__
-
-
-def _client_tls_options(host, ca, certificate, private_key):
-    """TLS 1.2+ client settings that check the backend's certificate against
-    C{ca} (or the system's roots) and its name against C{host}."""
-    if ca:
-        roots = [
-            Certificate.loadPEM(certs.pem_certificate(cert))
-            for cert in _load_certificates("gateway_ca", ca)
-        ]
-        trust = trustRootFromCertificates(roots)
-    else:
-        trust = platformTrust()
-    extra = dict(raiseMinimumTo=TLSVersion.TLSv1_2)
-    if certificate:
-        chain = _load_certificates("gateway_certificate", certificate)
-        key_name = "gateway_private_key" if private_key else "gateway_certificate"
-        key = _load_private_key(key_name, private_key or certificate)
-        if _public_der(key) != _public_der(chain[0]):
-            raise TLSConfigError(
-                "{}: the key does not match the certificate in {} (the client "
-                "certificate must come first in the file)".format(key_name, certificate)
-            )
-        # cryptography objects: pyOpenSSL has deprecated its own X509/PKey
-        # forms for a connection's identity.
-        extra.update(certificate=chain[0], extraCertChain=chain[1:], privateKey=key)
-    return optionsForClientTLS(host, trustRoot=trust, extraCertificateOptions=extra)
-
-
-def _read(key, path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise TLSConfigError(
-            "{}: cannot read {}: {}".format(key, path, e.strerror or e)
-        ) from e
-
-
-def _load_certificates(key, path):
-    try:
-        return x509.load_pem_x509_certificates(_read(key, path))
-    except ValueError as e:
-        raise TLSConfigError(
-            "{}: no PEM certificate in {}: {}".format(key, path, e)
-        ) from e
-
-
-def _load_private_key(key, path):
-    try:
-        return serialization.load_pem_private_key(_read(key, path), password=None)
-    except TypeError as e:
-        raise TLSConfigError(
-            "{}: the private key in {} is encrypted; store it without a "
-            "passphrase (mode 0600)".format(key, path)
-        ) from e
-    except ValueError as e:
-        raise TLSConfigError(
-            "{}: no usable PEM private key in {}".format(key, path)
-        ) from e
-
-
-def _public_der(key_or_cert):
-    return key_or_cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )

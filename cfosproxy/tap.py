@@ -6,6 +6,7 @@ a mistake fails the start with a message naming file, section and key;
 """
 
 import logging
+from urllib.parse import urlsplit
 
 from twisted.application import strports
 from twisted.python import usage
@@ -42,6 +43,23 @@ class Options(usage.Options):
                     client_ca=server.client_ca,
                     require_client_certificate=server.require_client_certificate,
                     state_dir=self.config.manager.state_dir,
+                )
+            except tls.TLSConfigError as e:
+                raise usage.UsageError("{}: {}".format(self["config"], e)) from e
+        # The files of wss:// backends are read now, so that a mistake
+        # fails the start, not the first connection hours later.
+        self.gateway_tls = {}
+        for wallbox in self.config.wallboxes:
+            parts = urlsplit(wallbox.gateway_url)
+            if parts.scheme != "wss":
+                continue
+            try:
+                self.gateway_tls[wallbox.name] = tls.client_tls_options(
+                    parts.hostname,
+                    ca=wallbox.gateway_ca,
+                    certificate=wallbox.gateway_certificate,
+                    private_key=wallbox.gateway_private_key,
+                    section="wallbox:" + wallbox.name,
                 )
             except tls.TLSConfigError as e:
                 raise usage.UsageError("{}: {}".format(self["config"], e)) from e
@@ -101,7 +119,10 @@ def makeService(options):
     backend_profiles = BackendProfiles(registry, manager, reactor)
 
     def gateway_for(wallbox, key):
-        return _gateway(wallbox, key, config, store, local, reactor, backend_profiles)
+        return _gateway(
+            wallbox, key, config, store, local, reactor, backend_profiles,
+            options.gateway_tls.get(wallbox.name),
+        )
 
     # OCPP wallboxes with a backend: one gateway per ChargeBox-ID.
     ocpp_gateways = {}
@@ -183,7 +204,7 @@ def makeService(options):
     return top
 
 
-def _gateway(wallbox, key, config, store, local, reactor, backend_profiles):
+def _gateway(wallbox, key, config, store, local, reactor, backend_profiles, tls_options):
     """The gateway and backend link of one wallbox's C{gateway_url}."""
     from cfosproxy.backend import BackendLink, backend_url
     from cfosproxy.gateway import Gateway
@@ -210,5 +231,6 @@ def _gateway(wallbox, key, config, store, local, reactor, backend_profiles):
         call_timeout=config.server.call_timeout,
         ping_interval=config.server.ping_interval,
         max_message_size=config.server.max_message_size,
+        tls_options=tls_options,
     )
     return gateway

@@ -18,7 +18,14 @@ from twisted.internet.interfaces import (
     ISSLTransport,
 )
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.internet.ssl import (
+    Certificate,
+    CertificateOptions,
+    TLSVersion,
+    optionsForClientTLS,
+    platformTrust,
+    trustRootFromCertificates,
+)
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
@@ -64,13 +71,13 @@ def server_context_factory(
                 "[manager] state_dir: cannot make the self-signed server "
                 "certificate in {}: {}".format(state_dir, e)
             ) from e
-    chain = _load_certificates("certificate", certificate)
+    chain = load_certificates("[server] certificate", certificate)
     if private_key:
         key_name, key_path = "private_key", private_key
     else:
         key_name, key_path = "certificate", certificate
-    key = _load_private_key(key_name, key_path)
-    if _public_der(key) != _public_der(chain[0]):
+    key = load_private_key("[server] " + key_name, key_path)
+    if public_der(key) != public_der(chain[0]):
         raise TLSConfigError(
             "[server] {}: the key in {} does not match the certificate in {} "
             "(the server certificate must come first in the file)".format(
@@ -95,7 +102,7 @@ def server_context_factory(
         raiseMinimumTo=TLSVersion.TLSv1_2,
     )
     if client_ca:
-        authorities = _load_certificates("client_ca", client_ca)
+        authorities = load_certificates("[server] client_ca", client_ca)
         options.update(
             verify=True,
             caCerts=[X509.from_cryptography(ca) for ca in authorities],
@@ -119,44 +126,88 @@ def server_context_factory(
     return context_factory
 
 
-def _read(key, path):
+def _read(label, path):
     try:
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
         raise TLSConfigError(
-            "[server] {}: cannot read {}: {}".format(key, path, e.strerror or e)
+            "{}: cannot read {}: {}".format(label, path, e.strerror or e)
         ) from e
 
 
-def _load_certificates(key, path):
+def load_certificates(label, path):
+    """Every PEM certificate in the file at C{path}, first one first.
+
+    @param label: what the file is, for errors, e.g. C{"[server] client_ca"}.
+    @raise TLSConfigError: unreadable, or no certificate in it.
+    """
     try:
-        return x509.load_pem_x509_certificates(_read(key, path))
+        return x509.load_pem_x509_certificates(_read(label, path))
     except ValueError as e:
         raise TLSConfigError(
-            "[server] {}: no PEM certificate in {}: {}".format(key, path, e)
+            "{}: no PEM certificate in {}: {}".format(label, path, e)
         ) from e
 
 
-def _load_private_key(key, path):
+def load_private_key(label, path):
+    """The unencrypted PEM private key in the file at C{path}.
+
+    @raise TLSConfigError: unreadable, encrypted, or no key in it.
+    """
     try:
-        return serialization.load_pem_private_key(_read(key, path), password=None)
+        return serialization.load_pem_private_key(_read(label, path), password=None)
     except TypeError as e:
         # The daemon starts unattended: nobody could type a passphrase.
         raise TLSConfigError(
-            "[server] {}: the private key in {} is encrypted; store it without "
-            "a passphrase (mode 0600)".format(key, path)
+            "{}: the private key in {} is encrypted; store it without "
+            "a passphrase (mode 0600)".format(label, path)
         ) from e
     except ValueError as e:
         raise TLSConfigError(
-            "[server] {}: no usable PEM private key in {}: {}".format(key, path, e)
+            "{}: no usable PEM private key in {}: {}".format(label, path, e)
         ) from e
 
 
-def _public_der(key_or_cert):
+def public_der(key_or_cert):
+    """The DER SubjectPublicKeyInfo of a key or certificate, to compare."""
     return key_or_cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+def client_tls_options(host, *, ca, certificate, private_key, section="wallbox"):
+    """TLS 1.2+ client settings toward a backend: its certificate checked
+    against C{ca} (or the system's roots) and its name against C{host};
+    C{certificate} presented when set (security profile 3).
+
+    @param section: the configuration section, for errors.
+    @raise TLSConfigError: a file cannot be read or used, or the key does not
+        match the certificate.
+    """
+    label = "[{}] ".format(section)
+    if ca:
+        roots = [
+            Certificate.loadPEM(certs.pem_certificate(cert))
+            for cert in load_certificates(label + "gateway_ca", ca)
+        ]
+        trust = trustRootFromCertificates(roots)
+    else:
+        trust = platformTrust()
+    extra = dict(raiseMinimumTo=TLSVersion.TLSv1_2)
+    if certificate:
+        chain = load_certificates(label + "gateway_certificate", certificate)
+        key_name = "gateway_private_key" if private_key else "gateway_certificate"
+        key = load_private_key(label + key_name, private_key or certificate)
+        if public_der(key) != public_der(chain[0]):
+            raise TLSConfigError(
+                "{}{}: the key does not match the certificate in {} (the client "
+                "certificate must come first in the file)".format(label, key_name, certificate)
+            )
+        # cryptography objects: pyOpenSSL has deprecated its own X509/PKey
+        # forms for a connection's identity.
+        extra.update(certificate=chain[0], extraCertChain=chain[1:], privateKey=key)
+    return optionsForClientTLS(host, trustRoot=trust, extraCertificateOptions=extra)
 
 
 def wrap_factory(mode, factory, context_factory, *, clock, sniff_timeout=10.0):

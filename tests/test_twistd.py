@@ -69,6 +69,11 @@ def test_example_config_starts_and_stops_on_sigterm(tmp_path):
         ("[server]\ntls = maybe\n", "[server] tls"),
         ("[server]\nlisten = tcp:19520\ncolour = blue\n", "[server] colour"),
         ("[wallbox:a]\ntype = ocpp\naddress = CB-1\nmax_current = lots\n", "[wallbox:a] max_current"),
+        (
+            "[wallbox:a]\ntype = ocpp\naddress = CB-1\ngateway_url = wss://backend.example/\n"
+            "gateway_ca = /nonexistent/ca.pem\n",
+            "[wallbox:a] gateway_ca: cannot read /nonexistent/ca.pem",
+        ),
     ],
 )
 def test_bad_config_fails_start(tmp_path, body, expected):
