@@ -17,7 +17,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
-from cfosproxy.ocpp.schedules import ChargingProfile, composite, limit_at
+from cfosproxy.ocpp.profileset import ProfileSet
+from cfosproxy.ocpp.schedules import ChargingProfile, limit_at
 from cfosproxy.ocpp.schemas import validate_call
 
 # The combined schedule covers this much time ahead; beyond it the local
@@ -46,10 +47,9 @@ class BackendProfiles:
         """The backend's composite schedule for C{device} from C{start}, or
         None when the backend set no profile for it."""
         profiles = self._profiles.get(device.name)
-        if not profiles:
+        if profiles is None:
             return None
-        return composite(
-            list(profiles.values()),
+        return profiles.composite(
             start,
             start + HORIZON,
             transaction_id=device.transaction_id,
@@ -94,15 +94,7 @@ class BackendProfiles:
         except ValueError as e:
             raise OcppError(ErrorCode.PropertyConstraintViolation, str(e)) from e
         for device in devices:
-            kept = self._profiles.setdefault(device.name, {})
-            # OCPP 1.6 §3.13.2: a profile replaces one with the same id, or
-            # with the same purpose and stack level.
-            for key, old in list(kept.items()):
-                if old.id == profile.id or (
-                    old.purpose == profile.purpose and old.stack_level == profile.stack_level
-                ):
-                    del kept[key]
-            kept[profile.id] = profile
+            self._profiles.setdefault(device.name, ProfileSet()).set(profile)
             self._log.info(
                 "{name}: backend profile {id} ({purpose}, stack level {stack_level}) "
                 "kept; the wallbox gets it combined with the local limit",
@@ -114,14 +106,11 @@ class BackendProfiles:
         return self._reapply(devices)
 
     def _clear(self, devices, criteria):
-        removed = False
-        for device in devices:
-            kept = self._profiles.get(device.name, {})
-            for key, profile in list(kept.items()):
-                if _matches(profile, criteria):
-                    del kept[key]
-                    removed = True
-        if not removed:
+        removed = [
+            self._profiles.setdefault(device.name, ProfileSet()).clear(criteria)
+            for device in devices
+        ]
+        if not any(removed):
             return {"status": "Unknown"}
         return self._reapply(devices)
 
@@ -129,14 +118,3 @@ class BackendProfiles:
         d = defer.gatherResults([self._manager.reapply(device.name) for device in devices])
         d.addCallback(lambda accepted: {"status": "Accepted" if all(accepted) else "Rejected"})
         return d
-
-
-def _matches(profile, criteria):
-    """Whether a ClearChargingProfile's criteria select C{profile}."""
-    if "id" in criteria and criteria["id"] != profile.id:
-        return False
-    if "chargingProfilePurpose" in criteria and criteria["chargingProfilePurpose"] != profile.purpose:
-        return False
-    if "stackLevel" in criteria and criteria["stackLevel"] != profile.stack_level:
-        return False
-    return True

@@ -52,12 +52,17 @@ class ModbusChargePoint:
         device may charge (a transaction, availability) changed, so that the
         manager writes the enable register again.
     @param backend_profiles: the L{BackendProfiles}, for GetCompositeSchedule.
+    @param connector_id: the connector it reports as (a Power Brain has one).
     """
 
     _log = Logger()
 
-    def __init__(self, device, gateway, clock, on_allowed_changed, backend_profiles=None):
+    def __init__(
+        self, device, gateway, clock, on_allowed_changed, backend_profiles=None,
+        connector_id=CONNECTOR_ID,
+    ):
         self.device = device
+        self.connector_id = connector_id
         self._gateway = gateway
         self._clock = clock
         self._on_allowed_changed = on_allowed_changed
@@ -175,7 +180,7 @@ class ModbusChargePoint:
         error = "OtherError" if status == "Faulted" else "NoError"
         self._call(
             "StatusNotification",
-            {"connectorId": CONNECTOR_ID, "errorCode": error, "status": status},
+            {"connectorId": self.connector_id, "errorCode": error, "status": status},
         ).addErrback(self._failed, "StatusNotification")
 
     def _schedule_heartbeat(self):
@@ -217,7 +222,7 @@ class ModbusChargePoint:
             return self._call(
                 "StartTransaction",
                 {
-                    "connectorId": CONNECTOR_ID,
+                    "connectorId": self.connector_id,
                     "idTag": id_tag,
                     "meterStart": self._energy(),
                     "timestamp": ocpp_time(self._clock.seconds()),
@@ -288,7 +293,7 @@ class ModbusChargePoint:
                 {"value": "{:.1f}".format(amps), "measurand": "Current.Import", "unit": "A", "phase": phase}
             )
         payload = {
-            "connectorId": CONNECTOR_ID,
+            "connectorId": self.connector_id,
             "meterValue": [{"timestamp": ocpp_time(self._clock.seconds()), "sampledValue": samples}],
         }
         if self.transaction_id is not None:
@@ -400,7 +405,7 @@ class ModbusChargePoint:
         schedule = to_charging_schedule(periods, now, unlimited=self.device.grant)
         return {
             "status": "Accepted",
-            "connectorId": payload.get("connectorId", CONNECTOR_ID),
+            "connectorId": payload.get("connectorId", self.connector_id),
             "scheduleStart": ocpp_time(now),
             "chargingSchedule": schedule,
         }

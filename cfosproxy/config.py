@@ -168,20 +168,25 @@ class Config:
 def load_config(path):
     """Read and check the INI file at ``path``; raise ConfigError on any mistake."""
     path = os.fspath(path)
+    return config_from_string(read_config_text(path), path)
+
+
+def read_config_text(path):
+    """The text of a configuration file; a ConfigError naming it if it
+    cannot be read."""
     try:
         # utf-8-sig: editors on Windows put a BOM in front of the first section.
         with open(path, encoding="utf-8-sig") as f:
-            text = f.read()
+            return f.read()
     except OSError as e:
         raise ConfigError(path, None, None, f"cannot read file: {e.strerror}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(path, None, None, f"not UTF-8 text (byte {e.start})") from None
-    return config_from_string(text, path)
 
 
-def config_from_string(text, path="<string>"):
-    """Like :func:`load_config`, for INI text; ``path`` only names it in errors."""
-    path = os.fspath(path)
+def parse_sections(text, path):
+    """The sections of INI text as L{Section}s, in file order (the rules of
+    the file: comments after values, no [DEFAULT], no continued lines)."""
     parser = configparser.ConfigParser(
         interpolation=None,
         inline_comment_prefixes=(";", "#"),
@@ -194,11 +199,16 @@ def config_from_string(text, path="<string>"):
         parser.read_string(text.removeprefix("\ufeff"), source=path)
     except configparser.Error as e:
         raise _parse_error(path, e) from None
+    return [Section(path, name, parser.items(name, raw=True)) for name in parser.sections()]
 
+
+def config_from_string(text, path="<string>"):
+    """Like :func:`load_config`, for INI text; ``path`` only names it in errors."""
+    path = os.fspath(path)
     parts = {}
     wallboxes = []
-    for name in parser.sections():
-        section = _Section(path, name, parser.items(name, raw=True))
+    for section in parse_sections(text, path):
+        name = section.name
         if name in _READERS:
             parts[name] = _READERS[name](section)
         elif name.startswith("wallbox:"):
@@ -241,8 +251,10 @@ _FLOAT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
 _DEVICE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
-class _Section:
-    """One INI section: turns its text into typed values, or into ConfigErrors naming it."""
+class Section:
+    """One INI section: turns its text into typed values, or into ConfigErrors naming it.
+
+    Shared with the configuration of the virtual wallbox (L{cfosproxy.wallbox.config})."""
 
     def __init__(self, path, name, items):
         self.path = path
@@ -381,10 +393,15 @@ def _wallbox(section, name):
 
 def _check_gateway_url(section, url):
     """The URL's scheme ("ws" or "wss"), or "" when there is no gateway."""
+    return check_ws_url(section, "gateway_url", url, password_key="gateway_password")
+
+
+def check_ws_url(section, key, url, password_key):
+    """Check a ws:// or wss:// URL the client id is appended to; return its
+    scheme, or "" when the URL is empty."""
     if not url:
         return ""
     # The URL itself is never shown: it might hold a user:password@.
-    key = "gateway_url"
     parts = urlsplit(url)
     try:
         parts.port
@@ -393,7 +410,7 @@ def _check_gateway_url(section, url):
     section.check(parts.scheme in ("ws", "wss") and parts.hostname, key,
                   "must be ws://host/... or wss://host/...")
     section.check("@" not in parts.netloc, key,
-                  "must not hold a user or password: use gateway_password")
+                  f"must not hold a user or password: use {password_key}")
     # The client id is appended to the path, which a query or fragment would break.
     section.check(not parts.query and not parts.fragment, key,
                   "cannot have a query (?) or fragment (#)")

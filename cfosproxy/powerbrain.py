@@ -1,8 +1,8 @@
-"""The cFos Power Brain's Modbus register map, and how to read it.
+"""The cFos Power Brain's Modbus register map, and how to read and write it.
 
 Pure: no I/O. Holding registers, big-endian words (the high word first) and
 big-endian bytes within a word, as the Power Brain's documentation gives them.
-L{cfosproxy.modbus} talks to the device; C{tests/modbusserver.py} plays one.
+L{cfosproxy.modbus} talks to the device; L{cfosproxy.wallbox} plays one.
 """
 
 import math
@@ -30,6 +30,7 @@ METER_BLOCK = (ENERGY, 12)
 
 # IEC 61851 states by the low byte of STATE.
 STATES = {0: "A", 1: "B", 2: "C", 3: "D", 4: "E", 5: "F"}
+_STATE_CODES = {letter: code for code, letter in STATES.items()}
 
 # The OCPP 1.6 connector status that each state is shown as.
 OCPP_STATUS = {
@@ -94,6 +95,44 @@ def decode_string(regs):
     high byte. It ends at the first NUL; padding spaces are stripped."""
     raw = b"".join((word & MAX_REGISTER).to_bytes(2, "big") for word in regs)
     return raw.split(b"\0", 1)[0].decode("ascii", errors="replace").strip()
+
+
+def _encode_words(value, count):
+    value = int(value)
+    if not 0 <= value < 1 << (16 * count):
+        raise ValueError("{} does not fit in {} registers".format(value, count))
+    return [(value >> (16 * (count - 1 - i))) & MAX_REGISTER for i in range(count)]
+
+
+def encode_u32(value):
+    """2 registers, high word first, for an unsigned 32 bit value (the
+    inverse of L{decode_u32}); ValueError when it does not fit."""
+    return _encode_words(value, 2)
+
+
+def encode_u64(value):
+    """4 registers, high word first, for an unsigned 64 bit value (the
+    inverse of L{decode_u64}); ValueError when it does not fit."""
+    return _encode_words(value, 4)
+
+
+def encode_string(text, count):
+    """C{count} registers holding the ASCII C{text}, two characters per word,
+    NUL padded (the inverse of L{decode_string}).
+
+    ValueError when the text is not ASCII or longer than C{2 * count}
+    characters: a cut-off serial number would name another device.
+    """
+    raw = text.encode("ascii")
+    if len(raw) > 2 * count:
+        raise ValueError("{!r} is longer than {} characters".format(text, 2 * count))
+    raw = raw.ljust(2 * count, b"\0")
+    return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw), 2)]
+
+
+def encode_state(letter):
+    """The low byte of register 8092 for a state letter C{"A"}..C{"F"}."""
+    return _STATE_CODES[letter]
 
 
 def decode_state(word):

@@ -176,28 +176,36 @@ def public_der(key_or_cert):
     )
 
 
-def client_tls_options(host, *, ca, certificate, private_key, section="wallbox"):
-    """TLS 1.2+ client settings toward a backend: its certificate checked
-    against C{ca} (or the system's roots) and its name against C{host};
-    C{certificate} presented when set (security profile 3).
+GATEWAY_KEYS = ("gateway_ca", "gateway_certificate", "gateway_private_key")
+
+
+def client_tls_options(
+    host, *, ca, certificate, private_key, section="wallbox", keys=GATEWAY_KEYS
+):
+    """TLS 1.2+ client settings toward an OCPP server: its certificate
+    checked against C{ca} (or the system's roots) and its name against
+    C{host}; C{certificate} presented when set (security profile 3).
 
     @param section: the configuration section, for errors.
+    @param keys: the names of the ca, certificate and key settings, for
+        errors.
     @raise TLSConfigError: a file cannot be read or used, or the key does not
         match the certificate.
     """
     label = "[{}] ".format(section)
+    ca_key, certificate_key, private_key_key = keys
     if ca:
         roots = [
             Certificate.loadPEM(certs.pem_certificate(cert))
-            for cert in load_certificates(label + "gateway_ca", ca)
+            for cert in load_certificates(label + ca_key, ca)
         ]
         trust = trustRootFromCertificates(roots)
     else:
         trust = platformTrust()
     extra = dict(raiseMinimumTo=TLSVersion.TLSv1_2)
     if certificate:
-        chain = load_certificates(label + "gateway_certificate", certificate)
-        key_name = "gateway_private_key" if private_key else "gateway_certificate"
+        chain = load_certificates(label + certificate_key, certificate)
+        key_name = private_key_key if private_key else certificate_key
         key = load_private_key(label + key_name, private_key or certificate)
         if public_der(key) != public_der(chain[0]):
             raise TLSConfigError(

@@ -169,3 +169,37 @@ def wait_for_port(port, process, timeout=30.0):
     return False
 
 
+
+
+class RunningWallbox:
+    """One virtual Power Brain (cfoswallbox), built as ``twistd cfoswallbox``
+    builds it, on a free Modbus port.
+
+    @ivar model: the simulated device; C{modbus_port}: its Modbus port.
+    """
+
+    def __init__(self, testcase, ocpp, car="plugged = yes\n"):
+        from cfosproxy.wallbox.tap import Options as WallboxOptions
+        from cfosproxy.wallbox.tap import makeService as make_wallbox
+
+        directory = tempfile.mkdtemp(prefix="cfoswallbox-test-")
+        testcase.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+        self.modbus_port = free_port()
+        path = os.path.join(directory, "cfoswallbox.ini")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(
+                "[ocpp]\n{}\n[modbus]\nlisten = tcp:{}:interface=127.0.0.1\n[car]\n{}".format(
+                    textwrap.dedent(ocpp), self.modbus_port, textwrap.dedent(car)
+                )
+            )
+        options = WallboxOptions()
+        options.parseOptions(["--config", path])
+        self.service = make_wallbox(options)
+        self.service.startService()
+        self.virtual = [s for s in self.service if hasattr(s, "_virtual")][0]._virtual
+        self.model = self.virtual.model
+        testcase.addCleanup(self.stop)
+
+    def stop(self):
+        if self.service.running:
+            return self.service.stopService()

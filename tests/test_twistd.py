@@ -26,7 +26,7 @@ def test_installed_plugin_is_found():
         "from twisted.plugin import getPlugins\n"
         "from twisted.application.service import IServiceMaker\n"
         "names = [p.tapname for p in getPlugins(IServiceMaker)]\n"
-        "assert 'cfosproxy' in names, names\n"
+        "assert 'cfosproxy' in names and 'cfoswallbox' in names, names\n"
         "import cfosproxy, os\n"
         "print(os.path.dirname(cfosproxy.__file__))\n"
     )
@@ -146,3 +146,25 @@ def test_other_reactor_is_refused(tmp_path):
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=30)
     assert process.returncode in (0, -signal.SIGTERM)
+
+
+def test_cfoswallbox_plugin_starts_and_stops(tmp_path):
+    """``twistd -n cfoswallbox`` on the example configuration (ports moved
+    to free ones) serves Modbus, logs its state, and exits on SIGTERM."""
+    import socket
+
+    with open(os.path.join(ROOT, "etc", "cfoswallbox.ini"), encoding="utf-8") as f:
+        example = f.read()
+    modbus = free_port()
+    example = example.replace("tcp:4701:", "tcp:{}:".format(modbus))
+    example = example.replace("ws://127.0.0.1:19520/", "ws://127.0.0.1:{}/".format(free_port()))
+    config = write_config(str(tmp_path), example)
+    process = twistd("cfoswallbox", "--config", config, cwd=str(tmp_path))
+    try:
+        assert wait_for_port(modbus, process), process.communicate(timeout=10)[0]
+        socket.create_connection(("127.0.0.1", modbus), timeout=5).close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0]
+    assert process.returncode in (0, -signal.SIGTERM), output
+    assert "state A" in output
