@@ -9,7 +9,6 @@ from twisted.internet import task
 
 from cfosproxy.gateway import MAX_ATTEMPTS, RETRY_DELAY, Gateway
 from cfosproxy.localcs import LocalCentralSystem
-from cfosproxy.ocpp.frames import Call, CallError, CallResult
 from cfosproxy.session import OcppSession
 from cfosproxy.store import Store
 from tests.fakes import RecordingConnection

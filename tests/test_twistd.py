@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
 
@@ -168,3 +167,24 @@ def test_cfoswallbox_plugin_starts_and_stops(tmp_path):
         output = process.communicate(timeout=30)[0]
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "state A" in output
+
+
+def test_cfoswallbox_port_in_use_fails_start(tmp_path):
+    """A taken Modbus port stops ``twistd cfoswallbox`` at start with a
+    non-zero exit and the reason, instead of a wallbox without Modbus."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(
+            str(tmp_path),
+            "[ocpp]\nurl = ws://127.0.0.1:{}/\n[modbus]\nlisten = tcp:{}:interface=127.0.0.1\n".format(free_port(), port),
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "cfoswallbox", "--config", config],
+            cwd=str(tmp_path), env=daemon_env(), capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode != 0
+    assert "in use" in result.stdout + result.stderr

@@ -1,6 +1,5 @@
 """The virtual wallbox's charge point keeps the profiles it is sent."""
 
-import pytest
 from twisted.internet import task
 
 from cfosproxy.config import WallboxConfig

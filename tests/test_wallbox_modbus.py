@@ -7,7 +7,6 @@ import asyncio
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.constants import ExcCodes
 from twisted.internet import defer, reactor, task
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from cfosproxy import powerbrain
@@ -283,19 +282,15 @@ class ServiceTests(ServerTestCase):
         self.assertFalse(svc.server.running)
 
     @asyncio_test
-    async def test_port_in_use_stops_the_daemon(self):
-        """When the port is taken the service logs it as critical, with the
-        address and the reason, and stops the reactor."""
-        events = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+    async def test_port_in_use_fails_the_start(self):
+        """When the port is taken, startService raises CannotListen naming
+        the address and the reason, so twistd fails the start (non-zero
+        exit) instead of running without Modbus; the reactor is untouched."""
         taken = await self.server(self.model())
         svc, fake = self.service(taken.port)
-        svc.startService()
-        await until(lambda: fake.stopped)
-        await wait_deferred(svc.stopService())
-        critical = [formatEvent(e) for e in events if e["log_level"].name == "critical"]
-        self.assertEqual(len(critical), 1)
-        self.assertIn("127.0.0.1:{}".format(taken.port), critical[0])
-        self.assertIn("in use", critical[0])
-        self.assertEqual(fake.stopped, 1)
+        with self.assertRaises(CannotListen) as raised:
+            svc.startService()
+        self.assertIn("127.0.0.1:{}".format(taken.port), str(raised.exception))
+        self.assertIn("in use", str(raised.exception))
+        self.assertFalse(svc.running)
+        self.assertEqual(fake.stopped, 0)

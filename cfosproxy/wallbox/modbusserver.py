@@ -98,7 +98,7 @@ class PowerBrainModbusServer:
         except RuntimeError:
             raise CannotListen(
                 "cannot listen on {}:{}: {}".format(
-                    self.host, self.port, _bind_error(self.host, self.port)
+                    self.host, self.port, _bind_error(self.host, self.port) or "unknown reason"
                 )
             ) from None
         self._server = server
@@ -198,7 +198,14 @@ def _bind_error(host, port):
             probe.bind(address)
     except OSError as error:
         return error.strerror or str(error)
-    return "unknown reason"
+    return None
+
+
+def _check_free(host, port):
+    """Raise L{CannotListen} when C{host:port} cannot be listened on now."""
+    reason = _bind_error(host, port)
+    if reason is not None:
+        raise CannotListen("cannot listen on Modbus TCP {}:{}: {}".format(host, port, reason))
 
 
 class ModbusServerService(service.Service):
@@ -207,11 +214,12 @@ class ModbusServerService(service.Service):
     pymodbus needs the asyncio loop running, and twistd starts services
     before the reactor runs: the server starts on the reactor's first turn.
 
-    When the port cannot be opened, that is logged (critical, with the
-    reason) and the reactor is stopped: a virtual wallbox without its
-    Modbus port is of no use, and the operator should see that at start, not
-    later as a load manager's connection errors. (twistd still exits with
-    status 0 then: it has no way for a service to set the exit status.)
+    A port that is already taken fails the start at once (L{CannotListen}
+    from C{startService}, so twistd exits non-zero): the port is tried with
+    a socket of our own before the reactor runs. Should opening fail later
+    all the same (a race with another process), that is logged (critical,
+    with the reason) and the reactor is stopped: a virtual wallbox without
+    its Modbus port is of no use.
 
     @ivar server: the L{PowerBrainModbusServer}.
     """
@@ -228,6 +236,7 @@ class ModbusServerService(service.Service):
         self._starting = None
 
     def startService(self):
+        _check_free(self.server.host, self.server.port)
         service.Service.startService(self)
         self._call = self._reactor.callLater(0, self._start)
 
@@ -260,3 +269,4 @@ class ModbusServerService(service.Service):
             # A start still under way would open the port after the stop.
             await starting
         await defer.Deferred.fromFuture(asyncio.ensure_future(self.server.stop()))
+
