@@ -9,51 +9,35 @@ import logging
 from urllib.parse import urlsplit
 
 from twisted.application import strports
-from twisted.python import usage
 
 from cfosproxy import tls
-from cfosproxy.config import ConfigError, load_config
-from cfosproxy.reactor import ReactorError, install_asyncio_reactor
+from cfosproxy.config import load_config
+from cfosproxy.options import ConfigFileOptions
 
 
-class Options(usage.Options):
-    """``twistd cfosproxy --config FILE``."""
+class Options(ConfigFileOptions):
+    """``twistd cfosproxy --config FILE`` (default C{etc/cfosproxy.ini})."""
 
-    synopsis = "[--config FILE]"
-    optParameters = [
-        ["config", "c", "etc/cfosproxy.ini", "The configuration file (INI)."],
-    ]
+    default_config = "etc/cfosproxy.ini"
+    load = staticmethod(load_config)
 
-    def postOptions(self):
-        try:
-            install_asyncio_reactor()
-        except ReactorError as e:
-            raise usage.UsageError(str(e)) from e
-        try:
-            self.config = load_config(self["config"])
-        except ConfigError as e:
-            raise usage.UsageError(str(e)) from e
+    def prepare(self):
         server = self.config.server
         self.tls_context = None
         if server.tls != "off":
-            try:
-                self.tls_context = tls.server_context_factory(
-                    certificate=server.certificate,
-                    private_key=server.private_key,
-                    client_ca=server.client_ca,
-                    require_client_certificate=server.require_client_certificate,
-                    state_dir=self.config.manager.state_dir,
-                )
-            except tls.TLSConfigError as e:
-                raise usage.UsageError("{}: {}".format(self["config"], e)) from e
+            self.tls_context = tls.server_context_factory(
+                certificate=server.certificate,
+                private_key=server.private_key,
+                client_ca=server.client_ca,
+                require_client_certificate=server.require_client_certificate,
+                state_dir=self.config.manager.state_dir,
+            )
         # The files of wss:// backends are read now, so that a mistake
         # fails the start, not the first connection hours later.
         self.gateway_tls = {}
         for wallbox in self.config.wallboxes:
             parts = urlsplit(wallbox.gateway_url)
-            if parts.scheme != "wss":
-                continue
-            try:
+            if parts.scheme == "wss":
                 self.gateway_tls[wallbox.name] = tls.client_tls_options(
                     parts.hostname,
                     ca=wallbox.gateway_ca,
@@ -61,8 +45,6 @@ class Options(usage.Options):
                     private_key=wallbox.gateway_private_key,
                     section="wallbox:" + wallbox.name,
                 )
-            except tls.TLSConfigError as e:
-                raise usage.UsageError("{}: {}".format(self["config"], e)) from e
 
 
 def makeService(options):

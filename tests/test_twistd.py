@@ -99,26 +99,38 @@ def test_missing_config_fails_start(tmp_path):
     assert missing in result.stderr + result.stdout
 
 
-def test_port_in_use_fails_start(tmp_path):
-    """When the OCPP port is taken, twistd does not run on without
-    listening: it exits non-zero and says why."""
+@pytest.mark.parametrize(
+    "plugin,template",
+    [
+        (
+            "cfosproxy",
+            "[server]\nlisten = tcp:{port}:interface=127.0.0.1\ntls = off\n"
+            "[status]\nlisten = tcp:{free}:interface=127.0.0.1\n",
+        ),
+        (
+            "cfoswallbox",
+            "[ocpp]\nurl = ws://127.0.0.1:{free}/\n"
+            "[modbus]\nlisten = tcp:{port}:interface=127.0.0.1\n",
+        ),
+    ],
+)
+def test_port_in_use_fails_start(tmp_path, plugin, template):
+    """When its port is taken (the OCPP port of cfosproxy, the Modbus port
+    of cfoswallbox), twistd does not run on without listening: it exits
+    non-zero and says why."""
     import socket
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config = write_config(
-            str(tmp_path),
-            "[server]\nlisten = tcp:{}:interface=127.0.0.1\ntls = off\n"
-            "[status]\nlisten = tcp:{}:interface=127.0.0.1\n".format(port, free_port()),
-        )
+        config = write_config(str(tmp_path), template.format(port=port, free=free_port()))
         result = subprocess.run(
-            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "cfosproxy", "--config", config],
+            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", plugin, "--config", config],
             cwd=str(tmp_path), env=daemon_env(), capture_output=True, text=True, timeout=60,
         )
     assert result.returncode != 0
-    assert "Address already in use" in result.stdout + result.stderr
+    assert "in use" in (result.stdout + result.stderr).lower()
 
 
 def test_other_reactor_is_refused(tmp_path):
@@ -168,23 +180,3 @@ def test_cfoswallbox_plugin_starts_and_stops(tmp_path):
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "state A" in output
 
-
-def test_cfoswallbox_port_in_use_fails_start(tmp_path):
-    """A taken Modbus port stops ``twistd cfoswallbox`` at start with a
-    non-zero exit and the reason, instead of a wallbox without Modbus."""
-    import socket
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        config = write_config(
-            str(tmp_path),
-            "[ocpp]\nurl = ws://127.0.0.1:{}/\n[modbus]\nlisten = tcp:{}:interface=127.0.0.1\n".format(free_port(), port),
-        )
-        result = subprocess.run(
-            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "cfoswallbox", "--config", config],
-            cwd=str(tmp_path), env=daemon_env(), capture_output=True, text=True, timeout=60,
-        )
-    assert result.returncode != 0
-    assert "in use" in result.stdout + result.stderr

@@ -2,46 +2,30 @@
 
 from urllib.parse import urlsplit
 
-from twisted.python import usage
-
 from cfosproxy import tls
-from cfosproxy.config import ConfigError
-from cfosproxy.reactor import ReactorError, install_asyncio_reactor
+from cfosproxy.options import ConfigFileOptions
 from cfosproxy.wallbox.config import load_wallbox_config
 
 
-class Options(usage.Options):
-    """``twistd cfoswallbox --config FILE``."""
+class Options(ConfigFileOptions):
+    """``twistd cfoswallbox --config FILE`` (default C{etc/cfoswallbox.ini})."""
 
-    synopsis = "[--config FILE]"
-    optParameters = [
-        ["config", "c", "etc/cfoswallbox.ini", "The configuration file (INI)."],
-    ]
+    default_config = "etc/cfoswallbox.ini"
+    load = staticmethod(load_wallbox_config)
 
-    def postOptions(self):
-        try:
-            install_asyncio_reactor()
-        except ReactorError as e:
-            raise usage.UsageError(str(e)) from e
-        try:
-            self.config = load_wallbox_config(self["config"])
-        except ConfigError as e:
-            raise usage.UsageError(str(e)) from e
+    def prepare(self):
         ocpp = self.config.ocpp
         self.tls_options = None
         parts = urlsplit(ocpp.url)
         if parts.scheme == "wss":
-            try:
-                self.tls_options = tls.client_tls_options(
-                    parts.hostname,
-                    ca=ocpp.ca,
-                    certificate=ocpp.certificate,
-                    private_key=ocpp.private_key,
-                    section="ocpp",
-                    keys=("ca", "certificate", "private_key"),
-                )
-            except tls.TLSConfigError as e:
-                raise usage.UsageError("{}: {}".format(self["config"], e)) from e
+            self.tls_options = tls.client_tls_options(
+                parts.hostname,
+                ca=ocpp.ca,
+                certificate=ocpp.certificate,
+                private_key=ocpp.private_key,
+                section="ocpp",
+                keys=("ca", "certificate", "private_key"),
+            )
 
 
 def makeService(options):
