@@ -3,11 +3,13 @@
 ``GET /api/health`` tells whether each listener is up, ``GET /api/devices``
 and ``GET /api/devices/<name>`` show what the registry knows, and
 ``POST /api/devices/<name>/enable`` and ``.../disable`` (with
-``Authorization: Bearer <token>``) activate and deactivate a device.
+``Authorization: Bearer <token>``) activate and deactivate a device;
+``GET /`` is the status page, which shows the same and refreshes itself.
 """
 
 import hmac
 import json
+import os
 
 from twisted.logger import Logger
 from twisted.web import resource, server
@@ -132,11 +134,50 @@ class DevicesResource(resource.Resource):
         return None
 
 
-def status_root(registry, manager, token, listeners):
-    """The resource tree of the status listener."""
+STATIC = os.path.join(os.path.dirname(__file__), "static")
+
+
+# The status page's files: nothing else is served from the directory.
+_FILES = {
+    "index.html": b"text/html; charset=utf-8",
+    "status.js": b"text/javascript; charset=utf-8",
+    "status.css": b"text/css; charset=utf-8",
+}
+
+
+class FileResource(resource.Resource):
+    """One of the status page's files, read when asked (they are small)."""
+
+    isLeaf = True
+
+    def __init__(self, name):
+        super().__init__()
+        self._path = os.path.join(STATIC, name)
+        self._type = _FILES[name]
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", self._type)
+        request.setHeader(b"cache-control", b"no-cache")
+        with open(self._path, "rb") as f:
+            return f.read()
+
+
+def status_root(registry, manager, token, listeners, extra=None):
+    """The resource tree of the status listener.
+
+    @param extra: further C{{path segment: resource}} at the top (e.g.
+        C{b"metrics"}).
+    """
     api = resource.Resource()
     api.putChild(b"health", HealthResource(listeners))
     api.putChild(b"devices", DevicesResource(registry, manager, token))
     root = resource.Resource()
+    assets = resource.Resource()
+    for name in _FILES:
+        assets.putChild(name.encode("ascii"), FileResource(name))
+    root.putChild(b"", FileResource("index.html"))
     root.putChild(b"api", api)
+    root.putChild(b"static", assets)
+    for name, child in (extra or {}).items():
+        root.putChild(name, child)
     return root

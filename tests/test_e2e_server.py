@@ -234,3 +234,28 @@ class RefusalTests(unittest.TestCase):
         status, body = await http_get(daemon.status_url("/api/devices/nope"))
         self.assertEqual(status, 404)
         self.assertEqual(body["error"], "not found")
+
+
+class StatusPageTests(unittest.TestCase):
+    @asyncio_test
+    async def test_page_and_assets_served(self):
+        """GET / serves the status page; its script and style come from the
+        daemon itself (no external assets), and the script reads the API."""
+        import urllib.request
+
+        daemon = RunningDaemon(self)
+
+        def fetch(path):
+            with urllib.request.urlopen(daemon.status_url(path), timeout=10) as r:
+                return r.headers["Content-Type"], r.read().decode()
+
+        loop = asyncio.get_running_loop()
+        kind, page = await loop.run_in_executor(None, fetch, "/")
+        self.assertTrue(kind.startswith("text/html"))
+        self.assertIn('src="/static/status.js"', page)
+        self.assertNotIn("http://", page.replace("http://127.0.0.1", ""))
+        kind, script = await loop.run_in_executor(None, fetch, "/static/status.js")
+        self.assertIn("/api/devices", script)
+        self.assertIn("Bearer", script)
+        kind, _ = await loop.run_in_executor(None, fetch, "/static/status.css")
+        self.assertTrue(kind.startswith("text/css"))
