@@ -45,9 +45,9 @@ class ConfigFileOptions(usage.Options):
             raise usage.UsageError(str(e)) from e
         try:
             self.prepare()
-        except tls.TLSConfigError as e:
+        except (tls.TLSConfigError, ConfigError) as e:
             raise usage.UsageError("{}: {}".format(self["config"], e)) from e
 
     def prepare(self):
-        """Read the files the configuration points to (certificates);
-        L{tls.TLSConfigError} fails the start."""
+        """Read the files the configuration points to (certificates, keys);
+        L{tls.TLSConfigError} or L{ConfigError} fails the start."""

@@ -32,6 +32,10 @@ class Options(ConfigFileOptions):
                 require_client_certificate=server.require_client_certificate,
                 state_dir=self.config.manager.state_dir,
             )
+        if self.config.manhole.listen:
+            from cfosproxy.manhole import AuthorizedKeysFile
+
+            AuthorizedKeysFile(self.config.manhole.authorized_keys).check()
         # The files of wss:// backends are read now, so that a mistake
         # fails the start, not the first connection hours later.
         self.gateway_tls = {}
@@ -61,6 +65,7 @@ def makeService(options):
     from cfosproxy.hub import ChargePointHub
     from cfosproxy.localcs import LocalCentralSystem
     from cfosproxy.manager import LoadManager
+    from cfosproxy.metrics import MessageCounter, SiteCollector, chain, metrics_resource
     from cfosproxy.modbus import ModbusLimitActuator, ModbusWallbox
     from cfosproxy.modbusdevices import ModbusDevice
     from cfosproxy.ocppcontrol import ChargingProfileActuator
@@ -115,6 +120,8 @@ def makeService(options):
         for device in registry.devices_of(address):
             device.gateway = gateway
 
+    counter = MessageCounter()
+
     # Modbus wallboxes, each with its OCPP charge point when it has a backend.
     modbus_wallboxes, chargepoints, modbus_gateways = {}, {}, []
     for wallbox in config.wallboxes:
@@ -141,7 +148,7 @@ def makeService(options):
             wallbox,
             reactor=reactor,
             on_reading=joint.on_reading,
-            on_online=joint.on_online,
+            on_online=chain(counter.modbus_online, joint.on_online),
             writes=config.manager.mode == "control",
         )
 
@@ -150,7 +157,11 @@ def makeService(options):
         registry,
         lambda chargebox_id: ocpp_gateways.get(chargebox_id, local),
         reactor,
-        observers=[manager, GatewayObserver(lambda cbid: hub.sessions[cbid], ocpp_gateways)],
+        observers=[
+            manager,
+            GatewayObserver(lambda cbid: hub.sessions[cbid], ocpp_gateways),
+            counter,
+        ],
     )
     actuators["ocpp"] = ChargingProfileActuator(hub, reactor, backend_profiles)
     actuators["modbus"] = ModbusLimitActuator(
@@ -160,6 +171,15 @@ def makeService(options):
         backend_limit=lambda device: backend_profiles.limit_now(device, reactor.seconds()),
     )
 
+    if config.manhole.listen:
+        from cfosproxy.manhole import admin_namespace, manhole_service
+
+        manhole_service(
+            listen=config.manhole.listen,
+            authorized_keys=config.manhole.authorized_keys,
+            state_dir=config.manager.state_dir,
+            namespace=admin_namespace(registry=registry, manager=manager, hub=hub),
+        ).setServiceParent(top)
     ManagerService(store, manager).setServiceParent(top)
     GatewayService(list(ocpp_gateways.values()) + modbus_gateways).setServiceParent(top)
     ModbusService(list(modbus_wallboxes.values()), list(chargepoints.values())).setServiceParent(top)
@@ -178,7 +198,19 @@ def makeService(options):
     listeners = {"ocpp": ocpp}
     web = strports.service(
         config.status.listen,
-        Site(status_root(registry, manager, config.status.token, listeners)),
+        Site(
+            status_root(
+                registry,
+                manager,
+                config.status.token,
+                listeners,
+                extra={
+                    b"metrics": metrics_resource(
+                        SiteCollector(registry, hub, modbus_wallboxes, counter)
+                    )
+                },
+            )
+        ),
     )
     web.setName("status")
     listeners["status"] = web

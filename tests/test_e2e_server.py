@@ -259,3 +259,31 @@ class StatusPageTests(unittest.TestCase):
         self.assertIn("Bearer", script)
         kind, _ = await loop.run_in_executor(None, fetch, "/static/status.css")
         self.assertTrue(kind.startswith("text/css"))
+
+
+class MetricsTests(unittest.TestCase):
+    @asyncio_test
+    async def test_metrics_endpoint(self):
+        """GET /metrics on the status listener answers in the Prometheus text
+        format: the connected wallbox and its BootNotification counted."""
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        daemon = RunningDaemon(self)
+        async with await connect(daemon.url()) as ws:
+            await ws.send('[2,"b","BootNotification",{"chargePointVendor":"v","chargePointModel":"m"}]')
+            await ws.recv()
+
+            def fetch():
+                with urllib.request.urlopen(daemon.status_url("/metrics"), timeout=10) as r:
+                    return r.headers["Content-Type"], r.read().decode()
+
+            kind, body = await asyncio.get_running_loop().run_in_executor(None, fetch)
+        self.assertTrue(kind.startswith("text/plain"))
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(body) for s in family.samples}
+        self.assertEqual(samples[("cfosproxy_wallbox_connections", ())], 1)
+        boots = [v for (name, labels), v in samples.items()
+                 if name == "cfosproxy_messages_total" and ("action", "BootNotification") in labels]
+        self.assertEqual(boots, [1.0])

@@ -73,6 +73,10 @@ def test_example_config_starts_and_stops_on_sigterm(tmp_path):
             "gateway_ca = /nonexistent/ca.pem\n",
             "[wallbox:a] gateway_ca: cannot read /nonexistent/ca.pem",
         ),
+        (
+            "[manhole]\nlisten = tcp:0:interface=127.0.0.1\nauthorized_keys = /nonexistent/keys\n",
+            "[manhole] authorized_keys: cannot read /nonexistent/keys",
+        ),
     ],
 )
 def test_bad_config_fails_start(tmp_path, body, expected):

@@ -1,0 +1,219 @@
+"""Prometheus metrics: ``GET /metrics`` on the status listener.
+
+Almost everything is read at scrape time by L{SiteCollector} from the objects
+that already hold it (the device registry, the hub's sessions, the gateways,
+the Modbus wallboxes), so nothing in the hot path changes. Only what is not
+kept anywhere else is counted as it happens, in one L{MessageCounter}: OCPP
+messages by action and outcome, and the times a Modbus wallbox went offline.
+
+The metrics live in their own L{CollectorRegistry}, not in prometheus_client's
+global one, so that several daemons (or tests) in one process do not clash.
+"""
+
+from collections import Counter
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from twisted.web import resource
+
+from cfosproxy.ocpp.frames import CallError
+from cfosproxy.ocpp.schemas import known_action
+
+FROM_WALLBOX = "from_wallbox"
+# An action OCPP 1.6 does not define is counted under this name: a wallbox
+# must not be able to create one time series per made-up action.
+OTHER_ACTION = "other"
+
+
+def _action_label(action):
+    return action if known_action(action) else OTHER_ACTION
+
+
+class MessageCounter:
+    """Counts what is not kept anywhere else, as it happens.
+
+    It is an observer of the hub (and so of every wallbox session): each
+    CALL from a wallbox is counted by action and outcome (C{"result"} or
+    C{"error"}, whichever frame answered it). C{connected} and
+    C{disconnected} do nothing; they let it sit in the hub's observer list.
+
+    It also counts, per Modbus wallbox, the changes from online to offline:
+    pass L{modbus_online} as (or L{chain} it into) the wallbox's
+    C{on_online} callback. A scrape only sees the state of the moment and
+    would miss a wallbox that was offline between two scrapes; the callback
+    sees every change.
+
+    @ivar messages: a L{Counter} of C{(direction, action, outcome)}.
+    @ivar modbus_offline: a L{Counter} of Modbus wallbox name.
+    """
+
+    def __init__(self):
+        self.messages = Counter()
+        self.modbus_offline = Counter()
+
+    def connected(self, chargebox_id, peer, certificate_subject):
+        """A wallbox connected: nothing to count."""
+
+    def disconnected(self, chargebox_id):
+        """A wallbox disconnected: nothing to count."""
+
+    def exchange(self, chargebox_id, call, answer):
+        """A CALL from a wallbox and the frame that answered it."""
+        outcome = "error" if isinstance(answer, CallError) else "result"
+        self.messages[(FROM_WALLBOX, _action_label(call.action), outcome)] += 1
+
+    def count_backend(self, action, direction, outcome=""):
+        """A message on a backend link, e.g. C{direction="to_backend"}.
+
+        @param outcome: C{"result"} or C{"error"} when known; the empty
+            string (the label left out) otherwise.
+        """
+        self.messages[(direction, _action_label(action), outcome)] += 1
+
+    def modbus_online(self, wallbox, online):
+        """A L{cfosproxy.modbus.ModbusWallbox} went online or offline (the
+        signature of its C{on_online} callback); counts the offlines."""
+        if not online:
+            self.modbus_offline[wallbox.name] += 1
+
+
+def chain(*callbacks):
+    """One callback that calls each of C{callbacks} in turn with the same
+    arguments, e.g. C{on_online=chain(counter.modbus_online, joint.on_online)}."""
+
+    def call_each(*args, **kwargs):
+        for callback in callbacks:
+            callback(*args, **kwargs)
+
+    return call_each
+
+
+def _gauge(name, documentation, labels=()):
+    return GaugeMetricFamily(name, documentation, labels=list(labels))
+
+
+class SiteCollector:
+    """A prometheus_client collector that reads the site's state when scraped.
+
+    @param registry: the L{cfosproxy.devices.DeviceRegistry}.
+    @param hub: the L{cfosproxy.hub.ChargePointHub} (only C{sessions} is read).
+    @param modbus_wallboxes: a mapping of device name to
+        L{cfosproxy.modbus.ModbusWallbox}.
+    @param counter: the L{MessageCounter} the hub tells of every exchange.
+    """
+
+    def __init__(self, registry, hub, modbus_wallboxes, counter):
+        self._registry = registry
+        self._hub = hub
+        self._modbus = modbus_wallboxes
+        self._counter = counter
+
+    def collect(self):
+        """Yield the metric families (see the module docstring)."""
+        yield GaugeMetricFamily(
+            "cfosproxy_wallbox_connections",
+            "Open wallbox WebSocket connections.",
+            value=len(self._hub.sessions),
+        )
+        yield from self._devices()
+        yield from self._modbus_wallboxes()
+        messages = CounterMetricFamily(
+            "cfosproxy_messages_total",
+            "OCPP CALLs by direction, action and outcome of the answer.",
+            labels=["direction", "action", "outcome"],
+        )
+        for labels, count in sorted(self._counter.messages.items()):
+            messages.add_metric(list(labels), count)
+        yield messages
+
+    def _devices(self):
+        connected = _gauge(
+            "cfosproxy_device_connected", "Whether the device's wallbox is connected.",
+            ["device", "type"],
+        )
+        granted = _gauge(
+            "cfosproxy_device_granted_amperes", "Current the load manager grants.", ["device"]
+        )
+        accepted = _gauge(
+            "cfosproxy_device_accepted_limit_amperes",
+            "Limit the wallbox last accepted, when known.",
+            ["device"],
+        )
+        power = _gauge("cfosproxy_device_power_watts", "Last reported power.", ["device"])
+        energy = CounterMetricFamily(
+            "cfosproxy_device_energy_wh_total", "Last reported meter reading.",
+            labels=["device"],
+        )
+        link_up = _gauge(
+            "cfosproxy_gateway_link_up", "Whether the backend link is connected.", ["device"]
+        )
+        queue = _gauge(
+            "cfosproxy_gateway_queue_length", "Messages waiting for the backend.", ["device"]
+        )
+        dead = _gauge(
+            "cfosproxy_gateway_dead_letters", "Messages the backend refused for good.",
+            ["device"],
+        )
+        site_granted = 0.0
+        for device in self._registry:
+            name = device.name
+            connected.add_metric([name, device.type], 1 if device.connected else 0)
+            granted.add_metric([name], device.grant)
+            site_granted += device.grant
+            if device.accepted_limit is not None:
+                accepted.add_metric([name], device.accepted_limit)
+            if device.power_w is not None:
+                power.add_metric([name], device.power_w)
+            if device.energy_wh is not None:
+                energy.add_metric([name], device.energy_wh)
+            if device.gateway is not None:
+                status = device.gateway.status()
+                link_up.add_metric([name], 1 if status["link"] == "connected" else 0)
+                queue.add_metric([name], status["queue_length"])
+                dead.add_metric([name], status["dead_letters"])
+        yield from (connected, granted, accepted, power, energy)
+        yield GaugeMetricFamily(
+            "cfosproxy_site_granted_amperes", "Sum of the granted currents.",
+            value=site_granted,
+        )
+        yield from (link_up, queue, dead)
+
+    def _modbus_wallboxes(self):
+        online = _gauge(
+            "cfosproxy_modbus_online", "Whether the last Modbus poll succeeded.", ["device"]
+        )
+        errors = CounterMetricFamily(
+            "cfosproxy_modbus_errors_total",
+            "Times the Modbus wallbox went from online to offline.",
+            labels=["device"],
+        )
+        for name, wallbox in sorted(self._modbus.items()):
+            online.add_metric([name], 1 if wallbox.online else 0)
+            errors.add_metric([name], self._counter.modbus_offline[name])
+        yield online
+        yield errors
+
+
+class MetricsResource(resource.Resource):
+    """C{GET /metrics}: the Prometheus text format.
+
+    @param registry: the L{CollectorRegistry} to expose.
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry):
+        super().__init__()
+        self._registry = registry
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        return generate_latest(self._registry)
+
+
+def metrics_resource(collector):
+    """The C{/metrics} resource for C{collector}, in a registry of its own."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return MetricsResource(registry)

@@ -1,0 +1,145 @@
+"""GET /metrics shows the site's state in the Prometheus text format."""
+
+from types import SimpleNamespace
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.web.test.requesthelper import DummyRequest
+
+from cfosproxy.config import config_from_string
+from cfosproxy.devices import DeviceRegistry
+from cfosproxy.metrics import MessageCounter, SiteCollector, chain, metrics_resource
+from cfosproxy.ocpp.frames import Call, CallError, CallResult
+
+SITE = """
+[wallbox:garage]
+type = ocpp
+address = CB-1
+[wallbox:carport]
+type = modbus
+address = pb.local
+"""
+
+
+class Clock:
+    def seconds(self):
+        return 1000.0
+
+
+class FakeGateway:
+    def __init__(self, link, queue_length, dead_letters):
+        self._status = {"link": link, "queue_length": queue_length, "dead_letters": dead_letters}
+
+    def status(self):
+        return dict(self._status, url=None, booted=True, last_error=None)
+
+
+def site():
+    """A registry with a connected, charging OCPP wallbox behind a gateway
+    and a Modbus wallbox with a gateway whose link is down."""
+    registry = DeviceRegistry(config_from_string(SITE), Clock())
+    garage, carport = registry.get("garage"), registry.get("carport")
+    garage.connected = True
+    garage.grant, garage.accepted_limit = 16.0, 16.0
+    garage.power_w, garage.energy_wh = 11000.0, 1234.5
+    garage.gateway = FakeGateway("connected", 0, 0)
+    carport.grant = 6.0
+    carport.gateway = FakeGateway("connecting", 3, 1)
+    return registry
+
+
+def scrape(collector):
+    """Render /metrics; return the request and {sample name: {labels: value}}."""
+    request = DummyRequest([b""])
+    body = metrics_resource(collector).render(request)
+    samples = {}
+    for family in text_string_to_metric_families(body.decode("utf-8")):
+        for sample in family.samples:
+            key = tuple(sorted(sample.labels.items()))
+            samples.setdefault(sample.name, {})[key] = sample.value
+    return request, samples
+
+
+def labels(**kwargs):
+    return tuple(sorted(kwargs.items()))
+
+
+def test_site_state():
+    """Connections, grants, limits, meter values and gateway state are read
+    from the registry and the hub when scraped, in the Prometheus format."""
+    hub = SimpleNamespace(sessions={"CB-1": object()})
+    modbus = {"carport": SimpleNamespace(name="carport", online=True, last_error=None)}
+    request, m = scrape(SiteCollector(site(), hub, modbus, MessageCounter()))
+
+    assert request.responseHeaders.getRawHeaders(b"content-type") == [
+        CONTENT_TYPE_LATEST.encode("ascii")
+    ]
+    assert m["cfosproxy_wallbox_connections"] == {(): 1}
+    assert m["cfosproxy_device_connected"] == {
+        labels(device="garage", type="ocpp"): 1,
+        labels(device="carport", type="modbus"): 0,
+    }
+    assert m["cfosproxy_device_granted_amperes"] == {
+        labels(device="garage"): 16.0,
+        labels(device="carport"): 6.0,
+    }
+    assert m["cfosproxy_site_granted_amperes"] == {(): 22.0}
+    # Only what is known: the Modbus wallbox reported no limit, power or energy.
+    assert m["cfosproxy_device_accepted_limit_amperes"] == {labels(device="garage"): 16.0}
+    assert m["cfosproxy_device_power_watts"] == {labels(device="garage"): 11000.0}
+    assert m["cfosproxy_device_energy_wh_total"] == {labels(device="garage"): 1234.5}
+    assert m["cfosproxy_gateway_link_up"] == {
+        labels(device="garage"): 1,
+        labels(device="carport"): 0,
+    }
+    assert m["cfosproxy_gateway_queue_length"] == {
+        labels(device="garage"): 0,
+        labels(device="carport"): 3,
+    }
+    assert m["cfosproxy_gateway_dead_letters"][labels(device="carport")] == 1
+    assert m["cfosproxy_modbus_online"] == {labels(device="carport"): 1}
+    assert m["cfosproxy_modbus_errors_total"] == {labels(device="carport"): 0}
+
+
+def test_messages_by_action_and_outcome():
+    """Each wallbox CALL is counted by action and by the frame that answered
+    it; an action OCPP does not define counts as "other"."""
+    counter = MessageCounter()
+    counter.connected("CB-1", "tcp4:192.0.2.1:5000", None)
+    for n in range(3):
+        counter.exchange("CB-1", Call(str(n), "Heartbeat", {}), CallResult(str(n), {}))
+    counter.exchange(
+        "CB-1",
+        Call("4", "StatusNotification", {}),
+        CallError("4", "FormationViolation", "bad", {}),
+    )
+    counter.exchange("CB-1", Call("5", "Made-Up", {}), CallError("5", "NotImplemented", "", {}))
+    counter.disconnected("CB-1")
+    hub = SimpleNamespace(sessions={})
+    _, m = scrape(SiteCollector(site(), hub, {}, counter))
+
+    assert m["cfosproxy_messages_total"] == {
+        labels(direction="from_wallbox", action="Heartbeat", outcome="result"): 3,
+        labels(direction="from_wallbox", action="StatusNotification", outcome="error"): 1,
+        labels(direction="from_wallbox", action="other", outcome="error"): 1,
+    }
+    assert m["cfosproxy_wallbox_connections"] == {(): 0}
+
+
+def test_modbus_offline_transitions():
+    """A Modbus wallbox's changes to offline are counted through its
+    on_online callback, chained with the one it already has."""
+    wallbox = SimpleNamespace(name="carport", online=True, last_error=None)
+    counter, seen = MessageCounter(), []
+    on_online = chain(counter.modbus_online, lambda wb, online: seen.append(online))
+    on_online(wallbox, True)
+    on_online(wallbox, False)
+    on_online(wallbox, True)
+    wallbox.online, wallbox.last_error = False, "reading 8092: timeout"
+    on_online(wallbox, False)
+    hub = SimpleNamespace(sessions={})
+    _, m = scrape(SiteCollector(site(), hub, {"carport": wallbox}, counter))
+
+    assert seen == [True, False, True, False]
+    assert m["cfosproxy_modbus_online"] == {labels(device="carport"): 0}
+    assert m["cfosproxy_modbus_errors_total"] == {labels(device="carport"): 2}
