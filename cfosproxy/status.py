@@ -12,7 +12,7 @@ import json
 import os
 
 from twisted.logger import Logger
-from twisted.web import resource, server
+from twisted.web import pages, resource, server
 
 JSON_TYPE = b"application/json; charset=utf-8"
 
@@ -162,17 +162,25 @@ class FileResource(resource.Resource):
             return f.read()
 
 
+class _Directory(resource.Resource):
+    """A resource with children whose unknown paths get a plain 404 (not
+    Twisted's deprecated default, which does not escape the path)."""
+
+    def getChild(self, path, request):
+        return pages.notFound("Not found", "No such page.")
+
+
 def status_root(registry, manager, token, listeners, extra=None):
     """The resource tree of the status listener.
 
     @param extra: further C{{path segment: resource}} at the top (e.g.
         C{b"metrics"}).
     """
-    api = resource.Resource()
+    api = _Directory()
     api.putChild(b"health", HealthResource(listeners))
     api.putChild(b"devices", DevicesResource(registry, manager, token))
-    root = resource.Resource()
-    assets = resource.Resource()
+    root = _Directory()
+    assets = _Directory()
     for name in _FILES:
         assets.putChild(name.encode("ascii"), FileResource(name))
     root.putChild(b"", FileResource("index.html"))

@@ -287,3 +287,27 @@ class MetricsTests(unittest.TestCase):
         boots = [v for (name, labels), v in samples.items()
                  if name == "cfosproxy_messages_total" and ("action", "BootNotification") in labels]
         self.assertEqual(boots, [1.0])
+
+
+class NotFoundTests(unittest.TestCase):
+    @asyncio_test
+    async def test_unknown_paths_404(self):
+        """Unknown paths on the status listener answer 404, the path not
+        echoed back."""
+        import urllib.error
+        import urllib.request
+
+        daemon = RunningDaemon(self)
+
+        def status(path):
+            try:
+                urllib.request.urlopen(daemon.status_url(path), timeout=10)
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode()
+            return 200, ""
+
+        loop = asyncio.get_running_loop()
+        for path in ("/favicon.ico", "/api/nothing", "/static/%3Cscript%3E"):
+            code, body = await loop.run_in_executor(None, status, path)
+            self.assertEqual(code, 404, path)
+            self.assertNotIn("<script>", body)
