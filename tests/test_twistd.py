@@ -184,3 +184,45 @@ def test_cfoswallbox_plugin_starts_and_stops(tmp_path):
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "state A" in output
 
+
+
+def test_sigterm_closes_wallboxes_with_1001(tmp_path):
+    """SIGTERM to a running twistd: a connected wallbox sees close code
+    1001 (going away) and the process exits cleanly (0, or twistd's
+    re-raised SIGTERM) within a few seconds, its store closed."""
+    import asyncio
+
+    import websockets
+
+    port = free_port()
+    config = write_config(
+        str(tmp_path),
+        "[server]\nlisten = tcp:{}:interface=127.0.0.1\ntls = off\n"
+        "[status]\nlisten = tcp:{}:interface=127.0.0.1\n"
+        "[wallbox:w]\ntype = ocpp\naddress = CB-0001\n".format(port, free_port()),
+    )
+    process = twistd("cfosproxy", "--config", config, cwd=str(tmp_path))
+
+    async def session():
+        async with websockets.connect(
+            "ws://127.0.0.1:{}/CB-0001".format(port), subprotocols=["ocpp1.6"], open_timeout=10
+        ) as ws:
+            await ws.send('[2,"h","Heartbeat",{}]')
+            await ws.recv()
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(ws.recv(), 10)
+            except websockets.exceptions.ConnectionClosed:
+                pass
+            return ws.close_code
+
+    try:
+        assert wait_for_port(port, process), process.communicate(timeout=10)[0]
+        code = asyncio.run(session())
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0]
+    assert code == 1001, output
+    assert process.returncode in (0, -signal.SIGTERM), output
+    assert "store closed" in output
