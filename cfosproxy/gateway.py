@@ -89,6 +89,11 @@ class Gateway:
     @param clock: L{IReactorTime}.
     @param call_timeout: seconds a CALL to the backend may stay unanswered.
     @param offline_authorize: C{"cache"}, C{"accept"} or C{"reject"}.
+    @param profiles: the L{BackendProfiles} that handle a backend's charging
+        profiles, or None to pass them to the wallbox.
+    @param count: C{count(action, direction, outcome)} for each CALL to the
+        backend answered (C{"to_backend"}, C{"result"} or C{"error"}) and
+        each CALL from it (C{"from_backend"}), or None.
     """
 
     _log = Logger()
@@ -103,6 +108,7 @@ class Gateway:
         call_timeout,
         offline_authorize,
         profiles=None,
+        count=None,
     ):
         self.chargebox_id = chargebox_id
         self.link_id = link_id
@@ -112,6 +118,9 @@ class Gateway:
         self._call_timeout = call_timeout
         self._offline_authorize = offline_authorize
         self._profiles = profiles
+        # count(action, direction, outcome): messages on the backend link,
+        # for the metrics.
+        self._count = count or (lambda action, direction, outcome="": None)
         self.link = None
         self.wallbox = None
         self.backend = None
@@ -171,6 +180,7 @@ class Gateway:
 
     def _backend_answered(self, answer, call):
         """The backend answered a wallbox CALL: learn from it, relay it."""
+        self._count_answer(call, answer)
         if isinstance(answer, CallResult):
             if call.action == "BootNotification":
                 self._boot_answered(answer)
@@ -281,8 +291,13 @@ class Gateway:
             lambda f: self._log.failure("{cbid}: delivering the queue", f, cbid=self.chargebox_id)
         )
 
+    def _count_answer(self, call, answer):
+        outcome = "result" if isinstance(answer, CallResult) else "error"
+        self._count(call.action, "to_backend", outcome)
+
     def _delivered(self, answer, message, call):
         self._in_flight = None
+        self._count_answer(call, answer)
         waiter = self._waiters.pop(message.id, None)
         if isinstance(answer, CallError):
             return self._refused(answer, message, call, waiter)
@@ -435,6 +450,7 @@ class Gateway:
 
     def backend_call(self, call):
         """A CALL from the backend, for the wallbox."""
+        self._count(call.action, "from_backend")
         if self._profiles is not None and call.action in self._profiles.ACTIONS:
             return self._profiles.handle(self, call)
         if self.wallbox is None or self.wallbox.closed:

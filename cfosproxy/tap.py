@@ -104,11 +104,12 @@ def makeService(options):
         lambda name, enabled: store.store.set_device_enabled(name, enabled),
     )
     backend_profiles = BackendProfiles(registry, manager, reactor)
+    counter = MessageCounter()
 
     def gateway_for(wallbox, key):
         return _gateway(
             wallbox, key, config, store, local, reactor, backend_profiles,
-            options.gateway_tls.get(wallbox.name),
+            options.gateway_tls.get(wallbox.name), counter.count_backend,
         )
 
     # OCPP wallboxes with a backend: one gateway per ChargeBox-ID.
@@ -119,8 +120,6 @@ def makeService(options):
     for address, gateway in ocpp_gateways.items():
         for device in registry.devices_of(address):
             device.gateway = gateway
-
-    counter = MessageCounter()
 
     # Modbus wallboxes, each with its OCPP charge point when it has a backend.
     modbus_wallboxes, chargepoints, modbus_gateways = {}, {}, []
@@ -218,7 +217,7 @@ def makeService(options):
     return top
 
 
-def _gateway(wallbox, key, config, store, local, reactor, backend_profiles, tls_options):
+def _gateway(wallbox, key, config, store, local, reactor, backend_profiles, tls_options, count):
     """The gateway and backend link of one wallbox's C{gateway_url}."""
     from cfosproxy.backend import BackendLink, backend_url
     from cfosproxy.gateway import Gateway
@@ -232,6 +231,7 @@ def _gateway(wallbox, key, config, store, local, reactor, backend_profiles, tls_
         config.server.call_timeout,
         config.manager.offline_authorize,
         profiles=backend_profiles,
+        count=count,
     )
     gateway.link = BackendLink(
         url=backend_url(wallbox.gateway_url, wallbox.client_id),

@@ -47,13 +47,15 @@ class FakeLink:
 class Rig:
     """A gateway with a wallbox session, a fake link and a store."""
 
-    def __init__(self, tmp_path, offline_authorize="cache"):
+    def __init__(self, tmp_path, offline_authorize="cache", count=None):
         self.clock = task.Clock()
         self.clock.advance(1_700_000_000)
         self.store = Store(str(tmp_path / "store.sqlite"))
         ids = itertools.count(1)
         local = LocalCentralSystem(self.clock, 300, lambda: next(ids))
-        self.gateway = Gateway("CB-1", "CB-1", self.store, local, self.clock, 30, offline_authorize)
+        self.gateway = Gateway(
+            "CB-1", "CB-1", self.store, local, self.clock, 30, offline_authorize, count=count
+        )
         self.link = self.gateway.link = FakeLink()
         self.wallbox = RecordingConnection()
         self.session = OcppSession("CB-1", self.wallbox, self.gateway, (), self.clock, 30)
@@ -242,3 +244,15 @@ def test_stop_leaves_no_timer(tmp_path):
     rig.open_link(boot_status="Pending")
     rig.gateway.stop()
     assert rig.clock.getDelayedCalls() == []
+
+
+def test_backend_messages_counted(tmp_path):
+    """The gateway counts CALLs answered by the backend (with the outcome)
+    and CALLs from the backend, for the metrics."""
+    counted = []
+    rig = Rig(tmp_path, count=lambda action, direction, outcome="": counted.append((action, direction, outcome)))
+    rig.open_link()
+    rig.session.text_received('[2,"h1","Heartbeat",{}]')
+    rig.backend_answers("h1", {"currentTime": "t"})
+    rig.gateway.text_received('[2,"r1","Reset",{"type":"Soft"}]')
+    assert counted == [("Heartbeat", "to_backend", "result"), ("Reset", "from_backend", "")]
