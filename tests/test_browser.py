@@ -2,8 +2,8 @@
 connecting changes its tile, disable/enable with the token works."""
 
 import asyncio
-import json
 
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.browser import CHROMIUM_ARGS, ensure_chromium
@@ -30,9 +30,11 @@ class StatusPageBrowserTests(unittest.TestCase):
         from playwright.async_api import async_playwright
 
         playwright = await async_playwright().start()
-        self.addCleanup(lambda: asyncio.ensure_future(playwright.stop()))
+        # Cleanups return Deferreds, so trial waits until the browser and its
+        # connections are really gone before it checks the reactor.
+        self.addCleanup(lambda: defer.Deferred.fromFuture(asyncio.ensure_future(playwright.stop())))
         browser = await playwright.chromium.launch(executable_path=self.chromium, args=CHROMIUM_ARGS)
-        self.addCleanup(lambda: asyncio.ensure_future(browser.close()))
+        self.addCleanup(lambda: defer.Deferred.fromFuture(asyncio.ensure_future(browser.close())))
         page = await browser.new_page()
         await page.goto(url)
         return page
@@ -74,3 +76,5 @@ class StatusPageBrowserTests(unittest.TestCase):
             )
             _, device = await http_get(daemon.status_url("/api/devices/garage-1"))
             self.assertTrue(device["enabled"])
+        # Close the page's keep-alive connections before the daemon stops.
+        await page.context.close()

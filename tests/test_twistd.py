@@ -218,7 +218,13 @@ def test_sigterm_closes_wallboxes_with_1001(tmp_path):
 
     try:
         assert wait_for_port(port, process), process.communicate(timeout=10)[0]
-        code = asyncio.run(session())
+        # A loop of its own, not asyncio.run(): that would clear the current
+        # event loop, which the asyncio reactor of the other tests runs on.
+        loop = asyncio.new_event_loop()
+        try:
+            code = loop.run_until_complete(session())
+        finally:
+            loop.close()
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
