@@ -106,6 +106,9 @@ def makeService(options):
     backend_profiles = BackendProfiles(registry, manager, reactor)
     counter = MessageCounter()
 
+    def backend_limit(device):
+        return backend_profiles.limit_now(device, reactor.seconds())
+
     def gateway_for(wallbox, key):
         return _gateway(
             wallbox, key, config, store, local, reactor, backend_profiles,
@@ -131,7 +134,7 @@ def makeService(options):
             device,
             manager,
             reactor,
-            backend_limit=lambda device: backend_profiles.limit_now(device, reactor.seconds()),
+            backend_limit=backend_limit,
         )
         if wallbox.gateway_url:
             device.gateway = gateway_for(wallbox, wallbox.name)
@@ -167,7 +170,7 @@ def makeService(options):
         modbus_wallboxes,
         allowed=lambda device: device.name not in chargepoints
         or chargepoints[device.name].allows_charging,
-        backend_limit=lambda device: backend_profiles.limit_now(device, reactor.seconds()),
+        backend_limit=backend_limit,
     )
 
     if config.manhole.listen:
