@@ -180,6 +180,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--json", help="write the figures to this file too")
+    parser.add_argument("--profile", help="run cfosproxy under cProfile, stats to this file")
     args = parser.parse_args()
 
     directory = tempfile.mkdtemp(prefix="cfosproxy-bench-")
@@ -203,6 +204,7 @@ def main():
     log = open(os.path.join(directory, "twistd.log"), "w")
     proxy = subprocess.Popen(
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+         *(["--profile=" + os.path.abspath(args.profile), "--profiler=cprofile", "--savestats"] if args.profile else []),
          "cfosproxy", "--config", config],
         cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
