@@ -157,6 +157,9 @@ class DeviceRegistry:
     def __iter__(self):
         return iter(self._by_name.values())
 
+    def __len__(self):
+        return len(self._by_name)
+
     def get(self, name):
         """The device called C{name}, or None."""
         return self._by_name.get(name)

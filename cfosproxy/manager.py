@@ -87,12 +87,23 @@ class LoadManager:
         self._retry_timers = {}
         self._sends = {}
         self._reapply_waiters = {}
+        self._managed = []
+        self._managed_size = None
 
     # -- which devices ---------------------------------------------------------
 
     def managed(self):
         """The devices the manager shares current among."""
-        return [d for d in self._registry if self._is_managed(d)]
+        # Only configured devices are managed, and those are all in the
+        # registry from the start; wallboxes the site does not know join it
+        # later, unmanaged. So the list changes only when the registry grows,
+        # and is kept: refresh() runs on every change of any wallbox, and a
+        # pass over thousands of devices each time would add up.
+        size = len(self._registry)
+        if self._managed_size != size:
+            self._managed = [d for d in self._registry if self._is_managed(d)]
+            self._managed_size = size
+        return self._managed
 
     def _is_managed(self, device):
         return device is not None and device.configured and device.type in self._actuators
@@ -124,7 +135,7 @@ class LoadManager:
         self._boot_timers[chargebox_id] = self._clock.callLater(
             BOOT_GRACE, self._install, chargebox_id
         )
-        self.refresh()
+        self._refresh_if_changed(chargebox_id)
 
     def device_online(self, name):
         """A device without OCPP (Modbus) answers again: its limit is
@@ -145,7 +156,7 @@ class LoadManager:
         self._cancel_boot_timer(chargebox_id)
         for device in self._devices_of(chargebox_id):
             self._ready.discard(device.name)
-        self.refresh()
+        self._refresh_if_changed(chargebox_id)
 
     def exchange(self, chargebox_id, call, answer):
         """Read one message of a wallbox (after the registry did)."""
@@ -153,7 +164,16 @@ class LoadManager:
             if answer.payload.get("status") == "Accepted":
                 self._install(chargebox_id)
                 return
-        self.refresh()
+        self._refresh_if_changed(chargebox_id)
+
+    def _refresh_if_changed(self, chargebox_id):
+        """Share again if one of this wallbox's devices started or stopped
+        wanting current: nothing else that a wallbox says or does changes
+        the shares (Heartbeats and MeterValues, most of the traffic, don't)."""
+        for device in self._devices_of(chargebox_id):
+            if self._wants(device) != (device.name in self._arrival):
+                self.refresh()
+                return
 
     def _cancel_boot_timer(self, chargebox_id):
         timer = self._boot_timers.pop(chargebox_id, None)
@@ -177,13 +197,17 @@ class LoadManager:
     def _update_arrivals(self):
         """Keep the order in which devices started to want current."""
         for device in self.managed():
-            wants = device.connected and device.enabled and device.wants_current
+            wants = self._wants(device)
             if wants and device.name not in self._arrival:
                 self._arrival[device.name] = next(self._order)
                 device.charging_since = self._clock.seconds()
             elif not wants and device.name in self._arrival:
                 del self._arrival[device.name]
                 device.charging_since = None
+
+    @staticmethod
+    def _wants(device):
+        return device.connected and device.enabled and device.wants_current
 
     def refresh(self):
         """Share the site current again and send what changed."""
@@ -219,7 +243,15 @@ class LoadManager:
         limit in flight, a wallbox that is offline with its old limit).
         Less room than its C{min_current} means 0: a car does not charge
         below its minimum."""
-        others = sum(to_deciamps(self.exposure(d)) for d in devices if d is not device)
+        return self._allowed(device, self._total_exposure(devices))
+
+    def _total_exposure(self, devices):
+        """What all C{devices} together may draw now, in deci-amperes."""
+        return sum(to_deciamps(self.exposure(d)) for d in devices)
+
+    def _allowed(self, device, total):
+        """L{allowed_limit}, given the devices' L{_total_exposure}."""
+        others = total - to_deciamps(self.exposure(device))
         room = to_deciamps(self._site_limit) - others
         if to_deciamps(device.grant) <= room:
             return device.grant
@@ -229,21 +261,26 @@ class LoadManager:
 
     def _apply(self, devices):
         candidates = [d for d in devices if self._may_send(d)]
+        total = self._total_exposure(devices)
         # Lowering first, then raising in the order devices arrived; each
         # limit is worked out just before it goes, against what the others
         # may draw at that moment.
         candidates.sort(
             key=lambda d: (
-                self.allowed_limit(d, devices) > self.exposure(d),
+                self._allowed(d, total) > self.exposure(d),
                 self._arrival.get(d.name, float("inf")),
             )
         )
         for device in candidates:
-            limit = self.allowed_limit(device, devices)
+            limit = self._allowed(device, total)
             if self._failed.get(device.name) == limit:
                 continue
             if device.name in self._stale or device.accepted_limit != limit:
                 self._send_limit(device, limit)
+                # Sending changed what this device may draw (and an answer
+                # that came at once may have changed others'): count again.
+                # Sends are few; the candidates may be thousands.
+                total = self._total_exposure(devices)
 
     def _may_send(self, device):
         return (
