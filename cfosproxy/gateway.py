@@ -32,6 +32,7 @@ from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.frames import Call, CallError, CallResult, parse_frame
 from cfosproxy.ocpp.ids import new_unique_id
 from cfosproxy.session import CallTimeout, IWallboxConnection, OcppSession, SessionClosed
+from cfosproxy.store import StoreError
 
 # The messages OCPP 1.6 §3.7 asks a charge point to deliver reliably, in
 # order; DataTransfer joins them because payment terminals bill with it.
@@ -64,6 +65,12 @@ class _LinkConnection:
 
     def close(self, code, reason):
         self._link.close()
+
+    def pause_reading(self):
+        self._link.pause_reading()
+
+    def resume_reading(self):
+        self._link.resume_reading()
 
 
 class _FromBackend:
@@ -170,7 +177,12 @@ class Gateway:
         if call.action in TRANSACTION_ACTIONS:
             return self._transaction_message(call)
         if call.action == "BootNotification":
-            self.store.save_boot(self.link_id, call.to_text())
+            try:
+                self.store.save_boot(self.link_id, call.to_text())
+            except StoreError as e:
+                # Only the boot after a backend outage needs it; the boot
+                # itself goes on.
+                self._log.error("{cbid}: {error}", cbid=self.chargebox_id, error=e)
         if self.backend is None:
             return self._answer_locally(call)
         d = self.backend.send_call(call)
@@ -195,15 +207,47 @@ class Gateway:
 
     def _transaction_message(self, call):
         call = self._to_backend_ids(call)
-        message = self.store.enqueue(
-            self.link_id, call.action, call.to_text(), self._clock.seconds()
+        try:
+            message = self.store.enqueue(
+                self.link_id, call.action, call.to_text(), self._clock.seconds()
+            )
+        except StoreError:
+            d = defer.fail()
+        else:
+            # Nothing goes on, to the backend or to the wallbox, before the
+            # message is on disk (the store commits its writes in groups).
+            d = self.store.durable()
+            d.addCallback(lambda _: self._stored(call, message))
+        d.addErrback(self._not_stored, call)
+        return d
+
+    def _not_stored(self, failure, call):
+        """The store could not keep the message (a full disk, a broken
+        file): the wallbox gets an error and keeps the message itself, to
+        send it again (OCPP 1.6 §3.7 lets it retry)."""
+        failure.trap(StoreError)
+        self.last_error = str(failure.value)
+        self._log.error(
+            "{cbid}: {action} could not be stored, answered with an error: "
+            "{error}",
+            cbid=self.chargebox_id,
+            action=call.action,
+            error=failure.value,
         )
-        first = self.store.first_queued(self.link_id)
-        if self._can_deliver() and first is not None and first.id == message.id:
-            waiter = defer.Deferred()
-            self._waiters[message.id] = (waiter, call)
-            self._pump()
-            return waiter
+        raise OcppError(
+            ErrorCode.InternalError, "cfosproxy cannot store the message now"
+        )
+
+    def _stored(self, call, message):
+        """The message is on disk: deliver it now if nothing older waits,
+        else answer the wallbox locally and deliver it later."""
+        if self._can_deliver():
+            first = self.store.first_queued(self.link_id)
+            if first is not None and first.id == message.id:
+                waiter = defer.Deferred()
+                self._waiters[message.id] = (waiter, call)
+                self._deliver(message, call)
+                return waiter
         return self._answer_locally(call, message)
 
     def _answer_locally(self, call, message=None):
@@ -279,6 +323,10 @@ class Gateway:
         if rewritten is not call:
             self.store.replace_text(message.id, rewritten.to_text())
             call = rewritten
+        self._deliver(message, call)
+
+    def _deliver(self, message, call):
+        """Send the queued C{message} (as C{call}) to the backend."""
         self._in_flight = message.id
         d = self.backend.send_call(call)
         d.addCallbacks(

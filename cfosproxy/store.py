@@ -8,9 +8,13 @@ messages toward each backend link, messages given up on (dead letters), the
 map of local transaction ids to the backend's, the id tags the backend
 accepted, and each wallbox's last BootNotification.
 
-Access is synchronous: every write is one small transaction, and SQLite in WAL
-mode commits those in well under a millisecond on local disk, which is cheaper
-than a thread hop.
+Access is synchronous, on the reactor thread: SQLite in WAL mode commits a
+small transaction in well under a millisecond on local disk, which is cheaper
+than a thread hop. Most of that is the fsync, so the busy writes (a message
+queued, a message delivered) are grouped: they join one open transaction that
+is committed once at the end of the reactor's turn, and whoever must not go
+on before they are on disk waits for L{Store.durable}. Every other write
+commits at once, together with whatever the group holds.
 """
 
 import json
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from twisted.application import service
+from twisted.internet import defer
 from twisted.logger import Logger
 
 STORE_FILE = "cfosproxy.sqlite"
@@ -137,12 +142,26 @@ class Store:
     """The daemon's durable state, one SQLite file.
 
     @param path: the database file; its directory is created (mode 0700).
+    @param schedule_commit: C{schedule_commit(f)} arranges for C{f()} to be
+        called soon, after the other work at hand (in the daemon: the
+        reactor's C{callLater(0, f)}); grouped writes are committed then.
+        None commits each write at once.
     @raise StoreError: the file cannot be opened, is not SQLite, or was
         written by a newer cfosproxy.
     """
 
-    def __init__(self, path):
+    _log = Logger()
+
+    def __init__(self, path, schedule_commit=None):
         self.path = path
+        self._schedule_commit = schedule_commit
+        # While grouped writes wait for their commit: the Deferreds of
+        # those waiting for it (see durable()); None when none are open.
+        self._group = None
+        # Deferreds whose group is committed (or failed), to be told at the
+        # scheduled commit: [(deferred, None or StoreError)].
+        self._settled = []
+        self._commit_scheduled = False
         directory = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -161,9 +180,9 @@ class Store:
             raise StoreError("cannot open store {}: {}".format(path, e)) from e
 
     @classmethod
-    def in_state_dir(cls, state_dir):
+    def in_state_dir(cls, state_dir, schedule_commit=None):
         """Open the store file in C{state_dir}."""
-        return cls(os.path.join(state_dir, STORE_FILE))
+        return cls(os.path.join(state_dir, STORE_FILE), schedule_commit)
 
     def _migrate(self):
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
@@ -183,7 +202,91 @@ class Store:
             )
 
     def _transaction(self):
-        return _Transaction(self._db, self.path)
+        """A write that is on disk when the C{with} block ends (committed
+        with the open group, if there is one)."""
+        return _Transaction(self)
+
+    def _grouped(self):
+        """A write that joins the open group; it is on disk once
+        L{durable} fires. Without C{schedule_commit}, a plain
+        L{_transaction}."""
+        if self._schedule_commit is None:
+            return self._transaction()
+        return _Transaction(self, grouped=True)
+
+    def _begin_group(self):
+        if self._group is None:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._group = []
+            if not self._commit_scheduled:
+                self._commit_scheduled = True
+                self._schedule_commit(self._scheduled_commit)
+
+    def durable(self):
+        """A Deferred that fires once every write so far is on disk, or
+        fails with L{StoreError} if the commit failed (the grouped writes
+        are then undone).
+
+        It fires from the scheduled commit, never from inside another
+        write, so that its callbacks don't run in the middle of the caller
+        of that write.
+        """
+        if self._group is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._group.append(d)
+        return d
+
+    def commit(self):
+        """Commit the open group now, and tell those waiting for it.
+
+        @raise StoreError: the commit failed; the group's writes are undone.
+        """
+        try:
+            self._commit_group()
+        finally:
+            self._tell_settled()
+
+    def _scheduled_commit(self):
+        self._commit_scheduled = False
+        try:
+            self._commit_group()
+        except StoreError as e:
+            self._log.error("{error}; the messages of this moment were not kept "
+                            "and their wallboxes got an error", error=e)
+        self._tell_settled()
+
+    def _commit_group(self):
+        if self._group is None:
+            return
+        waiting, self._group = self._group, None
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            # A failed COMMIT may leave the transaction open; the
+            # connection stays usable only once it is rolled back.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            error = _write_error(self.path, e)
+            self._settled.extend((d, error) for d in waiting)
+            raise error from e
+        self._settled.extend((d, None) for d in waiting)
+
+    def _abandon_group(self, error):
+        """The open group's writes are undone: fail its waiters (at the
+        scheduled commit)."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        waiting, self._group = self._group or [], None
+        self._settled.extend((d, error) for d in waiting)
+
+    def _tell_settled(self):
+        settled, self._settled = self._settled, []
+        for d, error in settled:
+            if error is None:
+                d.callback(None)
+            else:
+                d.errback(error)
 
     def next_transaction_id(self):
         """Allocate a transaction id, unique on this site across restarts.
@@ -217,12 +320,12 @@ class Store:
     # Outbound queue toward a backend: one ordered queue per link.
 
     def enqueue(self, link, action, text, now):
-        """Append a message to C{link}'s queue; it is on disk when this
-        returns, so the wallbox may be answered.
+        """Append a message to C{link}'s queue. It is on disk once
+        L{durable} fires; only then may the wallbox be answered.
 
         @return: the stored L{QueuedMessage}.
         """
-        with self._transaction():
+        with self._grouped():
             cursor = self._db.execute(
                 "INSERT INTO outbound (link, action, text, queued_at) "
                 "VALUES (?, ?, ?, ?)",
@@ -268,7 +371,7 @@ class Store:
         An id that is no longer queued is ignored: the message is gone
         either way.
         """
-        with self._transaction():
+        with self._grouped():
             self._db.execute("DELETE FROM outbound WHERE id = ?", (message_id,))
 
     def attempt_failed(self, message_id, error):
@@ -403,7 +506,7 @@ class Store:
     def remember_id_tag(self, link, id_tag, id_tag_info, now):
         """Keep the backend's latest C{idTagInfo} for C{id_tag}, whatever
         its status: a tag the backend now blocks must stop counting."""
-        with self._transaction():
+        with self._grouped():
             self._db.execute(
                 "INSERT INTO id_tags (link, id_tag, id_tag_info, remembered_at) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (link, id_tag) DO UPDATE SET "
@@ -439,7 +542,7 @@ class Store:
 
     def save_boot(self, link, text):
         """Keep the frame text of C{link}'s latest BootNotification."""
-        with self._transaction():
+        with self._grouped():
             self._db.execute(
                 "INSERT INTO boots (link, text) VALUES (?, ?) "
                 "ON CONFLICT (link) DO UPDATE SET text = excluded.text",
@@ -455,7 +558,10 @@ class Store:
 
     def close(self):
         """Commit what is pending and close the file."""
-        self._db.close()
+        try:
+            self.commit()
+        finally:
+            self._db.close()
 
 
 def _posix_time(text):
@@ -472,24 +578,38 @@ def _posix_time(text):
     return moment.timestamp()
 
 
+def _write_error(path, e):
+    return StoreError("cannot write store {}: {}".format(path, e))
+
+
 class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK when the block raises.
+    """One write: BEGIN IMMEDIATE … COMMIT, or ROLLBACK when the block
+    raises. Inside an open group it is a savepoint of the group instead;
+    then, unless C{grouped}, the whole group is committed at the end.
 
     SQLite errors leave as L{StoreError} naming the file, so that callers
     handle one exception for a store they cannot write.
     """
 
-    def __init__(self, db, path):
-        self._db = db
-        self._path = path
+    def __init__(self, store, grouped=False):
+        self._store = store
+        self._db = store._db
+        self._grouped = grouped
 
     def __enter__(self):
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            if self._grouped:
+                self._store._begin_group()
+            if self._store._group is not None:
+                self._db.execute("SAVEPOINT write")
+            else:
+                self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
-            raise self._error(e) from e
+            raise _write_error(self._store.path, e) from e
 
     def __exit__(self, exc_type, exc, tb):
+        if self._store._group is not None:
+            return self._exit_savepoint(exc_type, exc)
         if exc_type is None:
             try:
                 self._db.execute("COMMIT")
@@ -501,11 +621,31 @@ class _Transaction:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
         if isinstance(exc, sqlite3.Error):
-            raise self._error(exc) from exc
+            raise _write_error(self._store.path, exc) from exc
         return False
 
-    def _error(self, e):
-        return StoreError("cannot write store {}: {}".format(self._path, e))
+    def _exit_savepoint(self, exc_type, exc):
+        if exc_type is None:
+            try:
+                self._db.execute("RELEASE write")
+            except sqlite3.Error as e:
+                exc = e
+            else:
+                if not self._grouped:
+                    self._store._commit_group()
+                return False
+        try:
+            # Undo this write only; the group's others stand.
+            self._db.execute("ROLLBACK TO write")
+            self._db.execute("RELEASE write")
+        except sqlite3.Error:
+            # SQLite rolls the whole transaction back by itself after some
+            # errors (a full disk, an I/O error): the group is lost, and
+            # those waiting for it are told so.
+            self._store._abandon_group(_write_error(self._store.path, exc))
+        if isinstance(exc, sqlite3.Error):
+            raise _write_error(self._store.path, exc) from exc
+        return False
 
 
 class StoreService(service.Service):
@@ -517,12 +657,13 @@ class StoreService(service.Service):
 
     _log = Logger()
 
-    def __init__(self, state_dir):
+    def __init__(self, state_dir, schedule_commit=None):
         self.state_dir = state_dir
         self.store = None
+        self._schedule_commit = schedule_commit
 
     def startService(self):
-        self.store = Store.in_state_dir(self.state_dir)
+        self.store = Store.in_state_dir(self.state_dir, self._schedule_commit)
         self._log.info("store open at {path}", path=self.store.path)
         service.Service.startService(self)
 

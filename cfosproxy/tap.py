@@ -86,7 +86,11 @@ def makeService(options):
         # daemon logs a Modbus device going offline and back itself, once.
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     top = OrderedMultiService()
-    store = StoreService(config.manager.state_dir)
+    # Queue writes are committed together at the end of the reactor's
+    # turn: one fsync for all the messages that arrived in it.
+    store = StoreService(
+        config.manager.state_dir, lambda commit: reactor.callLater(0, commit)
+    )
     store.setServiceParent(top)
 
     registry = DeviceRegistry(config, reactor)

@@ -1,0 +1,251 @@
+"""When the store's writes are on disk: grouped commits, and a full disk.
+
+Grouped writes (a message queued, a message delivered) share one commit at
+the end of the reactor's turn; whoever must wait for them to be on disk waits
+for C{durable()}. A disk that is full (simulated with SQLite's own
+C{max_page_count}, which fails a write exactly as a full disk does:
+"database or disk is full") makes the write fail with a L{StoreError} and
+loses nothing that was kept before.
+"""
+
+import json
+import sqlite3
+
+import pytest
+from twisted.internet import task
+
+from cfosproxy.gateway import Gateway
+from cfosproxy.localcs import LocalCentralSystem
+from cfosproxy.session import OcppSession
+from cfosproxy.store import Store, StoreError
+from tests.fakes import RecordingConnection
+from tests.test_gateway import START, FakeLink
+
+
+class Scheduler:
+    """C{schedule_commit} for the tests: keeps the commit until told."""
+
+    def __init__(self):
+        self.pending = []
+
+    def __call__(self, f):
+        self.pending.append(f)
+
+    def run(self):
+        pending, self.pending = self.pending, []
+        for f in pending:
+            f()
+
+
+def on_disk(path):
+    """The queued texts as another connection (another process, a restart)
+    sees them: only what is committed."""
+    with sqlite3.connect(path) as other:
+        return [text for (text,) in other.execute("SELECT text FROM outbound ORDER BY id")]
+
+
+@pytest.fixture
+def grouped(tmp_path):
+    scheduler = Scheduler()
+    path = str(tmp_path / "s.sqlite")
+    store = Store(path, scheduler)
+    yield store, scheduler, path
+    store.close()
+
+
+def test_grouped_writes_share_one_commit(grouped):
+    """Messages queued in one turn are on disk only after the scheduled
+    commit, which is scheduled once for all of them; durable() fires then."""
+    store, scheduler, path = grouped
+    fired = []
+    for n in range(3):
+        store.enqueue("CB-1", "MeterValues", "m{}".format(n), 0)
+        store.durable().addCallback(fired.append)
+    assert len(scheduler.pending) == 1
+    assert on_disk(path) == [] and fired == []
+    scheduler.run()
+    assert on_disk(path) == ["m0", "m1", "m2"]
+    assert fired == [None, None, None]
+
+
+def test_durable_without_pending_writes_fires_at_once(grouped):
+    """Nothing waiting to be committed: durable() has already fired."""
+    store, _, _ = grouped
+    fired = []
+    store.durable().addCallback(fired.append)
+    assert fired == [None]
+
+
+def test_plain_write_commits_the_group_but_tells_waiters_later(grouped):
+    """A write that must be on disk when it returns (a transaction id
+    handed out) commits the open group with it; those waiting on the group
+    hear of it at the scheduled commit, not from inside that write."""
+    store, scheduler, path = grouped
+    fired = []
+    store.enqueue("CB-1", "StartTransaction", "s", 0)
+    store.durable().addCallback(fired.append)
+    store.next_transaction_id()
+    assert on_disk(path) == ["s"]
+    assert fired == []
+    scheduler.run()
+    assert fired == [None]
+
+
+def test_close_commits_what_is_pending(tmp_path):
+    """Stopping the daemon commits a group that is still open."""
+    path = str(tmp_path / "s.sqlite")
+    store = Store(path, Scheduler())
+    store.enqueue("CB-1", "MeterValues", "last", 0)
+    store.close()
+    assert on_disk(path) == ["last"]
+
+
+def fill(store):
+    """Let the file grow no more: every page it has is all it gets."""
+    # The store's connection is the one whose writes must fail.
+    (pages,) = store._db.execute("PRAGMA page_count").fetchone()
+    store._db.execute("PRAGMA max_page_count = {:d}".format(pages))
+
+
+def free(store):
+    store._db.execute("PRAGMA max_page_count = 1073741823")
+
+
+def test_full_disk_fails_the_write_with_a_clear_error(tmp_path):
+    """A write the disk has no room for raises StoreError naming the file
+    and SQLite's reason; what was queued before stays; once there is room
+    again, writes work."""
+    path = str(tmp_path / "s.sqlite")
+    store = Store(path)
+    store.enqueue("CB-1", "StartTransaction", "kept", 0)
+    fill(store)
+    with pytest.raises(StoreError) as error:
+        for n in range(1000):
+            store.enqueue("CB-1", "MeterValues", "x" * 4000, 0)
+    assert path in str(error.value) and "full" in str(error.value)
+    assert store.queued("CB-1")[0].text == "kept"
+    free(store)
+    store.enqueue("CB-1", "StopTransaction", "after", 0)
+    assert on_disk(path)[0] == "kept" and on_disk(path)[-1] == "after"
+    store.close()
+
+
+def test_full_disk_in_a_group_tells_the_truth(grouped):
+    """In a group, the write that does not fit fails. SQLite may undo the
+    whole group with it (it does after a full disk); whatever happened,
+    those waiting on the group hear "stored" exactly when their write is
+    on disk, and a failure otherwise."""
+    store, scheduler, path = grouped
+    store.enqueue("CB-1", "StartTransaction", "first", 0)
+    outcome = []
+    store.durable().addCallbacks(
+        lambda _: outcome.append("stored"), lambda f: outcome.append(f.trap(StoreError))
+    )
+    fill(store)
+    with pytest.raises(StoreError):
+        for n in range(1000):
+            store.enqueue("CB-1", "MeterValues", "x" * 4000, 0)
+    free(store)
+    scheduler.run()
+    if outcome == ["stored"]:
+        assert on_disk(path)[0] == "first"
+    else:
+        assert outcome == [StoreError] and "first" not in on_disk(path)
+    # The store goes on working either way.
+    store.enqueue("CB-1", "StopTransaction", "after", 0)
+    scheduler.run()
+    assert on_disk(path)[-1] == "after"
+
+
+class CommitFails:
+    """The store's connection, except that COMMIT fails as on an I/O
+    error: SQLite offers no portable way to make just the COMMIT fail."""
+
+    def __init__(self, db):
+        self._db = db
+
+    def execute(self, sql, *args):
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._db.execute(sql, *args)
+
+    @property
+    def in_transaction(self):
+        return self._db.in_transaction
+
+    def close(self):
+        self._db.close()
+
+
+def test_failed_commit_tells_every_waiter(grouped):
+    """A commit that fails undoes the group and fails every durable()
+    waiting on it with the StoreError, so that none of their wallboxes is
+    told "stored"; the store then works again."""
+    store, scheduler, path = grouped
+    store.enqueue("CB-1", "MeterValues", "lost", 0)
+    failures = []
+    store.durable().addErrback(failures.append)
+    real, store._db = store._db, CommitFails(store._db)
+    scheduler.run()
+    store._db = real
+    assert len(failures) == 1 and failures[0].check(StoreError)
+    assert "disk I/O error" in str(failures[0].value)
+    assert on_disk(path) == [] and store.queued("CB-1") == []
+    store.enqueue("CB-1", "MeterValues", "next", 0)
+    scheduler.run()
+    assert on_disk(path) == ["next"]
+
+
+class GatewayRig:
+    """A gateway on a grouped store, as the daemon runs it."""
+
+    def __init__(self, tmp_path):
+        self.clock = task.Clock()
+        self.scheduler = Scheduler()
+        self.store = Store(str(tmp_path / "store.sqlite"), self.scheduler)
+        local = LocalCentralSystem(self.clock, 300, self.store.next_transaction_id)
+        self.gateway = Gateway("CB-1", "CB-1", self.store, local, self.clock, 30, "accept")
+        self.link = self.gateway.link = FakeLink()
+        self.wallbox = RecordingConnection()
+        self.session = OcppSession("CB-1", self.wallbox, self.gateway, (), self.clock, 30)
+        self.gateway.wallbox_connected(self.session)
+
+    def send(self, unique_id, action, payload):
+        self.session.text_received(json.dumps([2, unique_id, action, payload]))
+
+
+def test_gateway_answers_only_after_the_commit(tmp_path):
+    """The wallbox hears nothing of a transaction message before it is on
+    disk: its answer waits for the group's commit."""
+    rig = GatewayRig(tmp_path)
+    rig.send("s1", "StartTransaction", START)
+    assert rig.wallbox.sent == []
+    rig.scheduler.run()
+    [answer] = rig.wallbox.frames
+    assert answer[:2] == [3, "s1"] and answer[2]["transactionId"] == 1
+    rig.store.close()
+
+
+def test_gateway_with_a_full_disk_answers_an_error_and_loses_nothing(tmp_path):
+    """With no room on disk the wallbox gets a CALLERROR for its
+    transaction message (so that it keeps it and sends it again), the
+    messages queued before stay queued, and once there is room again the
+    same message is taken."""
+    rig = GatewayRig(tmp_path)
+    rig.send("s1", "StartTransaction", START)
+    rig.scheduler.run()
+    fill(rig.store)
+    big = {"connectorId": 1, "transactionId": 1, "meterValue": [
+        {"timestamp": "2026-11-23T10:00:00Z", "sampledValue": [{"value": "1" * 8000}]}]}
+    rig.send("m1", "MeterValues", big)
+    rig.scheduler.run()
+    answer = rig.wallbox.frames[-1]
+    assert answer[:3] == [4, "m1", "InternalError"]
+    assert "full" in rig.gateway.last_error
+    assert [m.action for m in rig.store.queued("CB-1")] == ["StartTransaction"]
+    free(rig.store)
+    rig.send("m1", "MeterValues", big)
+    rig.scheduler.run()
+    assert rig.wallbox.frames[-1] == [3, "m1", {}]
+    assert [m.action for m in rig.store.queued("CB-1")] == ["StartTransaction", "MeterValues"]
+    rig.store.close()
