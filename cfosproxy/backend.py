@@ -236,6 +236,17 @@ class BackendLink:
         self._protocol.sendMessage(text.encode("utf-8"), isBinary=False)
         return True
 
+    def pause_reading(self):
+        """Stop reading from the backend for now (it sends CALLs faster than
+        the wallbox answers them); a new connection reads again."""
+        if self._protocol is not None:
+            self._protocol.transport.pauseProducing()
+
+    def resume_reading(self):
+        """Read from the backend again."""
+        if self._protocol is not None:
+            self._protocol.transport.resumeProducing()
+
     def close(self, code=1000, reason=""):
         """Drop the current connection (the link reconnects), e.g. after the
         backend broke the protocol.

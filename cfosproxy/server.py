@@ -120,6 +120,12 @@ class WallboxServerProtocol(WebSocketServerProtocol):
     def send_text(self, text):
         self.sendMessage(text.encode("utf-8"), isBinary=False)
 
+    def pause_reading(self):
+        self.transport.pauseProducing()
+
+    def resume_reading(self):
+        self.transport.resumeProducing()
+
     def close(self, code, reason):
         # Autobahn's sendClose() takes only the application codes (1000 and
         # 3000-4999); 1001 "going away" and 1003 "unsupported data" are the

@@ -28,6 +28,14 @@ from cfosproxy.ocpp.frames import (
 )
 from cfosproxy.ocpp.ids import new_unique_id
 
+# A peer may have this many of its CALLs waiting for their answers (a
+# wallbox's waiting for a slow backend, say) before the session stops reading
+# from it; it reads again once half of them are answered. OCPP-J allows one
+# at a time, so only a misbehaving peer gets here, and then it is held back
+# by TCP instead of filling memory. Eight leaves room for the odd wallbox
+# that sends a StatusNotification while its BootNotification is unanswered.
+MAX_UNANSWERED = 8
+
 # WebSocket close codes (RFC 6455 §7.4.1).
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -43,6 +51,13 @@ class IWallboxConnection(Interface):
 
     def close(code, reason):
         """Close the connection with a WebSocket close code and reason."""
+
+    def pause_reading():
+        """Stop reading from the peer for now (back-pressure: TCP's flow
+        control then holds the peer back)."""
+
+    def resume_reading():
+        """Read from the peer again."""
 
 
 class CallTimeout(Exception):
@@ -82,6 +97,8 @@ class OcppSession:
         self._call_timeout = call_timeout
         self._queue = deque()
         self._outstanding = None
+        self._unanswered = 0
+        self.reading_paused = False
         self.closed = False
 
     # -- frames from the wallbox -------------------------------------------
@@ -120,6 +137,16 @@ class OcppSession:
             self._send(error.to_call_error())
 
     def _call_received(self, call):
+        self._unanswered += 1
+        if self._unanswered >= MAX_UNANSWERED and not self.reading_paused:
+            self._log.warn(
+                "{cbid}: {count} CALLs wait for their answers; reading paused "
+                "until half of them are answered",
+                cbid=self.chargebox_id,
+                count=self._unanswered,
+            )
+            self.reading_paused = True
+            self.connection.pause_reading()
         d = defer.maybeDeferred(self._responder.answer, call)
         d.addCallbacks(
             lambda answer: answer
@@ -134,6 +161,18 @@ class OcppSession:
                 action=call.action,
             )
         )
+        d.addBoth(self._call_answered)
+
+    def _call_answered(self, _):
+        self._unanswered -= 1
+        if (
+            self.reading_paused
+            and self._unanswered <= MAX_UNANSWERED // 2
+            and not self.closed
+        ):
+            self.reading_paused = False
+            self.connection.resume_reading()
+            self._log.info("{cbid}: reading again", cbid=self.chargebox_id)
 
     def _call_failed(self, call, failure):
         if failure.check(OcppError):

@@ -16,12 +16,19 @@ class RecordingConnection:
     def __init__(self):
         self.sent = []
         self.closed_with = None
+        self.reading = True
 
     def send_text(self, text):
         self.sent.append(text)
 
     def close(self, code, reason):
         self.closed_with = (code, reason)
+
+    def pause_reading(self):
+        self.reading = False
+
+    def resume_reading(self):
+        self.reading = True
 
     @property
     def frames(self):

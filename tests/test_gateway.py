@@ -40,6 +40,12 @@ class FakeLink:
     def close(self):
         pass
 
+    def pause_reading(self):
+        self.reading = False
+
+    def resume_reading(self):
+        self.reading = True
+
     def last(self):
         return json.loads(self.sent[-1])
 

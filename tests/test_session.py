@@ -7,7 +7,7 @@ from twisted.trial import unittest
 
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.frames import CallResult
-from cfosproxy.session import CallTimeout, SessionClosed, OcppSession
+from cfosproxy.session import MAX_UNANSWERED, CallTimeout, OcppSession, SessionClosed
 from tests.fakes import RecordingConnection
 
 
@@ -143,3 +143,64 @@ class SessionTests(unittest.TestCase):
         be a second answer to our own CALL)."""
         self.session.text_received('[3,"x"]')
         self.assertEqual(self.connection.sent, [])
+
+
+class BackPressureTests(unittest.TestCase):
+    """A peer that sends CALLs faster than they are answered is held back:
+    the session stops reading from it instead of queueing without bound."""
+
+    def setUp(self):
+        self.connection = RecordingConnection()
+        self.responder = EchoResponder()
+        self.session = OcppSession(
+            "CB-1", self.connection, self.responder, [], task.Clock(), 30
+        )
+
+    def flood(self, count):
+        for n in range(count):
+            self.session.text_received('[2,"f{}","Later",{{}}]'.format(n))
+
+    def test_reading_pauses_at_the_limit(self):
+        """One CALL short of the limit the session still reads; at the
+        limit it pauses."""
+        self.flood(MAX_UNANSWERED - 1)
+        self.assertTrue(self.connection.reading)
+        self.session.text_received('[2,"last","Later",{}]')
+        self.assertFalse(self.connection.reading)
+        self.assertTrue(self.session.reading_paused)
+
+    def test_reading_resumes_when_half_are_answered(self):
+        """Reading resumes once at most half the limit waits, and every CALL
+        is answered, in the order the answers came."""
+        self.flood(MAX_UNANSWERED)
+        ids = ["f{}".format(n) for n in range(MAX_UNANSWERED)]
+        for n, unique_id in enumerate(ids[: MAX_UNANSWERED // 2]):
+            self.assertFalse(self.connection.reading, unique_id)
+            self.responder.deferreds[unique_id].callback({"n": n})
+        self.assertTrue(self.connection.reading)
+        for unique_id in ids[MAX_UNANSWERED // 2 :]:
+            self.responder.deferreds[unique_id].callback({})
+        self.assertEqual([frame[1] for frame in self.connection.frames], ids)
+
+    def test_failed_answers_count_as_answered(self):
+        """A CALL whose answer failed (a CALLERROR went back) no longer
+        counts against the limit."""
+        self.flood(MAX_UNANSWERED)
+        for n in range(MAX_UNANSWERED):
+            self.responder.deferreds["f{}".format(n)].errback(
+                OcppError(ErrorCode.GenericError, "no")
+            )
+        self.assertTrue(self.connection.reading)
+        self.assertEqual(
+            [frame[2] for frame in self.connection.frames],
+            ["GenericError"] * MAX_UNANSWERED,
+        )
+
+    def test_no_resume_after_the_connection_is_gone(self):
+        """Answers that arrive after the connection closed do not touch the
+        dead transport."""
+        self.flood(MAX_UNANSWERED)
+        self.session.connection_lost()
+        for n in range(MAX_UNANSWERED):
+            self.responder.deferreds["f{}".format(n)].callback({})
+        self.assertFalse(self.connection.reading)
