@@ -4,9 +4,12 @@ Used when a wallbox has no gateway, and (later) when its backend is down.
 Sans-IO: a clock for the time of day, a callable for transaction ids.
 """
 
+from twisted.logger import Logger
+
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.schemas import validate_call
 from cfosproxy.ocpp.times import ocpp_time
+from cfosproxy.store import StoreError
 
 # The CALLs a charge point sends to a central system in OCPP 1.6 (§4 of the
 # specification). Any other action from a wallbox is one we know of but that
@@ -37,6 +40,8 @@ class LocalCentralSystem:
     @param heartbeat_interval: seconds, given to wallboxes at boot.
     @param next_transaction_id: callable returning a fresh transaction id.
     """
+
+    _log = Logger()
 
     def __init__(self, clock, heartbeat_interval, next_transaction_id):
         self._clock = clock
@@ -77,10 +82,16 @@ class LocalCentralSystem:
         return {"idTagInfo": {"status": "Accepted"}}
 
     def _answer_StartTransaction(self, payload):
-        return {
-            "transactionId": self._next_transaction_id(),
-            "idTagInfo": {"status": "Accepted"},
-        }
+        try:
+            transaction_id = self._next_transaction_id()
+        except StoreError as e:
+            # No id can be promised unique if it is not on disk: the wallbox
+            # gets an error and sends its StartTransaction again later.
+            self._log.error("no transaction id for a StartTransaction: {error}", error=e)
+            raise OcppError(
+                ErrorCode.InternalError, "cfosproxy cannot store the transaction now"
+            ) from e
+        return {"transactionId": transaction_id, "idTagInfo": {"status": "Accepted"}}
 
     def _answer_StopTransaction(self, payload):
         if "idTag" in payload:

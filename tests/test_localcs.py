@@ -87,3 +87,18 @@ def test_invalid_payload_is_refused(local):
 def test_ocpp_time_is_utc_with_z():
     """OCPP times end in Z and carry milliseconds."""
     assert ocpp_time(0) == "1970-01-01T00:00:00.000Z"
+
+
+def test_start_transaction_without_a_store_is_an_error():
+    """When no transaction id can be kept (a full disk), StartTransaction
+    is answered InternalError, so that the wallbox sends it again later,
+    instead of an id that might be handed out twice."""
+    from cfosproxy.store import StoreError
+
+    def no_room():
+        raise StoreError("cannot write store /var/lib/cfosproxy/cfosproxy.sqlite: database or disk is full")
+
+    local = LocalCentralSystem(FixedClock(), 300, no_room)
+    with pytest.raises(OcppError) as error:
+        answer(local, "StartTransaction", {"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": "2026-11-23T10:00:00Z"})
+    assert error.value.code == ErrorCode.InternalError
