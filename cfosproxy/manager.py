@@ -89,6 +89,9 @@ class LoadManager:
         self._reapply_waiters = {}
         self._managed = []
         self._managed_size = None
+        self._refresh_call = None
+        # Counts the passes of _apply(), to notice one inside another.
+        self._passes = 0
 
     # -- which devices ---------------------------------------------------------
 
@@ -143,12 +146,12 @@ class LoadManager:
         self._ready.add(name)
         self._stale.add(name)
         self._failed.pop(name, None)
-        self.refresh()
+        self._refresh_soon()
 
     def device_offline(self, name):
         """A device without OCPP stopped answering; it keeps its limit."""
         self._ready.discard(name)
-        self.refresh()
+        self._refresh_soon()
 
     def disconnected(self, chargebox_id):
         """A wallbox's connection is gone. It keeps the profile it holds and
@@ -172,7 +175,7 @@ class LoadManager:
         the shares (Heartbeats and MeterValues, most of the traffic, don't)."""
         for device in self._devices_of(chargebox_id):
             if self._wants(device) != (device.name in self._arrival):
-                self.refresh()
+                self._refresh_soon()
                 return
 
     def _cancel_boot_timer(self, chargebox_id):
@@ -190,7 +193,7 @@ class LoadManager:
             self._failed.pop(device.name, None)
             if not device.enabled and self._control and self._lift_on_deactivate:
                 self._lift(device)
-        self.refresh()
+        self._refresh_soon()
 
     # -- deciding ------------------------------------------------------------
 
@@ -209,8 +212,19 @@ class LoadManager:
     def _wants(device):
         return device.connected and device.enabled and device.wants_current
 
+    def _refresh_soon(self):
+        """Share again once the reactor is done with what is at hand: a
+        storm of wallboxes connecting, booting and accepting their profiles
+        then costs one pass over the site per turn, not one per event."""
+        if self._refresh_call is None:
+            self._refresh_call = self._clock.callLater(0, self.refresh)
+
     def refresh(self):
         """Share the site current again and send what changed."""
+        if self._refresh_call is not None:
+            if self._refresh_call.active():
+                self._refresh_call.cancel()
+            self._refresh_call = None
         self._update_arrivals()
         devices = {d.name: d for d in self.managed()}
         waiting = sorted(self._arrival, key=self._arrival.get)
@@ -260,6 +274,7 @@ class LoadManager:
         return 0.0
 
     def _apply(self, devices):
+        self._passes += 1
         candidates = [d for d in devices if self._may_send(d)]
         total = self._total_exposure(devices)
         # Lowering first, then raising in the order devices arrived; each
@@ -276,11 +291,18 @@ class LoadManager:
             if self._failed.get(device.name) == limit:
                 continue
             if device.name in self._stale or device.accepted_limit != limit:
+                before = to_deciamps(self.exposure(device))
+                passes = self._passes
                 self._send_limit(device, limit)
-                # Sending changed what this device may draw (and an answer
-                # that came at once may have changed others'): count again.
-                # Sends are few; the candidates may be thousands.
-                total = self._total_exposure(devices)
+                if self._passes == passes:
+                    # Sending changed what this device may draw, and nothing
+                    # else: after a storm of boots that is thousands of
+                    # sends, so no recount of the whole site for each.
+                    total += to_deciamps(self.exposure(device)) - before
+                else:
+                    # An answer that came at once shared again in between
+                    # and may have sent to others: count again.
+                    total = self._total_exposure(devices)
 
     def _may_send(self, device):
         return (
@@ -348,7 +370,7 @@ class LoadManager:
             "{name}: limit {amps:.1f} A accepted", name=device.name, amps=amps
         )
         self._settled(device, True)
-        self.refresh()
+        self._refresh_soon()
 
     def _limit_failed(self, failure, device, amps):
         device.pending_limit = None
@@ -360,7 +382,7 @@ class LoadManager:
             self._ready.discard(device.name)
             if amps > (device.accepted_limit or 0.0):
                 device.accepted_limit = amps
-            self.refresh()
+            self._refresh_soon()
             return
         if not failure.check(LimitRefused) and amps > (device.accepted_limit or 0.0):
             # No answer: the wallbox may have taken the higher limit. Count
@@ -384,17 +406,20 @@ class LoadManager:
         self._retry_timers[device.name] = self._clock.callLater(
             RETRY_DELAY, self._retry, device.name, amps
         )
-        self.refresh()
+        self._refresh_soon()
 
     def _retry(self, name, amps):
         del self._retry_timers[name]
         if self._failed.get(name) == amps:
             del self._failed[name]
-            self.refresh()
+            self._refresh_soon()
 
     def stop(self):
         """Cancel every timer (the daemon stops)."""
         timers = list(self._boot_timers.values()) + list(self._retry_timers.values())
+        if self._refresh_call is not None:
+            timers.append(self._refresh_call)
+            self._refresh_call = None
         self._boot_timers.clear()
         self._retry_timers.clear()
         for timer in timers:

@@ -34,6 +34,9 @@ class FakeWallboxes:
         self.applied = {}
         self.lifted = []
         self.site = None
+        # The reactor's turn ending, after each answer (the manager shares
+        # again then); the Site sets it.
+        self.turn = lambda: None
 
     def set_limit(self, device, amps):
         if (
@@ -61,20 +64,24 @@ class FakeWallboxes:
         amps, d = self.pending.pop(name)
         self.applied[name] = amps
         d.callback({"status": "Accepted"})
+        self.turn()
 
     def refuse(self, name):
         _, d = self.pending.pop(name)
         d.errback(LimitRefused("SetChargingProfile answered Rejected"))
+        self.turn()
 
     def time_out(self, name, applied):
         amps, d = self.pending.pop(name)
         if applied:
             self.applied[name] = amps
         d.errback(CallTimeout("SetChargingProfile"))
+        self.turn()
 
     def drop(self, name):
         _, d = self.pending.pop(name)
         d.errback(SessionClosed(name))
+        self.turn()
 
 
 def config_text(site=20, devices=("A", "B", "C"), lo=6, hi=16, extra=""):
@@ -100,6 +107,7 @@ class Site:
             config, self.registry, {"ocpp": self.wallboxes}, self.clock,
             lambda name, enabled: self.saved.__setitem__(name, enabled),
         )
+        self.wallboxes.turn = lambda: self.clock.advance(0)
         if check_raises:
             self.wallboxes.site = self
 
@@ -110,6 +118,7 @@ class Site:
         cbid = self.device(name).address
         for observer in (self.registry, self.manager):
             observer.connected(cbid, "peer", None)
+        self.clock.advance(0)
         if boot:
             self.deliver(name, "BootNotification", {"chargePointVendor": "v", "chargePointModel": "m"}, {"status": "Accepted", "currentTime": "t", "interval": 300})
 
@@ -119,12 +128,14 @@ class Site:
             self.wallboxes.drop(name)
         for observer in (self.registry, self.manager):
             observer.disconnected(cbid)
+        self.clock.advance(0)
 
     def deliver(self, name, action, payload, result):
         cbid = self.device(name).address
         call, answer = Call("1", action, payload), CallResult("1", result)
         for observer in (self.registry, self.manager):
             observer.exchange(cbid, call, answer)
+        self.clock.advance(0)
 
     def start(self, name):
         self.deliver(name, "StartTransaction", {"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": "t"}, {"transactionId": 1, "idTagInfo": {"status": "Accepted"}})
