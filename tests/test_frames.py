@@ -128,9 +128,10 @@ MALFORMED = [
     ("error code int", '[4, "a", 1, "", {}]', ErrorCode.FormationViolation, "a"),
     ("error description null", '[4, "a", "X", null, {}]', ErrorCode.FormationViolation, "a"),
     ("error details list", '[4, "a", "GenericError", "", []]', ErrorCode.FormationViolation, "a"),
-    ("NaN", '[2, "a", "MeterValues", {"v": NaN}]', ErrorCode.FormationViolation, None),
-    ("Infinity", '[3, "a", {"v": -Infinity}]', ErrorCode.FormationViolation, None),
-    ("overflowing number", '[3, "a", {"v": 1e400}]', ErrorCode.FormationViolation, None),
+    # Not JSON as a whole, but the id at the start is readable.
+    ("NaN", '[2, "a", "MeterValues", {"v": NaN}]', ErrorCode.FormationViolation, "a"),
+    ("Infinity", '[3, "a", {"v": -Infinity}]', ErrorCode.FormationViolation, "a"),
+    ("overflowing number", '[3, "a", {"v": 1e400}]', ErrorCode.FormationViolation, "a"),
     ("deep nesting", "[" * 100000 + "]" * 100000, ErrorCode.FormationViolation, None),
 ]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Self
@@ -18,6 +19,12 @@ from typing import Self
 from cfosproxy.ocpp.errors import ErrorCode
 
 MAX_UNIQUE_ID_LENGTH = 36
+
+# No OCPP 1.6 message nests deeper than about 7 levels (the frame array
+# counting as one). A deeper frame is refused when it is read: nested close
+# to Python's recursion limit, it would parse here and then fail with
+# RecursionError wherever it is serialised again or walked.
+MAX_NESTING_DEPTH = 64
 
 
 class MessageType(IntEnum):
@@ -30,7 +37,15 @@ class MessageType(IntEnum):
 
 def _dumps(value: list) -> str:
     # allow_nan=False: never emit NaN/Infinity, they are not JSON.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate, read from an escape such as "\ud800", cannot
+            # be sent as UTF-8; escaped again it is the same JSON string.
+            text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return text
 
 
 class _Frame:
@@ -136,6 +151,41 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
 
 
+# The start of a frame: "[", the message type id, ",", the unique id as a
+# JSON string. Read from text that is not JSON as a whole (cut off, NaN in
+# the payload, nested too deep), so that a CALL there can still be answered.
+_FRAME_START = re.compile(
+    r'[ \t\n\r]*\[[ \t\n\r]*(-?(?:0|[1-9][0-9]{0,8}))[ \t\n\r]*,[ \t\n\r]*'
+    r'("(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*")'
+)
+
+
+def _readable_start(text: str) -> tuple[int | None, str | None]:
+    """The message type id and unique id at the start of C{text}, if any."""
+    match = _FRAME_START.match(text)
+    if match is None:
+        return None, None
+    return int(match.group(1)), json.loads(match.group(2))
+
+
+def _nested_deeper_than(value: object, limit: int) -> bool:
+    # Level by level, without recursion: the point is to refuse values too
+    # deep to recurse into.
+    containers = [value]
+    depth = 1
+    while containers:
+        if depth > limit:
+            return True
+        children = []
+        for container in containers:
+            for item in container.values() if type(container) is dict else container:
+                if type(item) is dict or type(item) is list:
+                    children.append(item)
+        containers = children
+        depth += 1
+    return False
+
+
 def _finite_float(text: str) -> float:
     # 1e400 is valid JSON but becomes inf, which could not be sent on again.
     value = float(text)
@@ -153,12 +203,20 @@ def _finite_float(text: str) -> float:
 #   reserves for fields inside a syntactically correct payload.
 # - ProtocolError for a well-formed frame that breaks a rule of the protocol:
 #   an unknown message type, an empty unique id or one over 36 characters.
+#   Such an id is still carried in the FrameError: the sender can match the
+#   CALLERROR to its CALL only by the id it used.
 def parse_frame(text: str) -> Call | CallResult | CallError:
     """Parse one OCPP-J text message; raises :class:`FrameError` if it is not one."""
     try:
         msg = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
-        raise FrameError(ErrorCode.FormationViolation, f"not valid JSON: {e}"[:200]) from None
+        start_type, start_id = _readable_start(text)
+        raise FrameError(
+            ErrorCode.FormationViolation,
+            f"not valid JSON: {e}"[:200],
+            unique_id=start_id,
+            message_type=start_type,
+        ) from None
     if not isinstance(msg, list) or not msg:
         raise FrameError(ErrorCode.FormationViolation, "frame is not a non-empty JSON array")
     mtype = msg[0]
@@ -169,6 +227,14 @@ def parse_frame(text: str) -> Call | CallResult | CallError:
     def fail(code: ErrorCode, description: str) -> FrameError:
         return FrameError(code, description, unique_id=uid, message_type=mtype)
 
+    # Counting brackets is cheap; only a frame with that many is walked.
+    if text.count("[") + text.count("{") > MAX_NESTING_DEPTH and _nested_deeper_than(
+        msg, MAX_NESTING_DEPTH
+    ):
+        raise fail(
+            ErrorCode.FormationViolation,
+            f"frame is nested deeper than {MAX_NESTING_DEPTH} levels",
+        )
     if mtype not in _LENGTHS:
         raise fail(ErrorCode.ProtocolError, f"unknown message type id {mtype}"[:200])
     if uid is None:
