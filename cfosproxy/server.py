@@ -21,6 +21,12 @@ SUBPROTOCOL = "ocpp1.6"
 OPEN_HANDSHAKE_TIMEOUT = 10
 CLOSE_HANDSHAKE_TIMEOUT = 5
 
+# A wallbox's HTTP upgrade request is a few hundred bytes. Autobahn keeps
+# what arrives until the blank line that ends the request and copies all of
+# it on every read, so a client that streams headers without end would
+# keep the reactor busy and the memory growing until the timeout above.
+MAX_HANDSHAKE_SIZE = 32768
+
 # RFC 6455 §7.4.1: "unsupported data", for binary frames.
 CLOSE_UNSUPPORTED_DATA = 1003
 
@@ -46,6 +52,21 @@ class WallboxServerProtocol(WebSocketServerProtocol):
     _log = Logger()
     session = None
     chargebox_id = None
+
+    def dataReceived(self, data):
+        if (
+            self.state == self.STATE_CONNECTING
+            and len(self.data) + len(data) > MAX_HANDSHAKE_SIZE
+        ):
+            # As Autobahn's own timeouts do: dropConnection() logs the
+            # peer with this reason as a warning.
+            self.wasClean = False
+            self.wasNotCleanReason = "HTTP upgrade request over {} bytes".format(
+                MAX_HANDSHAKE_SIZE
+            )
+            self.dropConnection(abort=True)
+            return
+        super().dataReceived(data)
 
     def onConnect(self, request):
         if SUBPROTOCOL not in request.protocols:
