@@ -146,8 +146,9 @@ class Store:
         called soon, after the other work at hand (in the daemon: the
         reactor's C{callLater(0, f)}); grouped writes are committed then.
         None commits each write at once.
-    @raise StoreError: the file cannot be opened, is not SQLite, or was
-        written by a newer cfosproxy.
+    @raise StoreError: the file cannot be opened, is not SQLite, is
+        damaged, belongs to another application, or was written by a newer
+        cfosproxy.
     """
 
     _log = Logger()
@@ -169,13 +170,23 @@ class Store:
         except (OSError, sqlite3.Error) as e:
             raise StoreError("cannot open store {}: {}".format(path, e)) from e
         try:
+            # Checked before anything is written to it: neither a damaged
+            # file nor another application's database is to be changed.
+            self._check()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._migrate()
         except StoreError:
             self._db.close()
             raise
-        except (OSError, sqlite3.Error) as e:
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            if getattr(e, "sqlite_errorname", "").startswith(
+                ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+            ):
+                raise StoreError(self._damaged(e)) from e
+            raise StoreError("cannot open store {}: {}".format(path, e)) from e
+        except OSError as e:
             self._db.close()
             raise StoreError("cannot open store {}: {}".format(path, e)) from e
 
@@ -183,6 +194,64 @@ class Store:
     def in_state_dir(cls, state_dir, schedule_commit=None):
         """Open the store file in C{state_dir}."""
         return cls(os.path.join(state_dir, STORE_FILE), schedule_commit)
+
+    def _check(self):
+        """Refuse a file that is damaged or is not a cfosproxy store.
+
+        C{PRAGMA quick_check} reads every page once; for a store of a few
+        megabytes that takes milliseconds, and damage is found at start,
+        not in the middle of a transaction hours later.
+        """
+        problems = [
+            row[0] for row in self._db.execute("PRAGMA quick_check") if row[0] != "ok"
+        ]
+        if problems:
+            raise StoreError(self._damaged(problems[0]))
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version > len(_MIGRATIONS):
+            return  # a newer cfosproxy's; _migrate() says so
+        found = self._table_names(self._db)
+        # The tables this version of the schema has, as SQLite itself
+        # makes them from the migrations.
+        reference = sqlite3.connect(":memory:")
+        try:
+            for script in _MIGRATIONS[:version]:
+                reference.executescript(script)
+            expected = self._table_names(reference)
+        finally:
+            reference.close()
+        if (version == 0 and found) or not expected <= found:
+            raise StoreError(
+                "{} is not a cfosproxy store: it holds the tables {} (schema "
+                "version {}). It may belong to another application: move it "
+                "aside, or set [manager] state_dir to a directory of "
+                "cfosproxy's own.".format(
+                    self.path, ", ".join(sorted(found)) or "(none)", version
+                )
+            )
+
+    @staticmethod
+    def _table_names(db):
+        """The names of the tables in C{db}, without SQLite's own."""
+        rows = db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+        )
+        return {name for (name,) in rows}
+
+    def _damaged(self, detail):
+        """The message for a store file that SQLite finds damaged."""
+        # quick_check's first line only says which database it checked.
+        lines = [line for line in str(detail).splitlines() if not line.startswith("***")]
+        detail = "; ".join(lines[:3])[:300]
+        return (
+            "store {path} is damaged ({detail}). Stop cfosproxy, move "
+            "{path} aside together with its -wal and -shm files if there are "
+            "any, and restore the store from a backup (see Backup in "
+            "docs/operations.md). Without a backup, remove it: cfosproxy then "
+            "starts with an empty store, and messages still queued for a "
+            "backend are lost.".format(path=self.path, detail=detail)
+        )
 
     def _migrate(self):
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
