@@ -6,11 +6,16 @@ that the status API shows and the load manager decides on. It never sends
 anything.
 """
 
+import math
 from dataclasses import dataclass, field
 
 from twisted.logger import Logger
 
 from cfosproxy.ocpp.frames import CallResult
+
+# Connectors a wallbox that is not configured may show (accept_unknown):
+# real wallboxes have one or two.
+MAX_OBSERVED_CONNECTORS = 8
 
 # StatusNotification states in which a connector draws, or may draw, current.
 CHARGING_STATES = frozenset({"Charging", "SuspendedEV"})
@@ -188,6 +193,14 @@ class DeviceRegistry:
         if devices and any(d.configured for d in devices):
             # A connector that the operator did not configure: not ours.
             return None
+        if (
+            type(connector_id) is not int
+            or not 1 <= connector_id <= MAX_OBSERVED_CONNECTORS
+            or len(devices) >= MAX_OBSERVED_CONNECTORS
+        ):
+            # An unknown wallbox names its connectors itself: it must not
+            # make the registry (and the status page) grow without bound.
+            return None
         name = chargebox_id if connector_id == 1 else "{}/{}".format(
             chargebox_id, connector_id
         )
@@ -320,6 +333,10 @@ def _apply_sample(device, sample):
     try:
         value = float(sample["value"])
     except (KeyError, TypeError, ValueError):
+        return
+    if not math.isfinite(value):
+        # "NaN" and "inf" read as floats, but no meter shows them, and the
+        # status API's JSON could not carry them.
         return
     if measurand == "Energy.Active.Import.Register":
         factor = _ENERGY_UNITS.get(sample.get("unit", "Wh"))

@@ -127,7 +127,7 @@ class OcppSession:
         self._log.warn(
             "{cbid}: malformed frame {unique_id!r}: {code} {description}",
             cbid=self.chargebox_id,
-            unique_id=error.unique_id,
+            unique_id=_short(error.unique_id),
             code=error.code,
             description=error.description,
         )
@@ -206,7 +206,7 @@ class OcppSession:
             self._log.warn(
                 "{cbid}: dropped an answer to unknown message id {unique_id!r}",
                 cbid=self.chargebox_id,
-                unique_id=frame.unique_id,
+                unique_id=_short(frame.unique_id),
             )
             return
         self._finish_outstanding(lambda d: d.callback(frame))
@@ -306,6 +306,14 @@ class _PendingCall:
         self.call = call
         self.deferred = deferred
         self.timer = None
+
+
+def _short(unique_id, limit=40):
+    """A message id for a log line: a peer may send one of 60,000
+    characters, which would make every line about it unreadable."""
+    if len(unique_id) <= limit:
+        return unique_id
+    return "{}... ({} characters)".format(unique_id[:limit], len(unique_id))
 
 
 def _result_payload(frame):

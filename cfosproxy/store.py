@@ -648,7 +648,15 @@ def _posix_time(text):
 
 
 def _write_error(path, e):
-    return StoreError("cannot write store {}: {}".format(path, e))
+    message = "cannot write store {}: {}".format(path, e)
+    if isinstance(e, sqlite3.DatabaseError) and "malformed" in str(e):
+        # Damaged while running (a disk failure): the check at start would
+        # refuse it now too. Say what helps.
+        message += (
+            "; the file is damaged: stop cfosproxy, move it aside with its "
+            "-wal and -shm files and restore the store from a backup"
+        )
+    return StoreError(message)
 
 
 class _Transaction:

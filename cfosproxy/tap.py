@@ -9,10 +9,12 @@ import logging
 from urllib.parse import urlsplit
 
 from twisted.application import strports
+from twisted.python import usage
 
 from cfosproxy import tls
 from cfosproxy.config import load_config
 from cfosproxy.options import ConfigFileOptions
+from cfosproxy.store import Store, StoreError
 
 
 class Options(ConfigFileOptions):
@@ -22,6 +24,13 @@ class Options(ConfigFileOptions):
     load = staticmethod(load_config)
 
     def prepare(self):
+        # The store is checked (and migrated) now, so that a damaged or
+        # foreign file fails the start with its message alone; the service
+        # opens it again after twistd has forked.
+        try:
+            Store.in_state_dir(self.config.manager.state_dir).close()
+        except StoreError as e:
+            raise usage.UsageError(str(e)) from e
         server = self.config.server
         self.tls_context = None
         if server.tls != "off":

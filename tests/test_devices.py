@@ -1,7 +1,9 @@
 """The device registry reads wallbox messages into per-device state."""
 
+import json
+
 from cfosproxy.config import config_from_string
-from cfosproxy.devices import DeviceRegistry, mask_id_tag
+from cfosproxy.devices import MAX_OBSERVED_CONNECTORS, DeviceRegistry, mask_id_tag
 from cfosproxy.ocpp.frames import Call, CallError, CallResult
 
 TWO_CONNECTORS = """
@@ -117,3 +119,29 @@ def test_mask_id_tag():
     assert mask_id_tag("04A1B2C3D4") == "******C3D4"
     assert mask_id_tag("AB") == "AB"
     assert mask_id_tag(None) is None
+
+
+def test_meter_values_that_are_not_finite_are_ignored():
+    """"NaN" and "inf" read as numbers but are no meter reading: the last
+    real reading stays, and the status API's JSON stays valid."""
+    reg = registry()
+    exchange(reg, "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": "t", "sampledValue": [{"value": "1200"}]}]}, {})
+    for text in ("NaN", "inf", "-Infinity"):
+        exchange(reg, "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": "t", "sampledValue": [
+            {"value": text}, {"value": text, "measurand": "Power.Active.Import"}]}]}, {})
+    device = reg.get("left").as_json()
+    assert device["energy_wh"] == 1200.0 and device["power_w"] is None
+    json.dumps(device, allow_nan=False)
+
+
+def test_unknown_wallbox_cannot_grow_the_registry_without_bound():
+    """An unknown wallbox (accept_unknown) gets a device per connector it
+    shows, for connector ids 1 to MAX_OBSERVED_CONNECTORS only: a wallbox
+    that names a new connector in every message does not fill memory."""
+    reg = registry("[server]\naccept_unknown = yes\n")
+    reg.connected("CB-NEW", "tcp4:192.0.2.2:1", None)
+    for connector in [2, 3, 0, -1, "1", None, 10**9, *range(4, 100)]:
+        exchange(reg, "StatusNotification", {"connectorId": connector, "errorCode": "NoError", "status": "Available"}, {}, cbid="CB-NEW")
+    names = sorted(d.name for d in reg)
+    assert len(names) == MAX_OBSERVED_CONNECTORS
+    assert names[0] == "CB-NEW" and "CB-NEW/8" in names

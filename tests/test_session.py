@@ -204,3 +204,24 @@ class BackPressureTests(unittest.TestCase):
         for n in range(MAX_UNANSWERED):
             self.responder.deferreds["f{}".format(n)].callback({})
         self.assertFalse(self.connection.reading)
+
+
+class LogTests(unittest.TestCase):
+    """What a session writes into the log about a peer's frames."""
+
+    def test_a_huge_message_id_is_cut_short_in_the_log(self):
+        """A malformed CALL with an id of 10,000 characters is answered with
+        that id, but the log line shows only its start and its length."""
+        from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        connection = RecordingConnection()
+        session = OcppSession("CB-1", connection, EchoResponder(), [], task.Clock(), 30)
+        huge = "x" * 10000
+        session.text_received('[2,"{}","Heartbeat",{{}}]'.format(huge))
+        self.assertEqual(connection.last()[1], huge)
+        [line] = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertIn("(10000 characters)", line)
+        self.assertLess(len(line), 300)

@@ -194,12 +194,6 @@ def test_daemon_does_not_start_on_a_damaged_store(daemon_on_damaged_store):
     assert "restore the store from a backup" in output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the store is first opened in StoreService.startService, where twistd "
-    "prints the exception with its traceback; checking it in tap.Options.prepare "
-    "(a StoreError as UsageError) would give the message alone",
-)
 def test_daemon_refusal_is_one_message_without_traceback(daemon_on_damaged_store):
     """An operator reading the log of a refused start sees the message, not
     a Python traceback around it."""

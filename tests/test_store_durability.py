@@ -249,3 +249,21 @@ def test_gateway_with_a_full_disk_answers_an_error_and_loses_nothing(tmp_path):
     assert rig.wallbox.frames[-1] == [3, "m1", {}]
     assert [m.action for m in rig.store.queued("CB-1")] == ["StartTransaction", "MeterValues"]
     rig.store.close()
+
+
+def test_damage_while_running_says_what_to_do(tmp_path):
+    """A store that SQLite finds malformed in the middle of a write (a disk
+    failure while running) gives an error that says what to do."""
+
+    class Malformed(CommitFails):
+        def execute(self, sql, *args):
+            if sql.startswith("INSERT"):
+                raise sqlite3.DatabaseError("database disk image is malformed")
+            return self._db.execute(sql, *args)
+
+    store = Store(str(tmp_path / "s.sqlite"))
+    store._db = Malformed(store._db)
+    with pytest.raises(StoreError) as error:
+        store.enqueue("CB-1", "MeterValues", "m", 0)
+    assert "restore the store from a backup" in str(error.value)
+    store.close()
