@@ -399,7 +399,12 @@ class _BackendProtocol(WebSocketClientProtocol):
         if status_line:
             parts = status_line.split(None, 1)
             if len(parts) == 2 and parts[1][:3] != "101":
-                return REFUSED, "HTTP " + parts[1].strip()
+                # A 4xx is the backend saying no (a wrong password, an
+                # unknown charge point): asking again soon changes nothing.
+                # A 5xx is a backend that is restarting or down behind its
+                # proxy: back off as after a failed connection.
+                kind = REFUSED if parts[1][:1] == "4" else FAILED
+                return kind, "HTTP " + parts[1].strip()
         if self._failure is not None:
             return FAILED, self._failure
         lost = self._lost.value if self._lost is not None else None

@@ -43,6 +43,14 @@ TRANSACTION_ACTIONS = frozenset(
 # A queued message refused this many times by the backend is set aside.
 MAX_ATTEMPTS = 5
 
+# Transaction ids that a gateway hands out while its backend is away start
+# here, far above the ids a backend counts up from 1: a local id must never
+# equal the backend's id of a transaction still running on the same wallbox
+# (another connector's), or that one's messages would be rewritten once the
+# local id is mapped. Still within a signed 32-bit integer, as backends and
+# wallboxes often keep them.
+LOCAL_TRANSACTION_IDS = 1_000_000_000
+
 # After a refusal or a silent backend, the queue is tried again this late.
 RETRY_DELAY = 30.0
 
@@ -137,6 +145,7 @@ class Gateway:
         self._waiters = {}
         self._timer = None
         self._boot_timer = None
+        self._pump_waiting = False
 
     @property
     def store(self):
@@ -241,6 +250,12 @@ class Gateway:
     def _stored(self, call, message):
         """The message is on disk: deliver it now if nothing older waits,
         else answer the wallbox locally and deliver it later."""
+        if self._in_flight == message.id:
+            # The queue got to it in the same turn (the message before it
+            # was answered): the backend's answer goes to the wallbox.
+            waiter = defer.Deferred()
+            self._waiters[message.id] = (waiter, call)
+            return waiter
         if self._can_deliver():
             first = self.store.first_queued(self.link_id)
             if first is not None and first.id == message.id:
@@ -256,7 +271,9 @@ class Gateway:
             return {"idTagInfo": self._offline_id_tag_info(call.payload.get("idTag"))}
         payload = self._local.answer(call)
         if call.action == "StartTransaction":
-            local_id = payload["transactionId"]
+            local_id = payload["transactionId"] = (
+                LOCAL_TRANSACTION_IDS + payload["transactionId"]
+            )
             self.store.mark_local_transaction(self.link_id, local_id)
             if message is not None:
                 self.store.set_local_transaction(message.id, local_id)
@@ -314,19 +331,31 @@ class Gateway:
         """Deliver the oldest queued message, if the backend can take it."""
         if not self._can_deliver():
             return
+        if self.store.uncommitted:
+            # Only what is on disk goes out: a message whose commit then
+            # failed would reach the backend and, sent again by the
+            # wallbox, reach it twice.
+            if not self._pump_waiting:
+                self._pump_waiting = True
+                self.store.durable().addBoth(self._pump_after_commit)
+            return
         message = self.store.first_queued(self.link_id)
         if message is None:
             self._stop_link_if_idle()
             return
-        call = parse_frame(message.text)
+        self._deliver(message, parse_frame(message.text))
+
+    def _pump_after_commit(self, _):
+        self._pump_waiting = False
+        self._pump()
+
+    def _deliver(self, message, call):
+        """Send the queued C{message} (as C{call}) to the backend, with the
+        backend's transaction id if it got one since it was queued."""
         rewritten = self._to_backend_ids(call)
         if rewritten is not call:
             self.store.replace_text(message.id, rewritten.to_text())
             call = rewritten
-        self._deliver(message, call)
-
-    def _deliver(self, message, call):
-        """Send the queued C{message} (as C{call}) to the backend."""
         self._in_flight = message.id
         d = self.backend.send_call(call)
         d.addCallbacks(

@@ -242,8 +242,6 @@ class BackendFlappingTests(unittest.TestCase):
         self.assertEqual(set(wallbox.answers), {s[0] for s in wallbox.sent})
 
 
-# KNOWN BUG, failing until fixed: the link takes a 503 for a refusal and
-# waits refused_delay (300 s by default) before it tries again.
 class RefusalTests(unittest.TestCase):
     """A backend that is restarting answers with an HTTP error for a moment."""
 

@@ -440,9 +440,6 @@ def seeded_delays(seed):
     return delay
 
 
-# KNOWN BUG, failing until fixed: with the store's group commit, a
-# StartTransaction can be sent on before its enqueue is committed and is
-# then answered with a local id that is never mapped (see the next test).
 def test_one_minute_of_flapping_loses_and_duplicates_nothing_but_in_flight():
     """For one simulated minute the backend link opens and closes every
     second while the backend answers at once, slowly or never, and the
@@ -479,7 +476,6 @@ def meter_values(connector_id, transaction_id):
     }
 
 
-# KNOWN BUG, failing until fixed (the group commit's race, alone).
 def test_start_that_meets_the_answer_before_it_in_one_turn_keeps_the_backend_id():
     """A StartTransaction arrives in the same reactor turn as the backend's
     answer to the queued message before it (two sockets readable at once:
@@ -530,9 +526,6 @@ def test_start_that_meets_the_answer_before_it_in_one_turn_keeps_the_backend_id(
         simulation.close()
 
 
-# KNOWN BUG, failing until fixed: local transaction ids and the backend's
-# share one number space, so a local id can equal a running transaction's
-# backend id and be "mapped" in its messages.
 def test_local_id_of_one_connector_is_not_the_backend_id_of_the_other():
     """A wallbox with two connectors behind one gateway, and a backend that
     counts its transaction ids from 1 (as many do), like cfosproxy's own

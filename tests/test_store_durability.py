@@ -14,7 +14,7 @@ import sqlite3
 import pytest
 from twisted.internet import task
 
-from cfosproxy.gateway import Gateway
+from cfosproxy.gateway import LOCAL_TRANSACTION_IDS, Gateway
 from cfosproxy.localcs import LocalCentralSystem
 from cfosproxy.session import OcppSession
 from cfosproxy.store import Store, StoreError
@@ -222,7 +222,8 @@ def test_gateway_answers_only_after_the_commit(tmp_path):
     assert rig.wallbox.sent == []
     rig.scheduler.run()
     [answer] = rig.wallbox.frames
-    assert answer[:2] == [3, "s1"] and answer[2]["transactionId"] == 1
+    assert answer[:2] == [3, "s1"]
+    assert answer[2]["transactionId"] == LOCAL_TRANSACTION_IDS + 1
     rig.store.close()
 
 
