@@ -1,129 +1,44 @@
 """Relay benchmark: OCPP round trips through cfosproxy's gateway, against
 the same backend reached directly, in one run.
 
-    python bench/relay.py [--wallboxes 200] [--seconds 10] [--rate 500] [--json out.json]
+    python bench/relay.py [--wallboxes 200] [--seconds 10] [--rate 500] [--json out.json] [--profile stats]
 
-Three processes on loopback: a backend (a minimal OCPP central system that
-answers every CALL at once), cfosproxy under ``twistd -n`` with a gateway
-per wallbox to that backend, and this load generator (many wallboxes over
-real WebSockets). Each scenario runs twice, through cfosproxy and directly
-to the backend; the figures are reported as the ratio of the two, since
-absolute numbers depend on the machine (and here all three processes share
-its cores).
+Three processes on loopback: a backend (``bench/backend.py``, a minimal OCPP
+central system that answers every CALL at once), cfosproxy under
+``twistd -n`` with a gateway per wallbox to that backend (``mode =
+observe``, so that only the relay is measured), and this load generator
+(many wallboxes over real WebSockets). Each scenario runs twice, directly
+to the backend and through cfosproxy; the figures are reported as the ratio
+of the two, since absolute numbers depend on the machine (and here all
+three processes share its cores).
 
 - saturation: every wallbox sends Heartbeats back to back for --seconds;
-  round trips per second.
+  round trips per second, and the server's CPU seconds per 1000 round trips
+  (the backend's directly, cfosproxy's through it).
+- transaction messages: MeterValues (stored in SQLite before they go on)
+  back to back; the same figures.
 - latency: --rate Heartbeats per second in total, spread over the
   wallboxes; p50 and p99 round-trip time, and what cfosproxy adds.
 - memory: cfosproxy's resident set size before and after the wallboxes
-  connect (each with its backend leg), per wallbox.
-- transaction messages: MeterValues (stored in SQLite before they go on)
-  back to back; round trips per second.
+  connect, read once every backend leg is open; per wallbox.
 """
 
 import argparse
 import asyncio
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 
-import websockets
+import common
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-BACKEND = r'''
-import asyncio, json, sys
-from websockets.asyncio.server import serve
-
-async def handler(ws):
-    async for text in ws:
-        frame = json.loads(text)
-        if frame[0] == 2:
-            action = frame[2]
-            if action == "BootNotification":
-                payload = {"status": "Accepted", "currentTime": "2026-01-01T00:00:00Z", "interval": 300}
-            elif action == "Heartbeat":
-                payload = {"currentTime": "2026-01-01T00:00:00Z"}
-            else:
-                payload = {}
-            await ws.send(json.dumps([3, frame[1], payload]))
-
-async def main(port):
-    async with serve(handler, "127.0.0.1", port, subprotocols=["ocpp1.6"], max_size=2**20):
-        print("ready", flush=True)
-        await asyncio.Future()
-
-asyncio.run(main(int(sys.argv[1])))
-'''
+METER = {"connectorId": 1, "meterValue": [{"timestamp": "2026-01-01T00:00:00Z", "sampledValue": [{"value": "1"}]}]}
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+async def saturate(boxes, seconds, action, payload, pid):
+    """Every wallbox sends C{action} back to back for C{seconds}.
 
-
-def wait_for_port(port, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("nothing listens on {}".format(port))
-
-
-def rss_kib(pid):
-    with open("/proc/{}/status".format(pid)) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-class Wallbox:
-    """One simulated wallbox: a WebSocket and a counter for message ids."""
-
-    def __init__(self, ws):
-        self.ws = ws
-        self.n = 0
-
-    async def call(self, action, payload):
-        self.n += 1
-        unique_id = "m{}".format(self.n)
-        await self.ws.send(json.dumps([2, unique_id, action, payload]))
-        while True:
-            answer = json.loads(await self.ws.recv())
-            if answer[0] == 2:
-                # The manager's profile: accept it, then wait for our answer.
-                await self.ws.send(json.dumps([3, answer[1], {"status": "Accepted"}]))
-                continue
-            if answer[1] == unique_id:
-                return answer
-
-
-async def connect_all(url_of, count):
-    boxes = []
-    for i in range(count):
-        ws = await websockets.connect(url_of(i), subprotocols=["ocpp1.6"], open_timeout=30, max_size=2**20)
-        box = Wallbox(ws)
-        await box.call("BootNotification", {"chargePointVendor": "bench", "chargePointModel": "b"})
-        boxes.append(box)
-    return boxes
-
-
-async def saturate(boxes, seconds, action, payload):
+    @return: C{(round trips per second, CPU seconds of process C{pid} per
+        1000 round trips)}
+    """
     deadline = time.monotonic() + seconds
     done = 0
 
@@ -133,12 +48,16 @@ async def saturate(boxes, seconds, action, payload):
             await box.call(action, payload)
             done += 1
 
+    cpu = common.cpu_seconds(pid)
     start = time.monotonic()
     await asyncio.gather(*(loop(box) for box in boxes))
-    return done / (time.monotonic() - start)
+    elapsed = time.monotonic() - start
+    cpu = common.cpu_seconds(pid) - cpu
+    return done / elapsed, 1000 * cpu / max(1, done)
 
 
 async def latency(boxes, seconds, rate):
+    """Heartbeats at C{rate} per second in total; the round-trip times."""
     interval = len(boxes) / rate
     samples = []
     deadline = time.monotonic() + seconds
@@ -155,23 +74,29 @@ async def latency(boxes, seconds, rate):
     return samples
 
 
-METER = {"connectorId": 1, "meterValue": [{"timestamp": "2026-01-01T00:00:00Z", "sampledValue": [{"value": "1"}]}]}
+async def connect(urls):
+    # Without compression, as cfosproxy talks to both sides: the websockets
+    # client would otherwise agree on permessage-deflate with the backend,
+    # and the direct run would do work the proxied one does not.
+    return await common.connect_many(urls, compression=None, proxy=None)
 
 
-async def scenario(url_of, count, seconds, rate):
-    boxes = await connect_all(url_of, count)
+async def scenario(boxes, args, pid):
+    """The saturation and latency scenarios on connected C{boxes};
+    C{pid} is the process whose CPU time counts (the server)."""
     try:
-        result = {
-            "heartbeats_per_s": await saturate(boxes, seconds, "Heartbeat", {}),
-            "meter_values_per_s": await saturate(boxes, seconds, "MeterValues", METER),
-        }
-        samples = await latency(boxes, seconds, rate)
-        result["p50_ms"] = 1000 * percentile(samples, 0.5)
-        result["p99_ms"] = 1000 * percentile(samples, 0.99)
+        result = {}
+        result["heartbeats_per_s"], result["cpu_s_per_1000_heartbeats"] = await saturate(
+            boxes, args.seconds, "Heartbeat", {}, pid)
+        result["meter_values_per_s"], result["cpu_s_per_1000_meter_values"] = await saturate(
+            boxes, args.seconds, "MeterValues", METER, pid)
+        samples = await latency(boxes, args.seconds, args.rate)
+        result["p50_ms"] = 1000 * common.percentile(samples, 0.5)
+        result["p99_ms"] = 1000 * common.percentile(samples, 0.99)
         return result
     finally:
         for box in boxes:
-            await box.ws.close()
+            await box.close()
 
 
 def main():
@@ -183,91 +108,72 @@ def main():
     parser.add_argument("--profile", help="run cfosproxy under cProfile, stats to this file")
     args = parser.parse_args()
 
-    directory = tempfile.mkdtemp(prefix="cfosproxy-bench-")
-    backend_port, proxy_port, status_port = free_port(), free_port(), free_port()
-    backend = subprocess.Popen([sys.executable, "-c", BACKEND, str(backend_port)], stdout=subprocess.PIPE, text=True)
-    config = os.path.join(directory, "cfosproxy.ini")
-    with open(config, "w") as f:
-        f.write(
-            "[server]\nlisten = tcp:{}:interface=127.0.0.1\ntls = off\naccept_unknown = no\n"
-            "[manager]\nstate_dir = {}\nmode = observe\n"
-            "[status]\nlisten = tcp:{}:interface=127.0.0.1\n".format(
-                proxy_port, os.path.join(directory, "var"), status_port
-            )
-        )
-        for i in range(args.wallboxes):
-            f.write(
-                "[wallbox:w{0}]\ntype = ocpp\naddress = CB-{0}\n"
-                "gateway_url = ws://127.0.0.1:{1}/ocpp/\n".format(i, backend_port)
-            )
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    log = open(os.path.join(directory, "twistd.log"), "w")
-    proxy = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
-         *(["--profile=" + os.path.abspath(args.profile), "--profiler=cprofile", "--savestats"] if args.profile else []),
-         "cfosproxy", "--config", config],
-        cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT,
+    backend = common.Backend().start()
+    proxy = common.Proxy(
+        [("w{}".format(i), "CB-{}".format(i), backend.url) for i in range(args.wallboxes)],
+        mode="observe", profile=args.profile,
     )
     try:
-        backend.stdout.readline()
-        started = time.monotonic()
-        wait_for_port(proxy_port)
-        startup = time.monotonic() - started
-        idle_rss = rss_kib(proxy.pid)
+        proxy.start()
+        time.sleep(1)  # the start-up's garbage settles
+        idle_rss = common.rss_kib(proxy.process.pid)
 
         async def run():
-            direct = await scenario(
-                lambda i: "ws://127.0.0.1:{}/ocpp/CB-{}".format(backend_port, i),
-                args.wallboxes, args.seconds, args.rate,
-            )
-            # Through cfosproxy; memory is read with every wallbox connected.
-            boxes = await connect_all(lambda i: "ws://127.0.0.1:{}/CB-{}".format(proxy_port, i), args.wallboxes)
-            await asyncio.sleep(2)  # the backend legs open
-            loaded_rss = rss_kib(proxy.pid)
-            for box in boxes:
-                await box.ws.close()
-            proxied = await scenario(
-                lambda i: "ws://127.0.0.1:{}/CB-{}".format(proxy_port, i),
-                args.wallboxes, args.seconds, args.rate,
-            )
-            return direct, proxied, loaded_rss
+            boxes = await connect(["{}CB-{}".format(backend.url, i) for i in range(args.wallboxes)])
+            direct = await scenario(boxes, args, backend.process.pid)
+            boxes = await connect([proxy.url("CB-{}".format(i)) for i in range(args.wallboxes)])
+            # Memory is read with every wallbox connected and its backend
+            # leg open; the status API tells when they are.
+            links, _ = await asyncio.get_running_loop().run_in_executor(
+                None, common.wait_for_links, proxy.status_port, len(boxes), 120)
+            loaded_rss = common.rss_kib(proxy.process.pid)
+            proxied = await scenario(boxes, args, proxy.process.pid)
+            return direct, proxied, links, loaded_rss
 
-        direct, proxied, loaded_rss = asyncio.run(run())
+        direct, proxied, links, loaded_rss = asyncio.run(run())
     finally:
-        proxy.send_signal(signal.SIGTERM)
-        proxy.wait(30)
-        backend.kill()
-        backend.wait()
-        log.close()
+        proxy.stop()
+        backend.stop()
 
+    problems, lines = proxy.log_problems()
     figures = {
         "wallboxes": args.wallboxes,
         "cpu_cores": os.cpu_count(),
-        "startup_to_listening_s": round(startup, 3),
+        "startup_to_listening_s": round(proxy.startup_s, 3),
+        "backend_links_open": links,
         "rss_per_wallbox_kib": round((loaded_rss - idle_rss) / args.wallboxes, 1),
-        "direct": {k: round(v, 2) for k, v in direct.items()},
-        "through_cfosproxy": {k: round(v, 2) for k, v in proxied.items()},
+        "direct": {k: round(v, 3) for k, v in direct.items()},
+        "through_cfosproxy": {k: round(v, 3) for k, v in proxied.items()},
         "ratio_heartbeats": round(proxied["heartbeats_per_s"] / direct["heartbeats_per_s"], 3),
         "ratio_meter_values": round(proxied["meter_values_per_s"] / direct["meter_values_per_s"], 3),
         "added_p50_ms": round(proxied["p50_ms"] - direct["p50_ms"], 3),
         "added_p99_ms": round(proxied["p99_ms"] - direct["p99_ms"], 3),
+        "log_problems": problems,
+        "log_problem_lines": lines,
+        "proxy_directory": proxy.directory,
     }
+
+    def row(name, key):
+        ratio = proxied[key] / direct[key] if direct[key] else None
+        return (name, direct[key], proxied[key], None if ratio is None else round(ratio, 3))
+
     rows = [
-        ("heartbeat round trips/s", direct["heartbeats_per_s"], proxied["heartbeats_per_s"], figures["ratio_heartbeats"]),
-        ("MeterValues round trips/s (stored)", direct["meter_values_per_s"], proxied["meter_values_per_s"], figures["ratio_meter_values"]),
-        ("p50 latency ms at {:.0f}/s".format(args.rate), direct["p50_ms"], proxied["p50_ms"], None),
-        ("p99 latency ms at {:.0f}/s".format(args.rate), direct["p99_ms"], proxied["p99_ms"], None),
+        row("heartbeat round trips/s", "heartbeats_per_s"),
+        row("MeterValues round trips/s (stored)", "meter_values_per_s"),
+        row("server CPU s per 1000 heartbeats", "cpu_s_per_1000_heartbeats"),
+        row("server CPU s per 1000 MeterValues", "cpu_s_per_1000_meter_values"),
+        row("p50 latency ms at {:.0f}/s".format(args.rate), "p50_ms"),
+        row("p99 latency ms at {:.0f}/s".format(args.rate), "p99_ms"),
+        ("RSS KiB per wallbox with its backend leg", None, figures["rss_per_wallbox_kib"], None),
+        ("s from start to listening", None, figures["startup_to_listening_s"], None),
     ]
-    print("{:<40} {:>12} {:>16} {:>8}".format("", "direct", "via cfosproxy", "ratio"))
-    for name, a, b, ratio in rows:
-        print("{:<40} {:>12.2f} {:>16.2f} {:>8}".format(name, a, b, "" if ratio is None else ratio))
-    print("added latency p50 {added_p50_ms} ms, p99 {added_p99_ms} ms".format(**figures))
-    print("RSS per wallbox with its backend leg: {} KiB; start-up to listening {} s".format(
-        figures["rss_per_wallbox_kib"], figures["startup_to_listening_s"]))
-    print(json.dumps(figures))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=1)
+    common.report(
+        "Relay: {} wallboxes (direct = backend alone; CPU: backend direct, cfosproxy via)".format(
+            args.wallboxes),
+        rows, figures, args.json,
+    )
+    print("added latency p50 {added_p50_ms} ms, p99 {added_p99_ms} ms; "
+          "cfosproxy logged {log_problems} warning/error lines".format(**figures))
 
 
 if __name__ == "__main__":
