@@ -60,6 +60,23 @@ class Options(ConfigFileOptions):
                 )
 
 
+# Twisted listens with a backlog of 50 connections. After a power cut or a
+# restart, hundreds of wallboxes reconnect at once; the ones that overflow
+# the queue wait for TCP's retries (1, 3, 7 seconds), which made up most of
+# the time a storm of 1,000 took to be admitted. The kernel caps the value
+# at net.core.somaxconn.
+OCPP_BACKLOG = 1024
+
+
+def with_backlog(description, backlog=OCPP_BACKLOG):
+    """The endpoint string C{description} with C{backlog} for a TCP port
+    that does not set its own."""
+    kind = description.split(":", 1)[0]
+    if kind in ("tcp", "tcp6") and "backlog=" not in description:
+        return "{}:backlog={:d}".format(description, backlog)
+    return description
+
+
 def makeService(options):
     """The daemon: store, load manager, Modbus wallboxes, gateways, the OCPP
     server and the status API, in the order they start (and, reversed, stop:
@@ -206,7 +223,7 @@ def makeService(options):
         options.tls_context,
         clock=reactor,
     )
-    ocpp = strports.service(config.server.listen, factory)
+    ocpp = strports.service(with_backlog(config.server.listen), factory)
     ocpp.setName("ocpp")
     ocpp.setServiceParent(top)
 

@@ -323,6 +323,23 @@ class ConnectionTests(LinkTestCase):
         self.assertEqual(len(backend.requests), 1)
 
     @asyncio_test
+    async def test_start_during_stop_keeps_the_link(self):
+        """A wallbox that drops and comes back at once stops its link and
+        starts it again while the close handshake still runs: the stop is
+        called off and the link opens again (it used to end stopped)."""
+        backend = await self.backend()
+        handler = RecordingHandler()
+        link = self.link(backend.url(), handler)
+        self.assertEqual((await handler.next())[0], "opened")
+        stopping = link.stop()
+        link.start()
+        await wait_deferred(stopping)
+        self.assertEqual((await handler.next())[0], "closed")
+        self.assertEqual(await handler.next(), ("opened", link))
+        self.assertEqual(link.state, "connected")
+        self.assertEqual(len(backend.requests), 2)
+
+    @asyncio_test
     async def test_send_text_when_not_connected(self):
         """send_text returns False before the link has ever connected."""
         link = self.link("ws://127.0.0.1:{}/ocpp/CB-0001".format(free_port()))
