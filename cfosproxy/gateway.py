@@ -64,12 +64,18 @@ class _LinkConnection:
     """An L{IWallboxConnection} over a backend link, for the backend leg's
     L{OcppSession}."""
 
-    def __init__(self, link):
+    def __init__(self, link, gone):
         self._link = link
+        self._gone = gone
         self.peer = link.url
 
     def send_text(self, text):
-        self._link.send_text(text)
+        if self._link.send_text(text) is False:
+            # The link is closing (the wallbox left and came straight back,
+            # say): what is sent now would wait a whole call timeout for an
+            # answer that cannot come. The backend leg ends here; the
+            # wallbox is answered locally until the link opens again.
+            self._gone("the link to the backend is closing")
 
     def close(self, code, reason):
         self._link.close()
@@ -454,7 +460,7 @@ class Gateway:
         """The backend link is open: boot, then deliver the queue."""
         self.backend = OcppSession(
             self.link_id,
-            _LinkConnection(link),
+            _LinkConnection(link, self.link_closed),
             _FromBackend(self),
             (),
             self._clock,

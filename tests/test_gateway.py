@@ -262,3 +262,19 @@ def test_backend_messages_counted(tmp_path):
     rig.backend_answers("h1", {"currentTime": "t"})
     rig.gateway.text_received('[2,"r1","Reset",{"type":"Soft"}]')
     assert counted == [("Heartbeat", "to_backend", "result"), ("Reset", "from_backend", "")]
+
+
+def test_a_closing_link_ends_the_backend_leg_at_once(tmp_path):
+    """A link that can no longer send (its close handshake runs: the wallbox
+    left and came straight back) does not make the wallbox wait a whole
+    call timeout: its CALL is answered locally at once, a transaction
+    message is queued, and the gateway waits for the link to open again."""
+    rig = Rig(tmp_path)
+    rig.open_link()
+    rig.link.send_text = lambda text: False
+    answer = rig.wallbox_sends("b1", "BootNotification", {"chargePointVendor": "v", "chargePointModel": "m"})
+    assert answer[:2] == [3, "b1"] and answer[2]["status"] == "Accepted"
+    assert rig.gateway.backend is None
+    assert rig.gateway.status()["booted"] is False
+    assert rig.wallbox_sends("s1", "StartTransaction", START)[:2] == [3, "s1"]
+    assert [m.action for m in rig.store.queued("CB-1")] == ["StartTransaction"]
