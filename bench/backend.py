@@ -42,6 +42,11 @@ async def main():
     parser.add_argument("--log")
     parser.add_argument("--cert")
     parser.add_argument("--key")
+    parser.add_argument(
+        "--backlog", type=int, default=1024,
+        help="listen backlog, as cfosproxy's (asyncio's own is 100): a "
+        "reconnect storm must not measure TCP retries in the direct run",
+    )
     args = parser.parse_args()
 
     start = 1
@@ -74,7 +79,7 @@ async def main():
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set_result, None)
     async with serve(
         handler, "127.0.0.1", args.port, subprotocols=["ocpp1.6"], max_size=2**20,
-        ssl=context, ping_interval=None,
+        ssl=context, ping_interval=None, backlog=args.backlog,
     ):
         print("ready", flush=True)
         await stop

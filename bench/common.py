@@ -121,7 +121,7 @@ class Proxy:
     @param profile: a file for cProfile statistics, or None.
     @param wallbox_extra: extra lines for every C{[wallbox:...]} section
         (e.g. C{gateway_ca = ...} for a wss:// backend).
-    @param backlog: the OCPP listener's backlog; None: Twisted's default (50).
+    @param backlog: the OCPP listener's backlog; None: cfosproxy's default (1024).
     """
 
     def __init__(self, wallboxes, server="", mode="observe", manager="", profile=None,

@@ -122,12 +122,12 @@ def main():
     parser.add_argument("--gateway", type=int, default=5000,
                         help="wallboxes with a gateway leg (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="load generator processes (default: %(default)s)")
-    # Below cfosproxy's default listen backlog (50): more handshakes at once
-    # overflow it, and the connect time then measures TCP's SYN retransmits.
-    parser.add_argument("--concurrency", type=int, default=40,
+    # Below the listen backlogs (1024): more handshakes at once would
+    # overflow them, and the connect time then measures TCP's SYN retransmits.
+    parser.add_argument("--concurrency", type=int, default=200,
                         help="handshakes under way at a time, over all workers (default: %(default)s)")
     parser.add_argument("--backlog", type=int,
-                        help="cfosproxy's listen backlog (default: Twisted's, 50)")
+                        help="cfosproxy's listen backlog (default: its own, 1024)")
     parser.add_argument("--hold", type=float, default=5.0,
                         help="seconds to hold the wallboxes before the final Heartbeat (default: %(default)s)")
     parser.add_argument("--settle", type=float, default=2.0,

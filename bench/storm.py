@@ -182,7 +182,7 @@ def main():
                         help="handshakes at a time for the first connect, over all workers (default: %(default)s);"
                              " the storm itself has no limit")
     parser.add_argument("--backlog", type=int,
-                        help="cfosproxy's listen backlog (default: Twisted's, 50; the backend's is 100)")
+                        help="cfosproxy's listen backlog (default: its own, 1024, as the backend's)")
     parser.add_argument("--retry-delay", type=float, default=1.0,
                         help="seconds a wallbox waits before trying again (default: %(default)s)")
     parser.add_argument("--retry-for", type=float, default=120.0,
