@@ -51,6 +51,60 @@ def backend_url(gateway_url: str, client_id: str) -> str:
     return gateway_url + separator + quote(client_id, safe="")
 
 
+class BackendOutages:
+    """Which backends have links that cannot connect, so that a backend that
+    goes down is logged once, not once per wallbox: a site with 500
+    wallboxes on one backend otherwise writes 500 warnings per outage.
+
+    Links are grouped by their backend (the C{gateway_url}); a refusal
+    (HTTP 4xx) concerns one client id and stays the link's own warning.
+
+    @param clock: L{IReactorTime}, to say how long an outage lasted.
+    """
+
+    _log = Logger()
+
+    def __init__(self, clock):
+        self._clock = clock
+        self._down = {}  # backend -> [set of link urls, since]
+
+    def failed(self, backend, link_url, error):
+        """A link to C{backend} could not connect (not a refusal)."""
+        if backend not in self._down:
+            self._down[backend] = [set(), self._clock.seconds()]
+            self._log.warn(
+                "Cannot connect to the OCPP backend {backend}: {error}; the links "
+                "to it keep retrying, messages wait in the store",
+                backend=backend,
+                error=error,
+            )
+        self._down[backend][0].add(link_url)
+
+    def connected(self, backend, link_url):
+        """A link to C{backend} is open."""
+        self._forget(backend, link_url, recovered=True)
+
+    def stopped(self, backend, link_url):
+        """A link to C{backend} stopped trying (its wallbox left)."""
+        self._forget(backend, link_url, recovered=False)
+
+    def _forget(self, backend, link_url, recovered):
+        down = self._down.get(backend)
+        if down is None:
+            return
+        links, since = down
+        links.discard(link_url)
+        if links:
+            return
+        del self._down[backend]
+        if recovered:
+            self._log.info(
+                "The OCPP backend {backend} is reachable again after {seconds:.0f} s",
+                backend=backend,
+                seconds=self._clock.seconds() - since,
+            )
+
+
 class IBackendHandler(Interface):
     """What a L{BackendLink} reports to (the gateway)."""
 
@@ -108,6 +162,7 @@ class BackendLink:
         refused_delay=300.0,
         max_message_size=65536,
         tls_options=None,
+        outages=None,
     ):
         """
         @param url: the full C{ws://} or C{wss://} URL (see L{backend_url}).
@@ -122,10 +177,15 @@ class BackendLink:
             made from C{ca}, C{certificate} and C{private_key} with
             L{cfosproxy.tls.client_tls_options} (the daemon makes them when
             it reads its configuration); None: made here.
+        @param outages: the L{BackendOutages} this link reports to, shared
+            by the links of a daemon; None: one of its own.
         @raise TLSConfigError: a certificate, key or CA file cannot be used.
         """
         self.url = url
         self.client_id = client_id
+        # The backend, for the outage log: the URL without the client id.
+        self._backend = url.rsplit("/", 1)[0] + "/"
+        self._outages = outages or BackendOutages(reactor)
         self.call_timeout = call_timeout
         self.state = STOPPED
         self.last_error = None
@@ -237,6 +297,7 @@ class BackendLink:
         def stopped(_):
             if self._stopping:
                 self.state = STOPPED
+                self._outages.stopped(self._backend, self.url)
 
         return closed.addCallback(stop_service).addCallback(stopped)
 
@@ -280,6 +341,7 @@ class BackendLink:
         self.state = CONNECTED
         self.last_error = None
         self._log.info("Connected to the OCPP backend {url}", url=self.url)
+        self._outages.connected(self._backend, self.url)
         self._call_handler("link_opened", self)
 
     def _closed(self, reason):
@@ -319,11 +381,13 @@ class BackendLink:
                 delay=self._refused_delay,
             )
         else:
-            self._log.warn(
+            # Logged once per backend, whatever the number of its links.
+            self._log.debug(
                 "Cannot connect to the OCPP backend {url}: {error}; retrying",
                 url=self.url,
                 error=message,
             )
+            self._outages.failed(self._backend, self.url, message)
 
     def _text_received(self, text):
         self._call_handler("text_received", text)

@@ -84,6 +84,7 @@ def makeService(options):
     from twisted.internet import reactor
     from twisted.web.server import Site
 
+    from cfosproxy.backend import BackendOutages
     from cfosproxy.backendprofiles import BackendProfiles
     from cfosproxy.chargepoint import ModbusChargePoint
     from cfosproxy.devices import DeviceRegistry
@@ -139,10 +140,14 @@ def makeService(options):
     def backend_limit(device):
         return backend_profiles.limit_now(device, reactor.seconds())
 
+    # One log of backend outages for all links: a backend that goes down is
+    # one warning, not one per wallbox.
+    outages = BackendOutages(reactor)
+
     def gateway_for(wallbox, key):
         return _gateway(
             wallbox, key, config, store, local, reactor, backend_profiles,
-            options.gateway_tls.get(wallbox.name), counter.count_backend,
+            options.gateway_tls.get(wallbox.name), counter.count_backend, outages,
         )
 
     # OCPP wallboxes with a backend: one gateway per ChargeBox-ID.
@@ -250,7 +255,7 @@ def makeService(options):
     return top
 
 
-def _gateway(wallbox, key, config, store, local, reactor, backend_profiles, tls_options, count):
+def _gateway(wallbox, key, config, store, local, reactor, backend_profiles, tls_options, count, outages):
     """The gateway and backend link of one wallbox's C{gateway_url}."""
     from cfosproxy.backend import BackendLink, backend_url
     from cfosproxy.gateway import Gateway
@@ -279,5 +284,6 @@ def _gateway(wallbox, key, config, store, local, reactor, backend_profiles, tls_
         ping_interval=config.server.ping_interval,
         max_message_size=config.server.max_message_size,
         tls_options=tls_options,
+        outages=outages,
     )
     return gateway

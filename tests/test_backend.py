@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from zope.interface import implementer
 
 from cfosproxy import certs
-from cfosproxy.backend import BackendLink, IBackendHandler, backend_url
+from cfosproxy.backend import BackendLink, BackendOutages, IBackendHandler, backend_url
 from tests.certutil import TestPKI
 from tests.harness import asyncio_test, free_port, wait_deferred
 
@@ -515,3 +515,37 @@ class TLSTests(LinkTestCase):
         self.assertRegex(link.last_error, "TLS handshake failed|client certificate")
         self.assertTrue(handler.events.empty())
         self.assertEqual(backend.requests, [])
+
+
+class OutageLogTests(LinkTestCase):
+    """A backend that goes down is logged once for all its links."""
+
+    @asyncio_test
+    async def test_one_warning_for_many_links_and_one_line_when_back(self):
+        """Three wallboxes' links to one backend that is down: one warning
+        naming the backend, not three; once it is back and every link is
+        open, one line saying so."""
+        port = free_port()
+        outages = BackendOutages(reactor)
+        links = [
+            self.link(
+                backend_url("ws://127.0.0.1:{}/ocpp".format(port), "CB-{}".format(n)),
+                outages=outages,
+            )
+            for n in range(3)
+        ]
+        await eventually(lambda: all(link.state == "failed" for link in links))
+        await asyncio.sleep(0.3)  # several more failed attempts each
+        warnings = [formatEvent(e) for e in self.link_log(LogLevel.warn)]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("ws://127.0.0.1:{}/ocpp/".format(port), warnings[0])
+        self.assertIn("connection refused", warnings[0])
+
+        backend = FakeBackend()
+        backend.port = port
+        await backend.start()
+        self.addCleanup(lambda: defer.Deferred.fromFuture(asyncio.ensure_future(backend.stop())))
+        await eventually(lambda: all(link.state == "connected" for link in links))
+        back = [formatEvent(e) for e in self.link_log(LogLevel.info) if "reachable again" in formatEvent(e)]
+        self.assertEqual(len(back), 1, back)
+        self.assertEqual(len(self.link_log(LogLevel.warn)), 1)
