@@ -152,6 +152,10 @@ class Gateway:
         self._timer = None
         self._boot_timer = None
         self._pump_waiting = False
+        # Queued messages whose commit the wallbox's answer still waits for,
+        # and those of them the backend has already answered.
+        self._unstored = set()
+        self._answered_early = {}
 
     @property
     def store(self):
@@ -227,20 +231,25 @@ class Gateway:
                 self.link_id, call.action, call.to_text(), self._clock.seconds()
             )
         except StoreError:
+            message = None
             d = defer.fail()
         else:
             # Nothing goes on, to the backend or to the wallbox, before the
             # message is on disk (the store commits its writes in groups).
+            self._unstored.add(message.id)
             d = self.store.durable()
             d.addCallback(lambda _: self._stored(call, message))
-        d.addErrback(self._not_stored, call)
+        d.addErrback(self._not_stored, call, message)
         return d
 
-    def _not_stored(self, failure, call):
+    def _not_stored(self, failure, call, message):
         """The store could not keep the message (a full disk, a broken
         file): the wallbox gets an error and keeps the message itself, to
         send it again (OCPP 1.6 §3.7 lets it retry)."""
         failure.trap(StoreError)
+        if message is not None:
+            self._unstored.discard(message.id)
+            self._answered_early.pop(message.id, None)
         self.last_error = str(failure.value)
         self._log.error(
             "{cbid}: {action} could not be stored, answered with an error: "
@@ -256,6 +265,13 @@ class Gateway:
     def _stored(self, call, message):
         """The message is on disk: deliver it now if nothing older waits,
         else answer the wallbox locally and deliver it later."""
+        self._unstored.discard(message.id)
+        early = self._answered_early.pop(message.id, None)
+        if early is not None:
+            # Its group was committed early (by another write that had to
+            # be on disk at once) and the queue got to it, and the backend
+            # answered, before this turn ended: that answer is the one.
+            return early
         if self._in_flight == message.id:
             # The queue got to it in the same turn (the message before it
             # was answered): the backend's answer goes to the wallbox.
@@ -378,10 +394,19 @@ class Gateway:
         outcome = "result" if isinstance(answer, CallResult) else "error"
         self._count(call.action, "to_backend", outcome)
 
+    def _waiter_of(self, message, call):
+        """Who waits for the backend's answer to C{message}: the wallbox, if
+        it sent it live (registered now if its commit is yet to be told)."""
+        waiter = self._waiters.pop(message.id, None)
+        if waiter is None and message.id in self._unstored:
+            waiter = (defer.Deferred(), call)
+            self._answered_early[message.id] = waiter[0]
+        return waiter
+
     def _delivered(self, answer, message, call):
         self._in_flight = None
         self._count_answer(call, answer)
-        waiter = self._waiters.pop(message.id, None)
+        waiter = self._waiter_of(message, call)
         if isinstance(answer, CallError):
             return self._refused(answer, message, call, waiter)
         if call.action == "StartTransaction":

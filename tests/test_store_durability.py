@@ -268,3 +268,31 @@ def test_damage_while_running_says_what_to_do(tmp_path):
         store.enqueue("CB-1", "MeterValues", "m", 0)
     assert "restore the store from a backup" in str(error.value)
     store.close()
+
+
+def test_backend_answer_before_the_commit_is_told_reaches_the_wallbox(tmp_path):
+    """Another write that must be on disk at once (a transaction id handed
+    out elsewhere) commits the open group early; the backend link opens and
+    accepts the boot, the queue sends the new StartTransaction and the
+    backend answers it, all before the commit's waiters are told at the end
+    of the turn. The wallbox gets the backend's answer, with the backend's
+    transaction id, not a local one."""
+    rig = GatewayRig(tmp_path)
+    rig.send("b1", "BootNotification", {"chargePointVendor": "v", "chargePointModel": "m"})
+    rig.scheduler.run()
+    rig.send("s1", "StartTransaction", START)
+    rig.store.next_transaction_id()  # commits the group now
+    rig.gateway.link_opened(rig.link)
+    boot = json.loads(rig.link.sent[-1])
+    assert boot[2] == "BootNotification"
+    rig.gateway.text_received(json.dumps(
+        [3, boot[1], {"status": "Accepted", "currentTime": "2026-11-23T10:00:00Z", "interval": 300}]
+    ))
+    assert json.loads(rig.link.sent[-1])[1] == "s1"  # the queue went on
+    rig.gateway.text_received(
+        '[3,"s1",{"transactionId":4711,"idTagInfo":{"status":"Accepted"}}]'
+    )
+    rig.scheduler.run()
+    assert rig.wallbox.sent[-1] == '[3,"s1",{"transactionId":4711,"idTagInfo":{"status":"Accepted"}}]'
+    assert rig.store.queued("CB-1") == []
+    rig.store.close()
