@@ -525,10 +525,12 @@ class Gateway:
             return
         boot = parse_frame(text)
         d = self.backend.send_call(Call(new_unique_id(), boot.action, boot.payload))
-        d.addCallback(self._boot_answered)
+        d.addCallback(self._boot_answered, again=True)
         d.addErrback(lambda f: f.trap(CallTimeout, SessionClosed))
 
-    def _boot_answered(self, answer):
+    def _boot_answered(self, answer, again=False):
+        """The backend answered a BootNotification: the wallbox's own, or
+        (C{again}) the one the gateway sent for it when the link opened."""
         if not isinstance(answer, CallResult):
             return answer
         status = answer.payload.get("status")
@@ -545,12 +547,38 @@ class Gateway:
                 backend_booted = getattr(self.wallbox, "backend_booted", None)
                 if backend_booted is not None and not self.wallbox.closed:
                     backend_booted()
+                elif again and self.wallbox is not None and not self.wallbox.closed:
+                    self._ask_for_status()
             self._pump()
         elif self._boot_timer is None:
             delay = max(MIN_BOOT_RETRY, answer.payload.get("interval") or 0)
             self.last_error = "BootNotification {}".format(status)
             self._boot_timer = self._clock.callLater(delay, self._boot_again)
         return answer
+
+    def _ask_for_status(self):
+        """Ask an OCPP wallbox to send its StatusNotifications again (OCPP
+        1.6 TriggerMessage), for a backend that was away or restarted and
+        knows nothing of its connectors since. A wallbox that cannot do
+        this is left alone: the backend learns at its next change."""
+        d = self.wallbox.call("TriggerMessage", {"requestedMessage": "StatusNotification"})
+
+        def answered(payload):
+            if payload.get("status") != "Accepted":
+                self._log.info(
+                    "{cbid}: TriggerMessage StatusNotification answered {status}",
+                    cbid=self.chargebox_id,
+                    status=payload.get("status"),
+                )
+
+        def failed(failure):
+            self._log.info(
+                "{cbid}: TriggerMessage StatusNotification: {error}",
+                cbid=self.chargebox_id,
+                error=failure.getErrorMessage(),
+            )
+
+        d.addCallbacks(answered, failed)
 
     def _boot_again(self):
         self._boot_timer = None

@@ -206,6 +206,7 @@ class Wallbox:
         self.gap = gap
         self.sent = []
         self.stray = []  # frames the wallbox did not expect
+        self.triggers = 0  # TriggerMessages the gateway sent after outages
         self.transaction_ids = {}
         self._ids = (str(n) for n in itertools.count(1))
         self._outstanding = None
@@ -220,6 +221,15 @@ class Wallbox:
 
     def send_text(self, text):
         frame = json.loads(text)
+        if frame[0] == 2 and frame[2] == "TriggerMessage":
+            # After each outage the gateway asks for the status again; a
+            # real charge point accepts (and reports, which changes nothing
+            # here).
+            self.triggers += 1
+            self.clock.callLater(
+                0, self.session.text_received, json.dumps([3, frame[1], {"status": "Accepted"}])
+            )
+            return
         if frame[0] == 2:
             # No manager here, and the backend sends no CALLs: none expected.
             self.stray.append(frame)

@@ -278,3 +278,44 @@ def test_a_closing_link_ends_the_backend_leg_at_once(tmp_path):
     assert rig.gateway.status()["booted"] is False
     assert rig.wallbox_sends("s1", "StartTransaction", START)[:2] == [3, "s1"]
     assert [m.action for m in rig.store.queued("CB-1")] == ["StartTransaction"]
+
+
+BOOT = {"chargePointVendor": "v", "chargePointModel": "m"}
+BOOT_ANSWER = {"status": "Accepted", "currentTime": "2026-11-23T10:00:00Z", "interval": 300}
+
+
+def test_status_is_asked_for_again_after_the_backend_was_away(tmp_path):
+    """When the link opens again and the backend accepts the boot that the
+    gateway sends for the wallbox, the wallbox is asked (TriggerMessage) to
+    send its StatusNotifications again: the backend knows nothing of its
+    connectors since. The wallbox's own boot asks nothing (it reports its
+    status by itself after booting)."""
+    rig = Rig(tmp_path)
+    rig.open_link()
+    rig.session.text_received(json.dumps([2, "b1", "BootNotification", BOOT]))
+    rig.backend_answers("b1", BOOT_ANSWER)
+    assert rig.wallbox.last() == [3, "b1", BOOT_ANSWER]
+    rig.gateway.link_closed("gone")
+    rig.open_link()  # answers the gateway's boot with Accepted
+    trigger = rig.wallbox.last()
+    assert trigger[0] == 2 and trigger[2:] == ["TriggerMessage", {"requestedMessage": "StatusNotification"}]
+    # The wallbox accepts and reports; the report goes to the backend.
+    rig.session.text_received(json.dumps([3, trigger[1], {"status": "Accepted"}]))
+    rig.session.text_received('[2,"st1","StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Charging"}]')
+    assert json.loads(rig.link.sent[-1])[1:3] == ["st1", "StatusNotification"]
+
+
+def test_a_wallbox_without_trigger_message_is_left_alone(tmp_path):
+    """A wallbox that answers TriggerMessage with NotImplemented goes on as
+    before: one log line, nothing else."""
+    rig = Rig(tmp_path)
+    rig.open_link()
+    rig.session.text_received(json.dumps([2, "b1", "BootNotification", BOOT]))
+    rig.backend_answers("b1", BOOT_ANSWER)
+    rig.gateway.link_closed("gone")
+    rig.open_link()
+    trigger = rig.wallbox.last()
+    rig.session.text_received(json.dumps([4, trigger[1], "NotImplemented", "", {}]))
+    rig.session.text_received('[2,"h1","Heartbeat",{}]')
+    assert json.loads(rig.link.sent[-1])[1:3] == ["h1", "Heartbeat"]
+    assert rig.gateway.booted and rig.gateway.backend is not None
