@@ -70,6 +70,31 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def make_certificates(directory):
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it,
+    made with cfosproxy's own certificate tool (ECDSA P-256).
+
+    @return: C{(ca.pem, server.pem, server-key.pem)} paths.
+    """
+    sys.path.insert(0, ROOT)
+    from cfosproxy import certtool  # cfosproxy from this tree
+
+    for argv in (
+        ["ca", "--out", directory, "--cn", "Bench CA"],
+        ["server", "--ca", os.path.join(directory, "ca.pem"),
+         "--ca-key", os.path.join(directory, "ca-key.pem"), "--out", directory, "--ip", "127.0.0.1"],
+    ):
+        with open(os.devnull, "w") as quiet:
+            stdout, sys.stdout = sys.stdout, quiet
+            try:
+                status = certtool.main(argv)
+            finally:
+                sys.stdout = stdout
+        if status != 0:
+            raise RuntimeError("cfosproxy-certs {} failed ({})".format(argv[0], status))
+    return tuple(os.path.join(directory, name) for name in ("ca.pem", "server.pem", "server-key.pem"))
+
+
 class Backend:
     """The backend peer in its own process (C{bench/backend.py}).
 
@@ -87,6 +112,7 @@ class Backend:
             self._args += ["--log", log]
         if tls:
             self._args += ["--cert", tls[0], "--key", tls[1]]
+        self._scheme = "wss" if tls else "ws"
         self.process = None
         self._stderr = stderr
 
@@ -108,7 +134,7 @@ class Backend:
 
     @property
     def url(self):
-        return "ws://127.0.0.1:{}/ocpp/".format(self.port)
+        return "{}://127.0.0.1:{}/ocpp/".format(self._scheme, self.port)
 
 
 class Proxy:

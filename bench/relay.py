@@ -26,6 +26,7 @@ three processes share its cores).
 import argparse
 import asyncio
 import os
+import tempfile
 import time
 
 import common
@@ -74,11 +75,12 @@ async def latency(boxes, seconds, rate):
     return samples
 
 
-async def connect(urls):
+async def connect(urls, ca=None):
     # Without compression, as cfosproxy talks to both sides: the websockets
     # client would otherwise agree on permessage-deflate with the backend,
     # and the direct run would do work the proxied one does not.
-    return await common.connect_many(urls, compression=None, proxy=None)
+    tls = {"ssl": common.client_ssl(ca)} if ca else {}
+    return await common.connect_many(urls, compression=None, proxy=None, **tls)
 
 
 async def scenario(boxes, args, pid):
@@ -106,12 +108,23 @@ def main():
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--json", help="write the figures to this file too")
     parser.add_argument("--profile", help="run cfosproxy under cProfile, stats to this file")
+    parser.add_argument(
+        "--tls", action="store_true",
+        help="everything over TLS: the wallboxes to cfosproxy (tls = on) and "
+        "to the backend, and cfosproxy's backend legs (wss://)",
+    )
     args = parser.parse_args()
 
-    backend = common.Backend().start()
+    ca = None
+    tls_files = None
+    if args.tls:
+        ca, *tls_files = common.make_certificates(tempfile.mkdtemp(prefix="cfosproxy-relay-"))
+    backend = common.Backend(tls=tls_files).start()
     proxy = common.Proxy(
         [("w{}".format(i), "CB-{}".format(i), backend.url) for i in range(args.wallboxes)],
         mode="observe", profile=args.profile,
+        server="tls = on\n" if args.tls else "",
+        wallbox_extra="gateway_ca = {}\n".format(ca) if args.tls else "",
     )
     try:
         proxy.start()
@@ -119,9 +132,15 @@ def main():
         idle_rss = common.rss_kib(proxy.process.pid)
 
         async def run():
-            boxes = await connect(["{}CB-{}".format(backend.url, i) for i in range(args.wallboxes)])
+            boxes = await connect(["{}CB-{}".format(backend.url, i) for i in range(args.wallboxes)], ca)
             direct = await scenario(boxes, args, backend.process.pid)
-            boxes = await connect([proxy.url("CB-{}".format(i)) for i in range(args.wallboxes)])
+            # cfosproxy made its self-signed certificate on start (it names
+            # 127.0.0.1): with --tls the wallboxes trust exactly that one.
+            own = os.path.join(proxy.directory, "var", "server-cert.pem") if args.tls else None
+            scheme = "wss" if args.tls else "ws"
+            boxes = await connect(
+                [proxy.url("CB-{}".format(i), scheme) for i in range(args.wallboxes)], own
+            )
             # Memory is read with every wallbox connected and its backend
             # leg open; the status API tells when they are.
             links, _ = await asyncio.get_running_loop().run_in_executor(
@@ -138,6 +157,7 @@ def main():
     problems, lines = proxy.log_problems()
     figures = {
         "wallboxes": args.wallboxes,
+        "tls": args.tls,
         "cpu_cores": os.cpu_count(),
         "startup_to_listening_s": round(proxy.startup_s, 3),
         "backend_links_open": links,
@@ -168,8 +188,8 @@ def main():
         ("s from start to listening", None, figures["startup_to_listening_s"], None),
     ]
     common.report(
-        "Relay: {} wallboxes (direct = backend alone; CPU: backend direct, cfosproxy via)".format(
-            args.wallboxes),
+        "Relay: {} wallboxes{} (direct = backend alone; CPU: backend direct, cfosproxy via)".format(
+            args.wallboxes, " over TLS" if args.tls else ""),
         rows, figures, args.json,
     )
     print("added latency p50 {added_p50_ms} ms, p99 {added_p99_ms} ms; "

@@ -31,32 +31,8 @@ import time
 
 import common
 
-sys.path.insert(0, common.ROOT)
-from cfosproxy import certtool  # noqa: E402  (cfosproxy from this tree)
-
 # The issue's target: this many wallboxes re-admitted over TLS in this time.
 TARGET_WALLBOXES, TARGET_S = 1000, 10.0
-
-
-def make_certificates(directory):
-    """A throwaway CA and a server certificate for 127.0.0.1 signed by it.
-
-    @return: C{(ca.pem, server.pem, server-key.pem)} paths.
-    """
-    for argv in (
-        ["ca", "--out", directory, "--cn", "Bench CA"],
-        ["server", "--ca", os.path.join(directory, "ca.pem"),
-         "--ca-key", os.path.join(directory, "ca-key.pem"), "--out", directory, "--ip", "127.0.0.1"],
-    ):
-        with open(os.devnull, "w") as quiet:
-            stdout, sys.stdout = sys.stdout, quiet
-            try:
-                status = certtool.main(argv)
-            finally:
-                sys.stdout = stdout
-        if status != 0:
-            raise RuntimeError("cfosproxy-certs {} failed ({})".format(argv[0], status))
-    return tuple(os.path.join(directory, name) for name in ("ca.pem", "server.pem", "server-key.pem"))
 
 
 def storm(generator, pid, urls, ca, args, status_port=None):
@@ -195,7 +171,7 @@ def main():
     args = parser.parse_args()
 
     args.directory = tempfile.mkdtemp(prefix="cfosproxy-storm-")
-    tls_files = make_certificates(args.directory)
+    tls_files = common.make_certificates(args.directory)
     generator = common.LoadGenerator(args.workers).start()
     try:
         print("direct: {} wallboxes".format(args.wallboxes), file=sys.stderr)
