@@ -151,11 +151,9 @@ class Gateway:
         self._waiters = {}
         self._timer = None
         self._boot_timer = None
-        self._pump_waiting = False
-        # Queued messages whose commit the wallbox's answer still waits for,
-        # and those of them the backend has already answered.
+        # Queued messages whose wallbox waits for their commit to be told
+        # (L{_stored}); the queue leaves them to it.
         self._unstored = set()
-        self._answered_early = {}
 
     @property
     def store(self):
@@ -249,7 +247,8 @@ class Gateway:
         failure.trap(StoreError)
         if message is not None:
             self._unstored.discard(message.id)
-            self._answered_early.pop(message.id, None)
+            # Messages behind it may wait for the queue.
+            self._pump()
         self.last_error = str(failure.value)
         self._log.error(
             "{cbid}: {action} could not be stored, answered with an error: "
@@ -266,18 +265,6 @@ class Gateway:
         """The message is on disk: deliver it now if nothing older waits,
         else answer the wallbox locally and deliver it later."""
         self._unstored.discard(message.id)
-        early = self._answered_early.pop(message.id, None)
-        if early is not None:
-            # Its group was committed early (by another write that had to
-            # be on disk at once) and the queue got to it, and the backend
-            # answered, before this turn ended: that answer is the one.
-            return early
-        if self._in_flight == message.id:
-            # The queue got to it in the same turn (the message before it
-            # was answered): the backend's answer goes to the wallbox.
-            waiter = defer.Deferred()
-            self._waiters[message.id] = (waiter, call)
-            return waiter
         if self._can_deliver():
             first = self.store.first_queued(self.link_id)
             if first is not None and first.id == message.id:
@@ -285,7 +272,10 @@ class Gateway:
                 self._waiters[message.id] = (waiter, call)
                 self._deliver(message, call)
                 return waiter
-        return self._answer_locally(call, message)
+        answer = self._answer_locally(call, message)
+        # An older message the queue left to its own commit may be free now.
+        self._pump()
+        return answer
 
     def _answer_locally(self, call, message=None):
         """Answer as the central system, while the backend is away."""
@@ -353,23 +343,18 @@ class Gateway:
         """Deliver the oldest queued message, if the backend can take it."""
         if not self._can_deliver():
             return
-        if self.store.uncommitted:
-            # Only what is on disk goes out: a message whose commit then
-            # failed would reach the backend and, sent again by the
-            # wallbox, reach it twice.
-            if not self._pump_waiting:
-                self._pump_waiting = True
-                self.store.durable().addBoth(self._pump_after_commit)
-            return
         message = self.store.first_queued(self.link_id)
         if message is None:
             self._stop_link_if_idle()
             return
+        if message.id in self._unstored:
+            # Its wallbox waits to hear that it is on disk: L{_stored}
+            # delivers it then, with the wallbox waiting for the backend's
+            # answer. Sent now, it could reach the backend before its commit
+            # (and, should that fail, twice), or be answered before the
+            # wallbox is told and so be answered locally as well.
+            return
         self._deliver(message, parse_frame(message.text))
-
-    def _pump_after_commit(self, _):
-        self._pump_waiting = False
-        self._pump()
 
     def _deliver(self, message, call):
         """Send the queued C{message} (as C{call}) to the backend, with the
@@ -394,19 +379,10 @@ class Gateway:
         outcome = "result" if isinstance(answer, CallResult) else "error"
         self._count(call.action, "to_backend", outcome)
 
-    def _waiter_of(self, message, call):
-        """Who waits for the backend's answer to C{message}: the wallbox, if
-        it sent it live (registered now if its commit is yet to be told)."""
-        waiter = self._waiters.pop(message.id, None)
-        if waiter is None and message.id in self._unstored:
-            waiter = (defer.Deferred(), call)
-            self._answered_early[message.id] = waiter[0]
-        return waiter
-
     def _delivered(self, answer, message, call):
         self._in_flight = None
         self._count_answer(call, answer)
-        waiter = self._waiter_of(message, call)
+        waiter = self._waiters.pop(message.id, None)
         if isinstance(answer, CallError):
             return self._refused(answer, message, call, waiter)
         if call.action == "StartTransaction":

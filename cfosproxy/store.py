@@ -291,11 +291,6 @@ class Store:
                 self._commit_scheduled = True
                 self._schedule_commit(self._scheduled_commit)
 
-    @property
-    def uncommitted(self):
-        """Whether grouped writes wait for their commit."""
-        return self._group is not None
-
     def durable(self):
         """A Deferred that fires once every write so far is on disk, or
         fails with L{StoreError} if the commit failed (the grouped writes

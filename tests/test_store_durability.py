@@ -272,11 +272,11 @@ def test_damage_while_running_says_what_to_do(tmp_path):
 
 def test_backend_answer_before_the_commit_is_told_reaches_the_wallbox(tmp_path):
     """Another write that must be on disk at once (a transaction id handed
-    out elsewhere) commits the open group early; the backend link opens and
-    accepts the boot, the queue sends the new StartTransaction and the
-    backend answers it, all before the commit's waiters are told at the end
-    of the turn. The wallbox gets the backend's answer, with the backend's
-    transaction id, not a local one."""
+    out elsewhere) commits the open group early, and the backend link opens
+    and accepts the boot before the commit's waiters are told at the end of
+    the turn. The queue leaves the new StartTransaction to its wallbox's
+    waiter, which sends it on; the wallbox gets the backend's answer, with
+    the backend's transaction id, not a local one."""
     rig = GatewayRig(tmp_path)
     rig.send("b1", "BootNotification", {"chargePointVendor": "v", "chargePointModel": "m"})
     rig.scheduler.run()
@@ -288,11 +288,12 @@ def test_backend_answer_before_the_commit_is_told_reaches_the_wallbox(tmp_path):
     rig.gateway.text_received(json.dumps(
         [3, boot[1], {"status": "Accepted", "currentTime": "2026-11-23T10:00:00Z", "interval": 300}]
     ))
-    assert json.loads(rig.link.sent[-1])[1] == "s1"  # the queue went on
+    assert json.loads(rig.link.sent[-1])[2] == "BootNotification"  # s1 waits
+    rig.scheduler.run()
+    assert json.loads(rig.link.sent[-1])[1] == "s1"
     rig.gateway.text_received(
         '[3,"s1",{"transactionId":4711,"idTagInfo":{"status":"Accepted"}}]'
     )
-    rig.scheduler.run()
     assert rig.wallbox.sent[-1] == '[3,"s1",{"transactionId":4711,"idTagInfo":{"status":"Accepted"}}]'
     assert rig.store.queued("CB-1") == []
     rig.store.close()
