@@ -28,11 +28,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cfosproxy.errors import StoreError
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.frames import Call, CallError, CallResult, parse_frame
 from cfosproxy.ocpp.ids import new_unique_id
 from cfosproxy.session import CallTimeout, IWallboxConnection, OcppSession, SessionClosed
-from cfosproxy.store import StoreError
 
 # The messages OCPP 1.6 §3.7 asks a charge point to deliver reliably, in
 # order; DataTransfer joins them because payment terminals bill with it.

@@ -6,10 +6,10 @@ Sans-IO: a clock for the time of day, a callable for transaction ids.
 
 from twisted.logger import Logger
 
+from cfosproxy.errors import StoreError
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.schemas import validate_call
 from cfosproxy.ocpp.times import ocpp_time
-from cfosproxy.store import StoreError
 
 # The CALLs a charge point sends to a central system in OCPP 1.6 (§4 of the
 # specification). Any other action from a wallbox is one we know of but that

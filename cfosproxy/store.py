@@ -27,6 +27,8 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from cfosproxy.errors import StoreError
+
 STORE_FILE = "cfosproxy.sqlite"
 
 # Schema migrations, applied in order; PRAGMA user_version counts how many
@@ -99,10 +101,6 @@ _MESSAGE_COLUMNS = (
     "id, link, action, text, attempts, last_error, queued_at, local_transaction_id"
 )
 _DEAD_LETTER_COLUMNS = "id, link, action, text, attempts, reason, queued_at, dead_at"
-
-
-class StoreError(Exception):
-    """The store cannot be opened or written; the message says which file."""
 
 
 @dataclass(frozen=True)

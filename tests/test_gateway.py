@@ -315,6 +315,7 @@ def test_a_wallbox_without_trigger_message_is_left_alone(tmp_path):
     rig.gateway.link_closed("gone")
     rig.open_link()
     trigger = rig.wallbox.last()
+    assert trigger[0] == 2 and trigger[2] == "TriggerMessage"
     rig.session.text_received(json.dumps([4, trigger[1], "NotImplemented", "", {}]))
     rig.session.text_received('[2,"h1","Heartbeat",{}]')
     assert json.loads(rig.link.sent[-1])[1:3] == ["h1", "Heartbeat"]
