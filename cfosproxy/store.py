@@ -144,6 +144,8 @@ class Store:
         called soon, after the other work at hand (in the daemon: the
         reactor's C{callLater(0, f)}); grouped writes are committed then.
         None commits each write at once.
+    @param check: run the checks for a damaged or foreign file (C{PRAGMA
+        quick_check} reads every page); False when they passed moments ago.
     @raise StoreError: the file cannot be opened, is not SQLite, is
         damaged, belongs to another application, or was written by a newer
         cfosproxy.
@@ -151,7 +153,7 @@ class Store:
 
     _log = Logger()
 
-    def __init__(self, path, schedule_commit=None):
+    def __init__(self, path, schedule_commit=None, check=True):
         self.path = path
         self._schedule_commit = schedule_commit
         # While grouped writes wait for their commit: the Deferreds of
@@ -170,7 +172,8 @@ class Store:
         try:
             # Checked before anything is written to it: neither a damaged
             # file nor another application's database is to be changed.
-            self._check()
+            if check:
+                self._check()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._migrate()
@@ -189,9 +192,9 @@ class Store:
             raise StoreError("cannot open store {}: {}".format(path, e)) from e
 
     @classmethod
-    def in_state_dir(cls, state_dir, schedule_commit=None):
+    def in_state_dir(cls, state_dir, schedule_commit=None, check=True):
         """Open the store file in C{state_dir}."""
-        return cls(os.path.join(state_dir, STORE_FILE), schedule_commit)
+        return cls(os.path.join(state_dir, STORE_FILE), schedule_commit, check)
 
     def _check(self):
         """Refuse a file that is damaged or is not a cfosproxy store.
@@ -728,17 +731,23 @@ class StoreService(service.Service):
 
     Opening happens in C{startService}, not earlier, because twistd forks
     when it daemonizes and an SQLite connection must not cross a fork.
+
+    @param checked: the file was checked moments ago (the daemon's options
+        open it once before twistd forks); its pages are not read again.
     """
 
     _log = Logger()
 
-    def __init__(self, state_dir, schedule_commit=None):
+    def __init__(self, state_dir, schedule_commit=None, checked=False):
         self.state_dir = state_dir
         self.store = None
         self._schedule_commit = schedule_commit
+        self._checked = checked
 
     def startService(self):
-        self.store = Store.in_state_dir(self.state_dir, self._schedule_commit)
+        self.store = Store.in_state_dir(
+            self.state_dir, self._schedule_commit, check=not self._checked
+        )
         self._log.info("store open at {path}", path=self.store.path)
         service.Service.startService(self)
 

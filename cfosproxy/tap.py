@@ -115,8 +115,11 @@ def makeService(options):
     top = OrderedMultiService()
     # Queue writes are committed together at the end of the reactor's
     # turn: one fsync for all the messages that arrived in it.
+    # Options.prepare has just checked the file.
     store = StoreService(
-        config.manager.state_dir, lambda commit: reactor.callLater(0, commit)
+        config.manager.state_dir,
+        lambda commit: reactor.callLater(0, commit),
+        checked=True,
     )
     store.setServiceParent(top)
 

@@ -199,3 +199,17 @@ def test_daemon_refusal_is_one_message_without_traceback(daemon_on_damaged_store
     a Python traceback around it."""
     returncode, output, path = daemon_on_damaged_store
     assert "Traceback" not in output
+
+
+def test_a_file_checked_moments_ago_is_not_read_again(tmp_path, monkeypatch):
+    """The daemon checks the store before twistd forks and opens it again
+    after: the second open skips the page-by-page check, the first one
+    makes it."""
+    from cfosproxy import store as store_module
+
+    checks = []
+    real = store_module.Store._check
+    monkeypatch.setattr(store_module.Store, "_check", lambda self: checks.append(self.path) or real(self))
+    Store.in_state_dir(str(tmp_path)).close()
+    Store.in_state_dir(str(tmp_path), check=False).close()
+    assert checks == [str(tmp_path / STORE_FILE)]
