@@ -26,6 +26,7 @@ from twisted.logger import (
 from zope.interface import Interface, implementer
 
 from cfosproxy.tls import client_tls_options
+from cfosproxy.writethrough import WriteThroughMixin
 
 SUBPROTOCOL = "ocpp1.6"
 CLOSE_HANDSHAKE_TIMEOUT = 5
@@ -414,7 +415,7 @@ class BackendLink:
         return random.uniform(self._min_delay, cap)
 
 
-class _BackendProtocol(WebSocketClientProtocol):
+class _BackendProtocol(WriteThroughMixin, WebSocketClientProtocol):
     """The WebSocket to the backend; reports to C{factory.link}."""
 
     _log = Logger()

@@ -13,6 +13,7 @@ from zope.interface import implementer
 
 from cfosproxy import tls
 from cfosproxy.session import IWallboxConnection
+from cfosproxy.writethrough import WriteThroughMixin
 
 SUBPROTOCOL = "ocpp1.6"
 
@@ -43,7 +44,7 @@ def chargebox_id_from_path(path):
 
 
 @implementer(IWallboxConnection)
-class WallboxServerProtocol(WebSocketServerProtocol):
+class WallboxServerProtocol(WriteThroughMixin, WebSocketServerProtocol):
     """One wallbox's WebSocket.
 
     C{self.peer} (the remote address, for logs) is Autobahn's own.
