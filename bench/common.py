@@ -23,6 +23,7 @@ import websockets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND_SCRIPT = os.path.join(ROOT, "bench", "backend.py")
+BARE_RELAY_SCRIPT = os.path.join(ROOT, "bench", "barerelay.py")
 
 
 def free_port():
@@ -95,31 +96,24 @@ def make_certificates(directory):
     return tuple(os.path.join(directory, name) for name in ("ca.pem", "server.pem", "server-key.pem"))
 
 
-class Backend:
-    """The backend peer in its own process (C{bench/backend.py}).
+class _PeerProcess:
+    """A benchmark peer in its own process that prints ``ready`` once it
+    listens, and stops on SIGTERM.
 
-    @param log: a file to which the backend appends one JSON line per CALL
-        it receives (C{[client id, action, payload]}), or None.
-    @param tls: (certificate file, key file) to serve wss, or None.
-    @param stderr: a file for the backend's error output (the websockets
-        library logs a traceback per connection reset); None: inherited.
+    @param stderr: a file for the process's error output; None: inherited.
     """
 
-    def __init__(self, port=None, log=None, tls=None, stderr=None):
-        self.port = port or free_port()
-        self._args = [sys.executable, BACKEND_SCRIPT, "--port", str(self.port)]
-        if log:
-            self._args += ["--log", log]
-        if tls:
-            self._args += ["--cert", tls[0], "--key", tls[1]]
-        self._scheme = "wss" if tls else "ws"
-        self.process = None
+    def __init__(self, args, stderr=None):
+        self._args = args
         self._stderr = stderr
+        self.process = None
 
     def start(self):
-        self.process = subprocess.Popen(self._args, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.process = subprocess.Popen(
+            self._args, stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
         if self.process.stdout.readline().strip() != "ready":
-            raise RuntimeError("the backend did not start")
+            raise RuntimeError("{} did not start".format(os.path.basename(self._args[1])))
         return self
 
     def stop(self):
@@ -132,9 +126,43 @@ class Backend:
                 self.process.wait()
             self.process = None
 
+
+class Backend(_PeerProcess):
+    """The backend peer in its own process (C{bench/backend.py}).
+
+    @param log: a file to which the backend appends one JSON line per CALL
+        it receives (C{[client id, action, payload]}), or None.
+    @param tls: (certificate file, key file) to serve wss, or None.
+    @param stderr: a file for the backend's error output (the websockets
+        library logs a traceback per connection reset); None: inherited.
+    """
+
+    def __init__(self, port=None, log=None, tls=None, stderr=None):
+        self.port = port or free_port()
+        args = [sys.executable, BACKEND_SCRIPT, "--port", str(self.port)]
+        if log:
+            args += ["--log", log]
+        if tls:
+            args += ["--cert", tls[0], "--key", tls[1]]
+        super().__init__(args, stderr)
+        self._scheme = "wss" if tls else "ws"
+
     @property
     def url(self):
         return "{}://127.0.0.1:{}/ocpp/".format(self._scheme, self.port)
+
+
+class BareRelay(_PeerProcess):
+    """The stack's floor (C{bench/barerelay.py}): a Twisted and Autobahn
+    relay that only passes frames on, to C{backend_url} (plain ws://)."""
+
+    def __init__(self, backend_url):
+        self.port = free_port()
+        super().__init__([sys.executable, BARE_RELAY_SCRIPT, "--port", str(self.port),
+                          "--backend", backend_url])
+
+    def url(self, chargebox_id):
+        return "ws://127.0.0.1:{}/{}".format(self.port, chargebox_id)
 
 
 class Proxy:

@@ -21,6 +21,10 @@ three processes share its cores).
   wallboxes; p50 and p99 round-trip time, and what cfosproxy adds.
 - memory: cfosproxy's resident set size before and after the wallboxes
   connect, read once every backend leg is open; per wallbox.
+- the stack's floor (not with --tls): the two saturation scenarios through
+  ``bench/barerelay.py``, a relay on Twisted and Autobahn that only passes
+  frames on. Its CPU per round trip is what the stack costs before any of
+  cfosproxy's work; cfosproxy's throughput is also given as a ratio to it.
 """
 
 import argparse
@@ -83,7 +87,7 @@ async def connect(urls, ca=None):
     return await common.connect_many(urls, compression=None, proxy=None, **tls)
 
 
-async def scenario(boxes, args, pid):
+async def scenario(boxes, args, pid, with_latency=True):
     """The saturation and latency scenarios on connected C{boxes};
     C{pid} is the process whose CPU time counts (the server)."""
     try:
@@ -92,6 +96,8 @@ async def scenario(boxes, args, pid):
             boxes, args.seconds, "Heartbeat", {}, pid)
         result["meter_values_per_s"], result["cpu_s_per_1000_meter_values"] = await saturate(
             boxes, args.seconds, "MeterValues", METER, pid)
+        if not with_latency:
+            return result
         samples = await latency(boxes, args.seconds, args.rate)
         result["p50_ms"] = 1000 * common.percentile(samples, 0.5)
         result["p99_ms"] = 1000 * common.percentile(samples, 0.99)
@@ -147,9 +153,17 @@ def main():
                 None, common.wait_for_links, proxy.status_port, len(boxes), 120)
             loaded_rss = common.rss_kib(proxy.process.pid)
             proxied = await scenario(boxes, args, proxy.process.pid)
-            return direct, proxied, links, loaded_rss
+            floor = None
+            if not args.tls:
+                bare = common.BareRelay(backend.url).start()
+                try:
+                    boxes = await connect([bare.url("CB-{}".format(i)) for i in range(args.wallboxes)])
+                    floor = await scenario(boxes, args, bare.process.pid, with_latency=False)
+                finally:
+                    bare.stop()
+            return direct, proxied, floor, links, loaded_rss
 
-        direct, proxied, links, loaded_rss = asyncio.run(run())
+        direct, proxied, floor, links, loaded_rss = asyncio.run(run())
     finally:
         proxy.stop()
         backend.stop()
@@ -166,6 +180,7 @@ def main():
         "through_cfosproxy": {k: round(v, 3) for k, v in proxied.items()},
         "ratio_heartbeats": round(proxied["heartbeats_per_s"] / direct["heartbeats_per_s"], 3),
         "ratio_meter_values": round(proxied["meter_values_per_s"] / direct["meter_values_per_s"], 3),
+        "bare_relay": floor and {k: round(v, 3) for k, v in floor.items()},
         "added_p50_ms": round(proxied["p50_ms"] - direct["p50_ms"], 3),
         "added_p99_ms": round(proxied["p99_ms"] - direct["p99_ms"], 3),
         "log_problems": problems,
@@ -185,6 +200,21 @@ def main():
         row("p50 latency ms at {:.0f}/s".format(args.rate), "p50_ms"),
         row("p99 latency ms at {:.0f}/s".format(args.rate), "p99_ms"),
         ("RSS KiB per wallbox with its backend leg", None, figures["rss_per_wallbox_kib"], None),
+    ]
+    if floor:
+        # The floor in the "direct" column: cfosproxy against a relay that
+        # does none of its work.
+        rows += [
+            ("bare relay / cfosproxy: heartbeat round trips/s", floor["heartbeats_per_s"],
+             proxied["heartbeats_per_s"], round(proxied["heartbeats_per_s"] / floor["heartbeats_per_s"], 3)),
+            ("bare relay / cfosproxy: MeterValues round trips/s", floor["meter_values_per_s"],
+             proxied["meter_values_per_s"], round(proxied["meter_values_per_s"] / floor["meter_values_per_s"], 3)),
+            ("bare relay / cfosproxy: CPU s per 1000 heartbeats", floor["cpu_s_per_1000_heartbeats"],
+             proxied["cpu_s_per_1000_heartbeats"], None),
+            ("bare relay vs. direct: heartbeat ratio", direct["heartbeats_per_s"], floor["heartbeats_per_s"],
+             round(floor["heartbeats_per_s"] / direct["heartbeats_per_s"], 3)),
+        ]
+    rows += [
         ("s from start to listening", None, figures["startup_to_listening_s"], None),
     ]
     common.report(

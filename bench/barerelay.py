@@ -1,0 +1,118 @@
+"""The floor of cfosproxy's stack: a WebSocket relay on Twisted and Autobahn
+that does nothing but pass frames on.
+
+    python bench/barerelay.py --port P --backend ws://127.0.0.1:B/ocpp/
+
+Every wallbox that connects gets its own WebSocket to the backend (the URL
+plus its ChargeBox-ID), and each text frame is forwarded as it is, both
+ways: no parsing, no sessions, no store, no load management. It runs on the
+reactor cfosproxy uses (asyncio) and sends through the same write path
+(L{cfosproxy.writethrough}), so what it costs per round trip is what any
+relay built on Twisted and Autobahn costs at least, before it does any of
+cfosproxy's work. C{bench/relay.py} runs it next to cfosproxy.
+
+Prints ``ready`` once it listens.
+"""
+
+import argparse
+import sys
+
+from twisted.internet import asyncioreactor
+
+asyncioreactor.install()
+
+from autobahn.twisted.websocket import (  # noqa: E402
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from twisted.internet import reactor  # noqa: E402
+from twisted.internet.endpoints import TCP4ClientEndpoint  # noqa: E402
+
+from cfosproxy.writethrough import WriteThroughMixin  # noqa: E402
+
+SUBPROTOCOL = "ocpp1.6"
+
+
+class BackendLeg(WriteThroughMixin, WebSocketClientProtocol):
+    """The relay's WebSocket to the backend for one wallbox."""
+
+    def onOpen(self):
+        self.factory.wallbox.leg_opened(self)
+
+    def dataReceived(self, data):
+        # As cfosproxy does: Autobahn's own dataReceived formats a debug
+        # line for every read.
+        self._dataReceived(data)
+
+    def onMessage(self, payload, isBinary):
+        self.factory.wallbox.sendMessage(payload, isBinary)
+
+    def onClose(self, wasClean, code, reason):
+        self.factory.wallbox.dropConnection(abort=True)
+
+
+class WallboxSide(WriteThroughMixin, WebSocketServerProtocol):
+    """One wallbox's WebSocket; frames that come before the backend leg is
+    open wait for it."""
+
+    leg = None
+
+    def onConnect(self, request):
+        self._waiting = []
+        chargebox_id = request.path.rstrip("/").rsplit("/", 1)[-1]
+        factory = WebSocketClientFactory(
+            self.factory.backend_url + chargebox_id, protocols=[SUBPROTOCOL]
+        )
+        factory.protocol = BackendLeg
+        factory.wallbox = self
+        factory.setProtocolOptions(autoPingInterval=0)
+        endpoint = TCP4ClientEndpoint(
+            reactor, self.factory.backend_host, self.factory.backend_port
+        )
+        endpoint.connect(factory)
+        return SUBPROTOCOL
+
+    def leg_opened(self, leg):
+        self.leg = leg
+        for payload, is_binary in self._waiting:
+            leg.sendMessage(payload, is_binary)
+        self._waiting = None
+
+    def dataReceived(self, data):
+        self._dataReceived(data)
+
+    def onMessage(self, payload, isBinary):
+        if self.leg is None:
+            self._waiting.append((payload, isBinary))
+        else:
+            self.leg.sendMessage(payload, isBinary)
+
+    def onClose(self, wasClean, code, reason):
+        # A clean close: the backend peer logs a traceback for every reset.
+        if self.leg is not None:
+            self.leg.sendClose()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--backend", required=True, help="ws://host:port/path/")
+    args = parser.parse_args()
+
+    factory = WebSocketServerFactory(protocols=[SUBPROTOCOL])
+    factory.protocol = WallboxSide
+    factory.setProtocolOptions(autoPingInterval=0)
+    factory.backend_url = args.backend
+    host_port = args.backend.split("//", 1)[1].split("/", 1)[0]
+    factory.backend_host, port = host_port.rsplit(":", 1)
+    factory.backend_port = int(port)
+    reactor.listenTCP(args.port, factory, backlog=1024, interface="127.0.0.1")
+    reactor.callWhenRunning(lambda: print("ready", flush=True))
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
