@@ -14,6 +14,7 @@ toward a backend, the wallbox's calls and the replayed queue do the same.
 from collections import deque
 
 from twisted.internet import defer
+from twisted.python import failure
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
@@ -97,6 +98,7 @@ class OcppSession:
         self._call_timeout = call_timeout
         self._queue = deque()
         self._outstanding = None
+        self._timer = None
         self._unanswered = 0
         self.reading_paused = False
         self.closed = False
@@ -147,21 +149,35 @@ class OcppSession:
             )
             self.reading_paused = True
             self.connection.pause_reading()
-        d = defer.maybeDeferred(self._responder.answer, call)
-        d.addCallbacks(
-            lambda answer: answer
-            if isinstance(answer, (CallResult, CallError))
-            else CallResult(call.unique_id, answer),
-            lambda failure: self._call_failed(call, failure),
-        )
-        d.addCallback(self._answer_call, call)
-        d.addErrback(
-            lambda failure: self._log.failure(
-                "{cbid}: answering {action}", failure, cbid=self.chargebox_id,
+        # The responder's answer is handled at once when it has one, and
+        # through a single callback pair when it returns a Deferred: this
+        # runs for every message a wallbox sends.
+        try:
+            answer = self._responder.answer(call)
+        except Exception:
+            self._respond(self._call_failed(call, failure.Failure()), call)
+            return
+        if isinstance(answer, defer.Deferred):
+            answer.addCallbacks(
+                self._respond,
+                lambda f: self._respond(self._call_failed(call, f), call),
+                callbackArgs=(call,),
+            )
+        else:
+            self._respond(answer, call)
+
+    def _respond(self, answer, call):
+        """Send the answer to a CALL of the peer's (a payload or a frame)."""
+        try:
+            if not isinstance(answer, (CallResult, CallError)):
+                answer = CallResult(call.unique_id, answer)
+            self._answer_call(answer, call)
+        except Exception:
+            self._log.failure(
+                "{cbid}: answering {action}", cbid=self.chargebox_id,
                 action=call.action,
             )
-        )
-        d.addBoth(self._call_answered)
+        self._call_answered(None)
 
     def _call_answered(self, _):
         self._unanswered -= 1
@@ -248,13 +264,25 @@ class OcppSession:
             return
         pending = self._queue.popleft()
         self._outstanding = pending
-        pending.timer = self._clock.callLater(
-            self._call_timeout, self._timed_out, pending
-        )
+        pending.deadline = self._clock.seconds() + self._call_timeout
+        # One timer per session, not one per CALL: it is set for the
+        # outstanding CALL's deadline and, should that CALL have been
+        # answered meanwhile, moves on to the next one's. Setting and
+        # cancelling a timer for every message was a tenth of the relay's
+        # cost.
+        if self._timer is None:
+            self._timer = self._clock.callLater(self._call_timeout, self._check_deadline)
         self._send(pending.call)
 
-    def _timed_out(self, pending):
-        pending.timer = None
+    def _check_deadline(self):
+        self._timer = None
+        pending = self._outstanding
+        if pending is None:
+            return
+        left = pending.deadline - self._clock.seconds()
+        if left > 0:
+            self._timer = self._clock.callLater(left, self._check_deadline)
+            return
         self._log.warn(
             "{cbid}: no answer to {action} within {timeout}s",
             cbid=self.chargebox_id,
@@ -267,8 +295,6 @@ class OcppSession:
 
     def _finish_outstanding(self, fire):
         pending, self._outstanding = self._outstanding, None
-        if pending.timer is not None:
-            pending.timer.cancel()
         # Send the next CALL before running callbacks, so that a callback
         # that queues another CALL keeps the order of the queue.
         self._send_next()
@@ -290,9 +316,10 @@ class OcppSession:
         self.closed = True
         waiting = list(self._queue)
         self._queue.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._outstanding is not None:
-            if self._outstanding.timer is not None:
-                self._outstanding.timer.cancel()
             waiting.insert(0, self._outstanding)
             self._outstanding = None
         for pending in waiting:
@@ -300,12 +327,12 @@ class OcppSession:
 
 
 class _PendingCall:
-    __slots__ = ("call", "deferred", "timer")
+    __slots__ = ("call", "deferred", "deadline")
 
     def __init__(self, call, deferred):
         self.call = call
         self.deferred = deferred
-        self.timer = None
+        self.deadline = None
 
 
 def _short(unique_id, limit=40):

@@ -244,11 +244,14 @@ def test_live_message_not_held_while_waiting_to_retry(tmp_path):
 
 def test_stop_leaves_no_timer(tmp_path):
     """After a Pending boot and a silent backend, stop() cancels the boot
-    and retry timers."""
+    and retry timers. (The backend leg's call deadline timer is the
+    session's: it ends with the link.)"""
     rig = Rig(tmp_path)
     rig.wallbox_sends("b1", "BootNotification", {"chargePointVendor": "v", "chargePointModel": "m"})
     rig.open_link(boot_status="Pending")
     rig.gateway.stop()
+    rig.gateway.link_closed("stopped")
+    rig.session.connection_lost()
     assert rig.clock.getDelayedCalls() == []
 
 

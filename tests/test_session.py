@@ -122,6 +122,45 @@ class SessionTests(unittest.TestCase):
         self.session.text_received(json.dumps([3, late_id, {}]))
         self.assertNoResult(second)
 
+    def test_each_call_gets_its_whole_timeout(self):
+        """A CALL sent 25 s after an earlier one (answered) still has the
+        whole call timeout: it is not failed at the earlier one's deadline,
+        and it is failed at its own."""
+        first = self.session.call("GetConfiguration", {})
+        self.clock.advance(25)
+        self.session.text_received(json.dumps([3, self.connection.last()[1], {}]))
+        self.successResultOf(first)
+        second = self.session.call("ClearCache", {})
+        self.clock.advance(5.1)  # past the first CALL's deadline
+        self.assertNoResult(second)
+        self.clock.advance(24.8)
+        self.assertNoResult(second)
+        self.clock.advance(0.2)
+        self.failureResultOf(second, CallTimeout)
+
+    def test_one_timer_for_many_calls(self):
+        """A session that sends CALL after CALL, each answered at once,
+        schedules one timer, not one per CALL: setting and cancelling a
+        timer per message was a tenth of the relay's cost."""
+        scheduled = []
+        call_later = self.clock.callLater
+
+        def counting_call_later(*args, **kwargs):
+            scheduled.append(args[1])
+            return call_later(*args, **kwargs)
+
+        self.clock.callLater = counting_call_later
+        for _ in range(100):
+            d = self.session.call("DataTransfer", {"vendorId": "x"})
+            self.session.text_received(json.dumps([3, self.connection.last()[1], {}]))
+            self.successResultOf(d)
+            self.clock.advance(0.1)
+        self.assertEqual(len(scheduled), 1)
+        # After the last answer the timer finds nothing to time out, and
+        # none is left.
+        self.clock.advance(30)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_connection_lost_fails_waiting_calls(self):
         """Calls outstanding or queued fail with SessionClosed when the
         connection goes; later calls fail at once; no timer is left."""
