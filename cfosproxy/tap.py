@@ -2,7 +2,7 @@
 
 ``Options`` loads and checks everything the config file points to, so that
 a mistake fails the start with a message naming file, section and key;
-``makeService`` only assembles services from the result.
+``build_service`` only assembles services from the result.
 """
 
 import logging
@@ -78,6 +78,17 @@ def with_backlog(description, backlog=OCPP_BACKLOG):
 
 
 def makeService(options):
+    """twistd's entry: the daemon (L{build_service}), with Python's garbage
+    collector set for it."""
+    from twisted.internet import reactor
+
+    from cfosproxy.gctuning import tune_garbage_collection
+
+    tune_garbage_collection(reactor)
+    return build_service(options)
+
+
+def build_service(options):
     """The daemon: store, load manager, Modbus wallboxes, gateways, the OCPP
     server and the status API, in the order they start (and, reversed, stop:
     listeners first, the store last)."""

@@ -18,7 +18,7 @@ import textwrap
 
 from twisted.internet import defer
 
-from cfosproxy.tap import Options, makeService
+from cfosproxy.tap import Options, build_service
 
 
 def free_port():
@@ -91,7 +91,7 @@ class RunningDaemon:
     def _start(self):
         options = Options()
         options.parseOptions(["--config", self.config_path])
-        self.service = makeService(options)
+        self.service = build_service(options)
         self.service.startService()
 
     @defer.inlineCallbacks
