@@ -7,7 +7,7 @@ Every wallbox that connects gets its own WebSocket to the backend (the URL
 plus its ChargeBox-ID), and each text frame is forwarded as it is, both
 ways: no parsing, no sessions, no store, no load management. It runs on the
 reactor cfosproxy uses (asyncio) and sends through the same write path
-(L{cfosproxy.writethrough}), so what it costs per round trip is what any
+(L{cfosproxy.relaypath}), so what it costs per round trip is what any
 relay built on Twisted and Autobahn costs at least, before it does any of
 cfosproxy's work. C{bench/relay.py} runs it next to cfosproxy.
 
@@ -30,21 +30,16 @@ from autobahn.twisted.websocket import (  # noqa: E402
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.endpoints import TCP4ClientEndpoint  # noqa: E402
 
-from cfosproxy.writethrough import WriteThroughMixin  # noqa: E402
+from cfosproxy.relaypath import RelayPathMixin  # noqa: E402
 
 SUBPROTOCOL = "ocpp1.6"
 
 
-class BackendLeg(WriteThroughMixin, WebSocketClientProtocol):
+class BackendLeg(RelayPathMixin, WebSocketClientProtocol):
     """The relay's WebSocket to the backend for one wallbox."""
 
     def onOpen(self):
         self.factory.wallbox.leg_opened(self)
-
-    def dataReceived(self, data):
-        # As cfosproxy does: Autobahn's own dataReceived formats a debug
-        # line for every read.
-        self._dataReceived(data)
 
     def onMessage(self, payload, isBinary):
         self.factory.wallbox.sendMessage(payload, isBinary)
@@ -53,7 +48,7 @@ class BackendLeg(WriteThroughMixin, WebSocketClientProtocol):
         self.factory.wallbox.dropConnection(abort=True)
 
 
-class WallboxSide(WriteThroughMixin, WebSocketServerProtocol):
+class WallboxSide(RelayPathMixin, WebSocketServerProtocol):
     """One wallbox's WebSocket; frames that come before the backend leg is
     open wait for it."""
 
@@ -79,9 +74,6 @@ class WallboxSide(WriteThroughMixin, WebSocketServerProtocol):
         for payload, is_binary in self._waiting:
             leg.sendMessage(payload, is_binary)
         self._waiting = None
-
-    def dataReceived(self, data):
-        self._dataReceived(data)
 
     def onMessage(self, payload, isBinary):
         if self.leg is None:

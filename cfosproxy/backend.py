@@ -26,7 +26,7 @@ from twisted.logger import (
 from zope.interface import Interface, implementer
 
 from cfosproxy.tls import client_tls_options
-from cfosproxy.writethrough import WriteThroughMixin
+from cfosproxy.relaypath import RelayPathMixin
 
 SUBPROTOCOL = "ocpp1.6"
 CLOSE_HANDSHAKE_TIMEOUT = 5
@@ -415,7 +415,7 @@ class BackendLink:
         return random.uniform(self._min_delay, cap)
 
 
-class _BackendProtocol(WriteThroughMixin, WebSocketClientProtocol):
+class _BackendProtocol(RelayPathMixin, WebSocketClientProtocol):
     """The WebSocket to the backend; reports to C{factory.link}."""
 
     _log = Logger()
@@ -430,12 +430,6 @@ class _BackendProtocol(WriteThroughMixin, WebSocketClientProtocol):
             return
         self._opened = True
         self.factory.link._opened(self)
-
-    def dataReceived(self, data):
-        # Autobahn's own dataReceived formats a debug line for every read,
-        # logged or not; on the relay path that was a few per cent of the
-        # daemon's time. The frame parser is the same.
-        self._dataReceived(data)
 
     def onMessage(self, payload, isBinary):
         if not self._opened:

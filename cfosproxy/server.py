@@ -13,7 +13,7 @@ from zope.interface import implementer
 
 from cfosproxy import tls
 from cfosproxy.session import IWallboxConnection
-from cfosproxy.writethrough import WriteThroughMixin
+from cfosproxy.relaypath import RelayPathMixin
 
 SUBPROTOCOL = "ocpp1.6"
 
@@ -44,7 +44,7 @@ def chargebox_id_from_path(path):
 
 
 @implementer(IWallboxConnection)
-class WallboxServerProtocol(WriteThroughMixin, WebSocketServerProtocol):
+class WallboxServerProtocol(RelayPathMixin, WebSocketServerProtocol):
     """One wallbox's WebSocket.
 
     C{self.peer} (the remote address, for logs) is Autobahn's own.
@@ -67,10 +67,7 @@ class WallboxServerProtocol(WriteThroughMixin, WebSocketServerProtocol):
             )
             self.dropConnection(abort=True)
             return
-        # Not super().dataReceived(): Autobahn's formats a debug line for
-        # every read, logged or not, a few per cent of the daemon's time on
-        # the relay path. The frame parser is the same.
-        self._dataReceived(data)
+        super().dataReceived(data)
 
     def onConnect(self, request):
         if SUBPROTOCOL not in request.protocols:

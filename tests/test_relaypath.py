@@ -3,14 +3,15 @@ through Twisted's buffer otherwise, in order."""
 
 import socket
 
-from autobahn.twisted.websocket import WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import error, tcp
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 
 from cfosproxy.backend import _BackendProtocol
 from cfosproxy.server import WallboxServerProtocol
-from cfosproxy.writethrough import WriteThroughMixin, write_now
+from cfosproxy.relaypath import RelayPathMixin, write_now
 
 
 def connection():
@@ -97,12 +98,62 @@ def test_a_broken_socket_is_left_to_twisted():
     assert isinstance(conn.doWrite(), error.ConnectionLost)
 
 
-def test_both_websocket_legs_write_through():
-    """The wallbox side and the backend side of cfosproxy send their frames
-    with L{write_now}."""
-    assert issubclass(WallboxServerProtocol, WriteThroughMixin)
-    assert issubclass(_BackendProtocol, WriteThroughMixin)
-    # The mixin comes first, so its sendData is the one Autobahn calls.
-    assert WallboxServerProtocol.sendData is WriteThroughMixin.sendData
-    assert _BackendProtocol.sendData is WriteThroughMixin.sendData
-    assert WebSocketServerProtocol.sendData is not WriteThroughMixin.sendData
+def test_both_websocket_legs_take_the_lean_path():
+    """The wallbox side and the backend side of cfosproxy send and receive
+    frames through L{RelayPathMixin}."""
+    for protocol in (WallboxServerProtocol, _BackendProtocol):
+        # The mixin comes before Autobahn's class, so its methods are the
+        # ones Autobahn calls.
+        assert protocol.sendData is RelayPathMixin.sendData
+        assert protocol.onMessageEnd is RelayPathMixin.onMessageEnd
+        assert protocol.__mro__.index(RelayPathMixin) < protocol.__mro__.index(
+            WebSocketProtocol
+        )
+    assert _BackendProtocol.dataReceived is RelayPathMixin.dataReceived
+
+
+class Recorder(RelayPathMixin, WebSocketServerProtocol):
+    """Keeps the messages it receives and the observer events it fires."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+        self.fired = []
+
+    def onMessage(self, payload, isBinary):
+        self.messages.append((payload, isBinary))
+
+    def fire(self, event, *args, **kwargs):
+        self.fired.append(event)
+        return super().fire(event, *args, **kwargs)
+
+
+def masked_frame(opcode, payload, fin=True):
+    """A client's frame (masked, as RFC 6455 requires), payload < 126 bytes."""
+    mask = b"\x01\x02\x03\x04"
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)]) + mask + body
+
+
+def test_messages_arrive_whole_without_an_observer_event():
+    """A text message in two fragments reaches onMessage once, joined, and
+    the next message starts afresh; no observer event is fired for it."""
+    factory = WebSocketServerFactory()
+    factory.protocol = Recorder
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(
+        b"GET /CB-1 HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert b"101 Switching Protocols" in transport.value()
+    protocol.fired.clear()
+    protocol.dataReceived(
+        masked_frame(0x1, b'[2,"a",', fin=False)
+        + masked_frame(0x0, b'"Heartbeat",{}]')
+        + masked_frame(0x1, b"second")
+    )
+    assert protocol.messages == [(b'[2,"a","Heartbeat",{}]', False), (b"second", False)]
+    assert "message" not in protocol.fired
