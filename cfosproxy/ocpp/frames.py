@@ -194,6 +194,11 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# One decoder for every frame: json.loads() with options builds a new one
+# per call, a measurable part of parsing a small frame.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 # Error codes for broken frames, after OCPP-J 1.6 §4.2.3:
 # - FormationViolation ("syntactically incorrect or not conform the PDU
 #   structure") for everything about the frame's shape: not JSON, not an
@@ -208,7 +213,7 @@ def _finite_float(text: str) -> float:
 def parse_frame(text: str) -> Call | CallResult | CallError:
     """Parse one OCPP-J text message; raises :class:`FrameError` if it is not one."""
     try:
-        msg = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        msg = _DECODER.decode(text)
     except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
         start_type, start_id = _readable_start(text)
         raise FrameError(
