@@ -238,7 +238,8 @@ class DeviceRegistry:
         @param answer: the L{CallResult} or L{CallError} sent back.
         """
         now = self._clock.seconds()
-        for device in self.devices_of(chargebox_id):
+        # Every message of every wallbox passes here: no copy of the list.
+        for device in self._by_address.get(chargebox_id, ()):
             device.last_seen = now
         if not isinstance(answer, CallResult):
             return

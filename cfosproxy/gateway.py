@@ -203,8 +203,10 @@ class Gateway:
         if self.backend is None:
             return self._answer_locally(call)
         d = self.backend.send_call(call)
-        d.addCallback(self._backend_answered, call)
-        d.addErrback(self._backend_silent, call)
+        d.addCallbacks(
+            self._backend_answered, self._backend_silent,
+            callbackArgs=(call,), errbackArgs=(call,),
+        )
         return d
 
     def _backend_answered(self, answer, call):

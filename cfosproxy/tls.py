@@ -399,6 +399,9 @@ class _DetectingProtocol(Protocol):
             else:
                 self._chosen = self._inner
             self._chosen.makeConnection(self.transport)
+            # From now on the socket's reads go straight to the chosen
+            # protocol (Twisted looks the method up on this instance).
+            self.dataReceived = self._chosen.dataReceived
         self._chosen.dataReceived(data)
 
     def connectionLost(self, reason):
