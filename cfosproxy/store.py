@@ -277,12 +277,12 @@ class Store:
         return _Transaction(self)
 
     def _grouped(self):
-        """A write that joins the open group; it is on disk once
-        L{durable} fires. Without C{schedule_commit}, a plain
+        """A write of one statement that joins the open group; it is on
+        disk once L{durable} fires. Without C{schedule_commit}, a plain
         L{_transaction}."""
         if self._schedule_commit is None:
             return self._transaction()
-        return _Transaction(self, grouped=True)
+        return _GroupedStatement(self)
 
     def _begin_group(self):
         if self._group is None:
@@ -660,24 +660,50 @@ def _write_error(path, e):
     return StoreError(message)
 
 
+class _GroupedStatement:
+    """One statement that joins the open group (opening one if needed).
+
+    No savepoint around it, unlike L{_Transaction} in a group: SQLite undoes
+    a single failed statement by itself and leaves the transaction open, or,
+    after some errors (a full disk, an I/O error), rolls the whole
+    transaction back; C{in_transaction} tells which. Two fewer statements
+    for every message a gateway queues and delivers.
+    """
+
+    def __init__(self, store):
+        self._store = store
+
+    def __enter__(self):
+        try:
+            self._store._begin_group()
+        except sqlite3.Error as e:
+            raise _write_error(self._store.path, e) from e
+
+    def __exit__(self, exc_type, exc, tb):
+        if not isinstance(exc, sqlite3.Error):
+            return False
+        error = _write_error(self._store.path, exc)
+        if not self._store._db.in_transaction:
+            # The group is lost; those waiting for it are told so.
+            self._store._abandon_group(error)
+        raise error from exc
+
+
 class _Transaction:
     """One write: BEGIN IMMEDIATE … COMMIT, or ROLLBACK when the block
-    raises. Inside an open group it is a savepoint of the group instead;
-    then, unless C{grouped}, the whole group is committed at the end.
+    raises. Inside an open group it is a savepoint of the group instead,
+    and the whole group is committed at the end.
 
     SQLite errors leave as L{StoreError} naming the file, so that callers
     handle one exception for a store they cannot write.
     """
 
-    def __init__(self, store, grouped=False):
+    def __init__(self, store):
         self._store = store
         self._db = store._db
-        self._grouped = grouped
 
     def __enter__(self):
         try:
-            if self._grouped:
-                self._store._begin_group()
             if self._store._group is not None:
                 self._db.execute("SAVEPOINT write")
             else:
@@ -709,8 +735,7 @@ class _Transaction:
             except sqlite3.Error as e:
                 exc = e
             else:
-                if not self._grouped:
-                    self._store._commit_group()
+                self._store._commit_group()
                 return False
         try:
             # Undo this write only; the group's others stand.

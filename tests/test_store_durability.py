@@ -297,3 +297,35 @@ def test_backend_answer_before_the_commit_is_told_reaches_the_wallbox(tmp_path):
     assert rig.wallbox.sent[-1] == '[3,"s1",{"transactionId":4711,"idTagInfo":{"status":"Accepted"}}]'
     assert rig.store.queued("CB-1") == []
     rig.store.close()
+
+
+def test_a_queued_message_is_one_statement_in_the_group(grouped):
+    """Queueing and removing a message in an open group cost one SQL
+    statement each: no savepoint around them (SQLite undoes a single failed
+    statement by itself)."""
+    store, scheduler, path = grouped
+    store.enqueue("CB-1", "MeterValues", "first", 0)  # opens the group
+    statements = []
+    store._db.set_trace_callback(statements.append)
+    message = store.enqueue("CB-1", "MeterValues", "second", 0)
+    store.delivered(message.id)
+    store._db.set_trace_callback(None)
+    assert [s.split()[0] for s in statements] == ["INSERT", "DELETE"]
+    scheduler.run()
+    assert on_disk(path) == ["first"]
+
+
+def test_a_failed_statement_leaves_the_group_standing(grouped):
+    """A grouped write that fails while the transaction stays open (here a
+    table that is gone) raises StoreError; the group's other writes are
+    still committed and their waiters hear "stored"."""
+    store, scheduler, path = grouped
+    store.enqueue("CB-1", "MeterValues", "kept", 0)
+    stored = store.durable()
+    store._db.execute("DROP TABLE boots")
+    with pytest.raises(StoreError):
+        store.save_boot("CB-1", "boot")
+    assert store._db.in_transaction
+    scheduler.run()
+    assert stored.called and stored.result is None
+    assert on_disk(path) == ["kept"]
