@@ -15,10 +15,16 @@ by default cost a measurable share of the daemon's CPU on the relay path
 - Autobahn fires an observer event (a Deferred and its callbacks) for every
   message, for observers cfosproxy never registers.
 
-L{RelayPathMixin} takes these out for an Autobahn protocol; the frame
-parser, the limits and the close handshake are Autobahn's own.
+- Autobahn's native masker (RFC 6455 §5.3: every frame a client sends is
+  XORed with a 4-byte key) sets up C buffers through cffi for every frame;
+  for frames of a few hundred bytes that costs more than the XOR itself.
+  L{use_integer_masking} makes it XOR with one of Python's big integers.
+
+L{RelayPathMixin} takes the first three out for an Autobahn protocol; the
+frame parser, the limits and the close handshake are Autobahn's own.
 """
 
+import autobahn.websocket.protocol
 from twisted.internet import tcp
 
 
@@ -81,3 +87,40 @@ class RelayPathMixin:
                 self.trackedTimings.track("onMessage")
             self._onMessage(payload, self.message_is_binary)
         self.message_data = None
+
+
+class IntegerMasker:
+    """Masks and unmasks a WebSocket frame's payload (RFC 6455 §5.3), with
+    the interface of Autobahn's maskers: the payload may come in pieces,
+    and C{pointer()} is how much of it was processed.
+
+    @param mask: the frame's 4-byte masking key.
+    """
+
+    __slots__ = ("_mask", "_offset")
+
+    def __init__(self, mask, length=None):
+        self._mask = bytes(mask)
+        self._offset = 0
+
+    def pointer(self):
+        return self._offset
+
+    def reset(self):
+        self._offset = 0
+
+    def process(self, data):
+        size = len(data)
+        start = self._offset & 3
+        self._offset += size
+        # The key, turned to where this piece starts, repeated over it.
+        key = (self._mask[start:] + self._mask[:start]) * (size // 4 + 1)
+        return (
+            int.from_bytes(data, "little") ^ int.from_bytes(key[:size], "little")
+        ).to_bytes(size, "little")
+
+
+def use_integer_masking():
+    """Make Autobahn mask and unmask frames with L{IntegerMasker} (for the
+    whole process: the daemon calls it at start)."""
+    autobahn.websocket.protocol.create_xor_masker = IntegerMasker

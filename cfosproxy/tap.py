@@ -79,12 +79,15 @@ def with_backlog(description, backlog=OCPP_BACKLOG):
 
 def makeService(options):
     """twistd's entry: the daemon (L{build_service}), with Python's garbage
-    collector set for it."""
+    collector and Autobahn's frame masking set for it (process-wide, so not
+    in L{build_service}, which the tests call in their own process)."""
     from twisted.internet import reactor
 
     from cfosproxy.gctuning import tune_garbage_collection
+    from cfosproxy.relaypath import use_integer_masking
 
     tune_garbage_collection(reactor)
+    use_integer_masking()
     return build_service(options)
 
 

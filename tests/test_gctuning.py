@@ -45,6 +45,7 @@ def test_twistd_entry_tunes_the_collector(monkeypatch):
     (it calls build_service)."""
     tuned = []
     monkeypatch.setattr("cfosproxy.gctuning.tune_garbage_collection", tuned.append)
+    monkeypatch.setattr("cfosproxy.relaypath.use_integer_masking", lambda: None)
     monkeypatch.setattr(tap, "build_service", lambda options: ("service", options))
     assert tap.makeService("options") == ("service", "options")
     from twisted.internet import reactor
