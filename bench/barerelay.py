@@ -30,7 +30,7 @@ from autobahn.twisted.websocket import (  # noqa: E402
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.endpoints import TCP4ClientEndpoint  # noqa: E402
 
-from cfosproxy.relaypath import RelayPathMixin, use_integer_masking  # noqa: E402
+from cfosproxy.relaypath import FACTORY_OPTIONS, RelayPathMixin, use_integer_masking  # noqa: E402
 
 SUBPROTOCOL = "ocpp1.6"
 
@@ -42,7 +42,9 @@ class BackendLeg(RelayPathMixin, WebSocketClientProtocol):
         self.factory.wallbox.leg_opened(self)
 
     def onMessage(self, payload, isBinary):
-        self.factory.wallbox.sendMessage(payload, isBinary)
+        # As cfosproxy does: the UTF-8 check is the relay's own.
+        if isBinary or self.text_of(payload) is not None:
+            self.factory.wallbox.sendMessage(payload, isBinary)
 
     def onClose(self, wasClean, code, reason):
         self.factory.wallbox.dropConnection(abort=True)
@@ -62,7 +64,7 @@ class WallboxSide(RelayPathMixin, WebSocketServerProtocol):
         )
         factory.protocol = BackendLeg
         factory.wallbox = self
-        factory.setProtocolOptions(autoPingInterval=0)
+        factory.setProtocolOptions(autoPingInterval=0, **FACTORY_OPTIONS)
         endpoint = TCP4ClientEndpoint(
             reactor, self.factory.backend_host, self.factory.backend_port
         )
@@ -76,6 +78,8 @@ class WallboxSide(RelayPathMixin, WebSocketServerProtocol):
         self._waiting = None
 
     def onMessage(self, payload, isBinary):
+        if not isBinary and self.text_of(payload) is None:
+            return
         if self.leg is None:
             self._waiting.append((payload, isBinary))
         else:
@@ -96,7 +100,7 @@ def main():
     use_integer_masking()  # as cfosproxy does
     factory = WebSocketServerFactory(protocols=[SUBPROTOCOL])
     factory.protocol = WallboxSide
-    factory.setProtocolOptions(autoPingInterval=0)
+    factory.setProtocolOptions(autoPingInterval=0, **FACTORY_OPTIONS)
     factory.backend_url = args.backend
     host_port = args.backend.split("//", 1)[1].split("/", 1)[0]
     factory.backend_host, port = host_port.rsplit(":", 1)

@@ -26,7 +26,7 @@ from twisted.logger import (
 from zope.interface import Interface, implementer
 
 from cfosproxy.tls import client_tls_options
-from cfosproxy.relaypath import RelayPathMixin
+from cfosproxy.relaypath import FACTORY_OPTIONS, RelayPathMixin
 
 SUBPROTOCOL = "ocpp1.6"
 CLOSE_HANDSHAKE_TIMEOUT = 5
@@ -229,6 +229,7 @@ class BackendLink:
             # Send a close frame with the reason (1009 for a frame that is
             # too big) instead of just dropping TCP.
             failByDrop=False,
+            **FACTORY_OPTIONS,
         )
 
         endpoint = HostnameEndpoint(reactor, host, port, timeout=open_timeout)
@@ -442,8 +443,15 @@ class _BackendProtocol(RelayPathMixin, WebSocketClientProtocol):
                 size=len(payload),
             )
             return
-        # Autobahn has already checked that a text frame is valid UTF-8.
-        self.factory.link._text_received(payload.decode("utf-8"))
+        text = self.text_of(payload)
+        if text is None:
+            self._log.warn(
+                "The OCPP backend {url} sent a text frame that is not UTF-8; "
+                "closing with 1007",
+                url=self.factory.link.url,
+            )
+            return
+        self.factory.link._text_received(text)
 
     def connectionLost(self, reason):
         # Autobahn's onClose gets a string only; TLS failures need the

@@ -14,13 +14,18 @@ by default cost a measurable share of the daemon's CPU on the relay path
   not.
 - Autobahn fires an observer event (a Deferred and its callbacks) for every
   message, for observers cfosproxy never registers.
+- Autobahn checks that text frames are UTF-8 piece by piece through cffi;
+  cfosproxy decodes every message anyway, and Python's decoder is as strict
+  (RFC 3629: no surrogates, no overlong forms), so the factories switch
+  Autobahn's check off (L{FACTORY_OPTIONS}) and L{RelayPathMixin.text_of}
+  refuses what does not decode, with 1007 as Autobahn would.
 
 - Autobahn's native masker (RFC 6455 §5.3: every frame a client sends is
   XORed with a 4-byte key) sets up C buffers through cffi for every frame;
   for frames of a few hundred bytes that costs more than the XOR itself.
   L{use_integer_masking} makes it XOR with one of Python's big integers.
 
-L{RelayPathMixin} takes the first three out for an Autobahn protocol; the
+L{RelayPathMixin} takes the first four out for an Autobahn protocol; the
 frame parser, the limits and the close handshake are Autobahn's own.
 """
 
@@ -59,6 +64,10 @@ def write_now(transport, data):
     transport.write(data)
 
 
+# For the factories of protocols with L{RelayPathMixin}.
+FACTORY_OPTIONS = {"utf8validateIncoming": False}
+
+
 class RelayPathMixin:
     """For Autobahn's Twisted protocols (list it before the Autobahn base
     class): frames out through L{write_now}, frames in without the debug
@@ -77,6 +86,15 @@ class RelayPathMixin:
         write_now(self.transport, data)
         if self.state == self.STATE_OPEN:
             self.trafficStats.outgoingOctetsWireLevel += len(data)
+
+    def text_of(self, payload):
+        """The text of a text message; or C{None}, after failing the
+        connection with 1007 (RFC 6455 §8.1) when it is not UTF-8."""
+        try:
+            return payload.decode("utf-8")
+        except UnicodeDecodeError:
+            self._invalid_payload("text message is not valid UTF-8")
+            return None
 
     def onMessageEnd(self):
         # Autobahn's own, without fire("message", ...) for observers

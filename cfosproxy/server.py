@@ -13,7 +13,7 @@ from zope.interface import implementer
 
 from cfosproxy import tls
 from cfosproxy.session import IWallboxConnection
-from cfosproxy.relaypath import RelayPathMixin
+from cfosproxy.relaypath import FACTORY_OPTIONS, RelayPathMixin
 
 SUBPROTOCOL = "ocpp1.6"
 
@@ -126,9 +126,15 @@ class WallboxServerProtocol(RelayPathMixin, WebSocketServerProtocol):
             )
             self.close(CLOSE_UNSUPPORTED_DATA, "OCPP-J needs text frames")
             return
+        text = self.text_of(payload)
+        if text is None:
+            self._log.warn(
+                "{cbid}: a text frame that is not UTF-8; closing with 1007",
+                cbid=self.chargebox_id,
+            )
+            return
         try:
-            # Autobahn has already checked that a text frame is valid UTF-8.
-            self.session.text_received(payload.decode("utf-8"))
+            self.session.text_received(text)
         except Exception:
             self._log.failure("{cbid}: handling a frame", cbid=self.chargebox_id)
 
@@ -178,4 +184,5 @@ class WallboxServerFactory(WebSocketServerFactory):
             # Send a close frame with the reason (1009 for a frame that is
             # too big, 1007 for invalid UTF-8) instead of just dropping TCP.
             failByDrop=False,
+            **FACTORY_OPTIONS,
         )

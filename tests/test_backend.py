@@ -258,6 +258,26 @@ class ConnectionTests(LinkTestCase):
         )
 
     @asyncio_test
+    async def test_text_frame_not_utf8_closes_with_1007(self):
+        """A backend's text frame that is not UTF-8 is not handed on: the
+        link closes with 1007 (invalid payload), logs it, and connects
+        again."""
+        backend = await self.backend()
+        handler = RecordingHandler()
+        link = self.link(backend.url(), handler)
+        self.assertEqual((await handler.next())[0], "opened")
+        ws = await backend.next_connection()
+        await ws.send(b'[2,"a","Reset",{"type":"\xc3\x28"}]', text=True)
+        await asyncio.wait_for(ws.wait_closed(), 10)
+        self.assertEqual(ws.close_code, 1007)
+        self.assertEqual((await handler.next())[0], "closed")
+        self.assertEqual((await handler.next())[0], "opened")
+        self.assertTrue(
+            any("not UTF-8" in formatEvent(e) for e in self.link_log(LogLevel.warn))
+        )
+        self.assertTrue(link.connected)
+
+    @asyncio_test
     async def test_handler_exception_logged(self):
         """An exception in the handler is logged; the link keeps working."""
 

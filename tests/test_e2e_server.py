@@ -109,6 +109,20 @@ class ChargingSessionTests(unittest.TestCase):
         self.assertEqual(ws.close_code, 1003)
 
     @asyncio_test
+    async def test_text_frame_not_utf8_closes_with_1007(self):
+        """A text frame whose bytes are not UTF-8 closes the connection with
+        1007 (invalid payload, RFC 6455 §8.1), and the wallbox's session
+        never sees it; cfosproxy checks this itself, not Autobahn."""
+        daemon = RunningDaemon(self)
+        ws = await connect(daemon.url())
+        await ws.send('[2,"ok-1","Heartbeat",{}]')
+        self.assertEqual(json.loads(await ws.recv())[:2], [3, "ok-1"])
+        await ws.send(b'[2,"bad-1","Heartbeat",{"x":"\xff"}]', text=True)
+        with self.assertRaises(websockets.exceptions.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+        self.assertEqual(ws.close_code, 1007)
+
+    @asyncio_test
     async def test_oversized_frame_closes_with_1009(self):
         """A frame over max_message_size closes the connection with 1009."""
         daemon = RunningDaemon(self, server="max_message_size = 2048\n")
