@@ -25,8 +25,8 @@ from twisted.logger import (
 )
 from zope.interface import Interface, implementer
 
-from cfosproxy.tls import client_tls_options
 from cfosproxy.relaypath import FACTORY_OPTIONS, RelayPathMixin
+from cfosproxy.tls import client_tls_options
 
 SUBPROTOCOL = "ocpp1.6"
 CLOSE_HANDSHAKE_TIMEOUT = 5

@@ -70,8 +70,9 @@ FACTORY_OPTIONS = {"utf8validateIncoming": False}
 
 class RelayPathMixin:
     """For Autobahn's Twisted protocols (list it before the Autobahn base
-    class): frames out through L{write_now}, frames in without the debug
-    formatting and the observer event."""
+    class, and give the factory L{FACTORY_OPTIONS}): frames out through
+    L{write_now}, frames in without the debug formatting and the observer
+    event, and L{text_of} for a text message's UTF-8 check."""
 
     def dataReceived(self, data):
         # Autobahn's own formats a debug line first; the parser is the same.

@@ -12,8 +12,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from cfosproxy import tls
-from cfosproxy.session import IWallboxConnection
 from cfosproxy.relaypath import FACTORY_OPTIONS, RelayPathMixin
+from cfosproxy.session import IWallboxConnection
 
 SUBPROTOCOL = "ocpp1.6"
 

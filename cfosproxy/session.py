@@ -14,8 +14,8 @@ toward a backend, the wallbox's calls and the replayed queue do the same.
 from collections import deque
 
 from twisted.internet import defer
-from twisted.python import failure
 from twisted.logger import Logger
+from twisted.python import failure
 from zope.interface import Attribute, Interface
 
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
