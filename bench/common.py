@@ -96,6 +96,21 @@ def make_certificates(directory):
     return tuple(os.path.join(directory, name) for name in ("ca.pem", "server.pem", "server-key.pem"))
 
 
+def source_tree_env():
+    """The environment for a child that imports cfosproxy from this tree."""
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def terminate(process, timeout):
+    """SIGTERM C{process} and wait for it; kill it after C{timeout} s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class _PeerProcess:
     """A benchmark peer in its own process that prints ``ready`` once it
     listens, and stops on SIGTERM.
@@ -109,7 +124,7 @@ class _PeerProcess:
         self.process = None
 
     def start(self):
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = source_tree_env()
         self.process = subprocess.Popen(
             self._args, stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
         if self.process.stdout.readline().strip() != "ready":
@@ -118,12 +133,7 @@ class _PeerProcess:
 
     def stop(self):
         if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            terminate(self.process, 10)
             self.process = None
 
 
@@ -204,7 +214,7 @@ class Proxy:
         self.startup_s = None
 
     def start(self):
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = source_tree_env()
         self._log = open(os.path.join(self.directory, "twistd.log"), "a")
         profile = []
         if self._profile:
@@ -221,12 +231,7 @@ class Proxy:
 
     def stop(self):
         if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            terminate(self.process, 60)
             self.process = None
             self._log.close()
 
