@@ -380,14 +380,13 @@ class LoadManager:
             # reconnects and its profile is installed again. Until then the
             # limit counts as if the wallbox took it.
             self._ready.discard(device.name)
-            if amps > (device.accepted_limit or 0.0):
-                device.accepted_limit = amps
+            self._may_have_taken(device, amps)
             self._refresh_soon()
             return
-        if not failure.check(LimitRefused) and amps > (device.accepted_limit or 0.0):
+        if not failure.check(LimitRefused):
             # No answer: the wallbox may have taken the higher limit. Count
             # the worst case until it answers a later profile.
-            device.accepted_limit = amps
+            self._may_have_taken(device, amps)
         device.profile_error = "limit {:.1f} A: {}".format(
             amps, failure.getErrorMessage()
         )
@@ -407,6 +406,16 @@ class LoadManager:
             RETRY_DELAY, self._retry, device.name, amps
         )
         self._refresh_soon()
+
+    @staticmethod
+    def _may_have_taken(device, amps):
+        """C{amps} went to the device and may or may not be in force: count
+        whichever of it and the known limit is higher. With no known limit
+        (no profile of the manager's, e.g. after a lift) the device may draw
+        its maximum already, and stays counted so: a limit that may not
+        have arrived must not lower what it is counted for."""
+        if device.accepted_limit is not None and amps > device.accepted_limit:
+            device.accepted_limit = amps
 
     def _retry(self, name, amps):
         del self._retry_timers[name]

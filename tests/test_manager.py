@@ -366,6 +366,29 @@ def test_stop_cancels_timers():
     assert site.clock.getDelayedCalls() == []
 
 
+def test_a_lost_limit_does_not_lower_a_wallbox_without_profile():
+    """A limit lost with the connection counts as possibly taken only if
+    it raises what the wallbox is counted for: a wallbox whose profiles were
+    lifted may draw its maximum, and the lost lower limit must not let the
+    manager hand that current to another wallbox (found by FuseMachine)."""
+    site = Site(config_text(site=16, devices=("A", "C")))
+    site.connect("A")
+    site.connect("C")
+    site.settle()
+    site.start("C")
+    site.settle()
+    site.start("A")
+    assert site.wallboxes.pending["C"][0] == 8.0
+    # While C's 8 A is in flight its limits are lifted: it holds no profile.
+    site.manager.set_enabled("C", False)
+    site.manager.set_enabled("C", True)
+    site.disconnect("C")
+    site.settle()
+    assert site.drawable("C") == 16.0
+    assert site.manager.exposure(site.device("C")) == 16.0
+    assert site.device("A").accepted_limit == 0.0
+
+
 class FuseMachine(RuleBasedStateMachine):
     """Random sequences of wallbox events. Every raise the manager sends is
     checked at that moment: with it, what the wallboxes may draw (what they
