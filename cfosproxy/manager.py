@@ -191,8 +191,7 @@ class LoadManager:
             self._ready.add(device.name)
             self._stale.add(device.name)
             self._failed.pop(device.name, None)
-            if not device.enabled and self._control and self._lift_on_deactivate:
-                self._lift(device)
+            self._lift_if_deactivated(device)
         self._refresh_soon()
 
     # -- deciding ------------------------------------------------------------
@@ -370,6 +369,7 @@ class LoadManager:
             "{name}: limit {amps:.1f} A accepted", name=device.name, amps=amps
         )
         self._settled(device, True)
+        self._lift_if_deactivated(device)
         self._refresh_soon()
 
     def _limit_failed(self, failure, device, amps):
@@ -387,6 +387,7 @@ class LoadManager:
             # No answer: the wallbox may have taken the higher limit. Count
             # the worst case until it answers a later profile.
             self._may_have_taken(device, amps)
+            self._lift_if_deactivated(device)
         device.profile_error = "limit {:.1f} A: {}".format(
             amps, failure.getErrorMessage()
         )
@@ -410,11 +411,18 @@ class LoadManager:
     @staticmethod
     def _may_have_taken(device, amps):
         """C{amps} went to the device and may or may not be in force: count
-        whichever of it and the known limit is higher. With no known limit
-        (no profile of the manager's, e.g. after a lift) the device may draw
-        its maximum already, and stays counted so: a limit that may not
-        have arrived must not lower what it is counted for."""
-        if device.accepted_limit is not None and amps > device.accepted_limit:
+        the worst of both until the device answers a later limit.
+
+        With a known limit that is the higher of the two. With none (no
+        profile of the manager's, e.g. after a lift) the device draws its
+        maximum once it charges, or holds C{amps} at any time: it counts
+        for the higher of these. A limit that may not have arrived must
+        never lower what a device is counted for."""
+        known = device.accepted_limit
+        if known is None:
+            if amps > 0:
+                device.accepted_limit = max(amps, device.config.max_current)
+        elif amps > known:
             device.accepted_limit = amps
 
     def _retry(self, name, amps):
@@ -462,11 +470,26 @@ class LoadManager:
             self.refresh()
             return defer.succeed(device)
         self.refresh()
-        if self._control and self._lift_on_deactivate and device.connected:
-            d = self._lift(device)
-            d.addCallback(lambda _: device)
-            return d
-        return defer.succeed(device)
+        d = self._lift_if_deactivated(device)
+        if d is None:
+            return defer.succeed(device)
+        d.addCallback(lambda _: device)
+        return d
+
+    def _lift_if_deactivated(self, device):
+        """Clear the manager's profiles in a connected device deactivated
+        with C{on_deactivate = lift_limit}: when it is deactivated, when it
+        boots, and when a limit that was in flight at the lift was (or may
+        have been) taken after it; the wallbox then runs without the
+        manager, as the operator chose.
+
+        @return: the lift's Deferred, or None when there is nothing to do.
+        """
+        if device.enabled or not (self._control and self._lift_on_deactivate):
+            return None
+        if not device.connected:
+            return None
+        return self._lift(device)
 
     def _lift(self, device):
         d = self._actuators[device.type].lift(device)

@@ -389,6 +389,48 @@ def test_a_lost_limit_does_not_lower_a_wallbox_without_profile():
     assert site.device("A").accepted_limit == 0.0
 
 
+def test_a_limit_taken_after_the_lift_is_lifted_again():
+    """A limit in flight when a wallbox is deactivated with lift_limit, and
+    taken after the lift, is cleared again: the wallbox runs without the
+    manager, as the operator chose (found by FuseMachine)."""
+    site = Site(config_text(site=6))
+    for name in ("A", "B"):
+        site.connect(name)
+    site.settle()
+    site.start("B")
+    assert site.wallboxes.pending["B"][0] == 6.0
+    site.manager.set_enabled("B", False)
+    assert site.wallboxes.lifted == ["B"]
+    site.wallboxes.accept("B")
+    assert site.wallboxes.lifted == ["B", "B"]
+    assert "B" not in site.wallboxes.applied
+    assert site.device("B").accepted_limit is None
+
+
+def test_a_limit_that_may_have_come_after_a_lift_counts_for_the_maximum():
+    """A wallbox without profile that may have taken a limit after all (no
+    answer) counts for the higher of that limit and its maximum until it
+    answers a later one: no other wallbox is raised into that current
+    (found by FuseMachine)."""
+    site = Site(config_text(site=6), check_raises=True)
+    for name in ("A", "B", "C"):
+        site.connect(name)
+    site.settle()
+    site.start("B")
+    site.stop("B")
+    # B's 6 A is still in flight when its profiles are lifted.
+    site.manager.set_enabled("B", False)
+    site.manager.set_enabled("B", True)
+    site.wallboxes.time_out("B", applied=True)
+    assert site.manager.exposure(site.device("B")) == 16.0
+    site.start("C")
+    assert site.wallboxes.pending["B"][0] == 0.0
+    assert "C" not in site.wallboxes.pending
+    site.settle()
+    assert site.device("B").accepted_limit == 0.0
+    assert site.device("C").accepted_limit == 6.0
+
+
 class FuseMachine(RuleBasedStateMachine):
     """Random sequences of wallbox events. Every raise the manager sends is
     checked at that moment: with it, what the wallboxes may draw (what they
