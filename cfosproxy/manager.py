@@ -241,11 +241,13 @@ class LoadManager:
 
     def exposure(self, device):
         """The most that C{device} may draw now, as far as can be known."""
-        if not device.enabled and self._lift_on_deactivate:
-            # Deactivated with lift_limit: the operator has taken the wallbox
-            # out of load management (documented).
-            return 0.0
         known = device.accepted_limit
+        if not device.enabled and self._lift_on_deactivate and known is None:
+            # Deactivated with lift_limit, and the manager's profiles are
+            # cleared: the operator has taken the wallbox out of load
+            # management (documented). Until they are (the wallbox is
+            # offline, or refused), the limit it still holds counts.
+            return 0.0
         if known is None:
             known = device.config.max_current if device.wants_current else 0.0
         return max(known, device.pending_limit or 0.0)
@@ -498,6 +500,8 @@ class LoadManager:
             device.accepted_limit = None
             device.profile_error = None
             self._log.info("{name}: manager's limits cleared", name=device.name)
+            # What it held counted until now: the others may have it.
+            self._refresh_soon()
 
         def failed(failure):
             device.profile_error = "clearing limits: {}".format(

@@ -296,6 +296,10 @@ def test_disable_with_lift_limit_clears_and_frees_current():
     assert site.saved == {"A": False}
     assert d.result.as_json()["enabled"] is False
     assert site.device("A").grant == 0
+    # A's 10 A counted until the lift was done; at the end of the
+    # reactor's turn B may have them.
+    assert site.device("B").pending_limit is None
+    site.clock.advance(0)
     site.settle()
     assert site.device("B").accepted_limit == 16.0
     site.manager.set_enabled("A", True)
@@ -428,6 +432,34 @@ def test_a_limit_that_may_have_come_after_a_lift_counts_for_the_maximum():
     assert "C" not in site.wallboxes.pending
     site.settle()
     assert site.device("B").accepted_limit == 0.0
+    assert site.device("C").accepted_limit == 6.0
+
+
+def test_an_offline_wallbox_counts_until_its_limits_are_lifted():
+    """A wallbox deactivated with lift_limit while offline still holds the
+    manager's limit: it counts until the lift reaches it, so that its
+    current is not handed on and then counted twice should it be enabled
+    again before it reconnects (found by FuseMachine)."""
+    site = Site(config_text(site=6, devices=("A", "C")), check_raises=True)
+    site.connect("A")
+    site.connect("C")
+    site.settle()
+    site.start("A")
+    site.settle()
+    site.disconnect("A")
+    site.start("C")
+    site.manager.set_enabled("A", False)
+    site.clock.advance(0)
+    site.settle()
+    assert site.wallboxes.lifted == []
+    assert site.manager.exposure(site.device("A")) == 6.0
+    assert site.device("C").accepted_limit == 0.0
+    site.connect("A")
+    site.settle()
+    site.clock.advance(0)
+    site.settle()
+    assert site.wallboxes.lifted == ["A"]
+    assert site.manager.exposure(site.device("A")) == 0.0
     assert site.device("C").accepted_limit == 6.0
 
 
