@@ -1,7 +1,7 @@
 """The per-frame path of cfosproxy's WebSockets, kept lean.
 
 Every message a wallbox sends through a gateway crosses two WebSockets, so
-what Twisted and Autobahn do per frame counts twice. Three things they do
+what Twisted and Autobahn do per frame counts twice. These things they do
 by default cost a measurable share of the daemon's CPU on the relay path
 (C{bench/relay.py}) and give cfosproxy nothing:
 
@@ -19,18 +19,48 @@ by default cost a measurable share of the daemon's CPU on the relay path
   (RFC 3629: no surrogates, no overlong forms), so the factories switch
   Autobahn's check off (L{FACTORY_OPTIONS}) and L{RelayPathMixin.text_of}
   refuses what does not decode, with 1007 as Autobahn would.
-
 - Autobahn's native masker (RFC 6455 §5.3: every frame a client sends is
   XORed with a 4-byte key) sets up C buffers through cffi for every frame;
   for frames of a few hundred bytes that costs more than the XOR itself.
   L{use_integer_masking} makes it XOR with one of Python's big integers.
+- Autobahn takes every frame through a general parser and writer: a dozen
+  calls per frame for fragments, compression, control frames and
+  statistics. Nearly every frame on the relay path is one whole text
+  message in one read, so L{RelayPathMixin} reads and writes that case
+  itself, within the same limits, and hands everything else to Autobahn:
+  control frames, fragments, partial reads, large frames, anything Autobahn
+  must refuse, and the close handshake.
 
-L{RelayPathMixin} takes the first four out for an Autobahn protocol; the
-frame parser, the limits and the close handshake are Autobahn's own.
+L{RelayPathMixin} takes the rest out for an Autobahn protocol, and
+L{use_integer_masking} the masker for the frames Autobahn still handles.
 """
 
+import random
+
 import autobahn.websocket.protocol
+from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import tcp
+
+_OPEN = WebSocketProtocol.STATE_OPEN
+
+# The first byte of a whole text message in one frame: FIN, no RSV bits
+# (nothing negotiated that uses them), opcode 1.
+_WHOLE_TEXT_FRAME = 0x81
+
+# The largest payload with a 16-bit length (RFC 6455 §5.2); longer frames,
+# rare in OCPP, take Autobahn's path.
+_LARGEST_SHORT_FRAME = 0xFFFF
+
+
+def _xor(data, key):
+    """C{data} XORed with the 4-byte C{key} repeated (RFC 6455 §5.3), with
+    one of Python's big integers: for frames of a few hundred bytes far
+    cheaper than a loop or a cffi call."""
+    size = len(data)
+    return (
+        int.from_bytes(data, "little")
+        ^ int.from_bytes((key * (size // 4 + 1))[:size], "little")
+    ).to_bytes(size, "little")
 
 
 def write_now(transport, data):
@@ -70,13 +100,133 @@ FACTORY_OPTIONS = {"utf8validateIncoming": False}
 
 class RelayPathMixin:
     """For Autobahn's Twisted protocols (list it before the Autobahn base
-    class, and give the factory L{FACTORY_OPTIONS}): frames out through
-    L{write_now}, frames in without the debug formatting and the observer
-    event, and L{text_of} for a text message's UTF-8 check."""
+    class, and give the factory L{FACTORY_OPTIONS}): whole text frames read
+    and written directly, other frames through Autobahn without its debug
+    formatting and observer event, frames out through L{write_now}, and
+    L{text_of} for a text message's UTF-8 check."""
+
+    # Set at the first frame once the WebSocket is open (see _direct_frames).
+    _direct = None
 
     def dataReceived(self, data):
-        # Autobahn's own formats a debug line first; the parser is the same.
+        # Autobahn's own formats a debug line first; its parser takes what
+        # the direct path leaves.
+        if (
+            self.state == _OPEN
+            and not self.data
+            and self.current_frame is None
+            and not self.inside_message
+            and self._direct_frames()
+        ):
+            data = self._receive_whole_text_frames(data)
+            if not data:
+                return
         self._dataReceived(data)
+
+    def _direct_frames(self):
+        """Whether whole text frames may skip Autobahn's parser and writer:
+        nothing negotiated or switched on that they would need to see."""
+        direct = self._direct
+        if direct is None:
+            direct = self._direct = (
+                self._perMessageCompress is None
+                and self.websocket_version != 0
+                and self.applyMask
+                and not self.logFrames
+                and not self.logOctets
+                and not self.trackedTimings
+                and not self.autoFragmentSize
+            )
+            # What a direct frame may carry, either way: within the limits
+            # (Autobahn closes with 1009 above them) and the 16-bit length.
+            self._largest_direct_frame = min(
+                [_LARGEST_SHORT_FRAME]
+                + [
+                    limit
+                    for limit in (self.maxMessagePayloadSize, self.maxFramePayloadSize)
+                    if limit > 0
+                ]
+            )
+        return direct
+
+    def _receive_whole_text_frames(self, data):
+        """Deliver the whole text frames at the start of C{data}, as
+        Autobahn would, and return the rest for Autobahn's parser: a frame
+        that is cut off, fragmented, binary or a control frame, has the
+        wrong masking, a 64-bit length or is above the limits, and
+        everything after it."""
+        # RFC 6455 §5.1: a client masks every frame, a server none. A frame
+        # the other way round is Autobahn's to refuse.
+        masked = self.factory.isServer
+        largest = self._largest_direct_frame
+        size = len(data)
+        start = 0
+        while size - start >= 2 and data[start] == _WHOLE_TEXT_FRAME:
+            second = data[start + 1]
+            if (second >= 0x80) != masked:
+                break
+            length = second & 0x7F
+            header = 2
+            if length == 126:
+                if size - start < 4:
+                    break
+                length = (data[start + 2] << 8) | data[start + 3]
+                if length < 126:  # not the shortest encoding: a violation
+                    break
+                header = 4
+            elif length == 127:
+                break
+            if length > largest:
+                break
+            body = start + header + (4 if masked else 0)
+            end = body + length
+            if end > size:
+                break
+            payload = data[body:end]
+            if masked:
+                payload = _xor(payload, data[body - 4:body])
+            start = end
+            # As Autobahn does for any data frame: traffic counts as the
+            # answer to a ping that is still waiting.
+            if self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
+                self._cancelAutoPingTimeoutCall()
+            self._onMessage(payload, False)
+            if self.state != _OPEN:
+                # Closed or failed by the handler: the rest is Autobahn's.
+                break
+        return data[start:] if start else data
+
+    def sendMessage(
+        self, payload, isBinary=False, fragmentSize=None, sync=False, doNotCompress=False
+    ):
+        # A whole text message of up to 64 KiB goes out as one frame built
+        # here; anything else, and anything Autobahn must refuse (a closed
+        # connection, a message above the limit), takes Autobahn's path.
+        size = len(payload)
+        if (
+            isBinary
+            or fragmentSize is not None
+            or sync
+            or self.state != _OPEN
+            or self.send_queue
+            or not self._direct_frames()
+            or size > self._largest_direct_frame
+            or type(payload) is not bytes
+        ):
+            super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
+            return
+        is_server = self.factory.isServer
+        if self.maskServerFrames if is_server else self.maskClientFrames:
+            key = random.getrandbits(32).to_bytes(4, "big")
+            payload = key + _xor(payload, key)
+            mask_bit = 0x80
+        else:
+            mask_bit = 0
+        if size < 126:
+            header = bytes((_WHOLE_TEXT_FRAME, mask_bit | size))
+        else:
+            header = bytes((_WHOLE_TEXT_FRAME, mask_bit | 126, size >> 8, size & 0xFF))
+        write_now(self.transport, header + payload)
 
     def sendData(self, data, sync=False, chopsize=None):
         # Chopped and synchronous sends (not used by cfosproxy), and
@@ -129,14 +279,10 @@ class IntegerMasker:
         self._offset = 0
 
     def process(self, data):
-        size = len(data)
         start = self._offset & 3
-        self._offset += size
-        # The key, turned to where this piece starts, repeated over it.
-        key = (self._mask[start:] + self._mask[:start]) * (size // 4 + 1)
-        return (
-            int.from_bytes(data, "little") ^ int.from_bytes(key[:size], "little")
-        ).to_bytes(size, "little")
+        self._offset += len(data)
+        # The key turned to where this piece starts.
+        return _xor(data, self._mask[start:] + self._mask[:start])
 
 
 def use_integer_masking():
