@@ -9,7 +9,9 @@ by default cost a measurable share of the daemon's CPU on the relay path
   the socket writable and sends on the next turn, two C{epoll_ctl} calls
   and a turn of the event loop per frame. A socket whose send buffer is
   empty nearly always takes a frame of a few hundred bytes whole, so
-  L{write_now} sends it at once when nothing waits before it.
+  L{write_now} sends it at once when nothing waits before it, and
+  L{write_through_under_tls} does the same for the encrypted records of a
+  TLS connection.
 - Autobahn's C{dataReceived} formats a debug line for every read, logged or
   not.
 - Autobahn fires an observer event (a Deferred and its callbacks) for every
@@ -40,6 +42,7 @@ import random
 import autobahn.websocket.protocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import tcp
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 _OPEN = WebSocketProtocol.STATE_OPEN
 
@@ -63,17 +66,15 @@ def _xor(data, key):
     ).to_bytes(size, "little")
 
 
-def write_now(transport, data):
-    """Write C{data} to C{transport}, sending it at once where that is safe.
+def _unsent(transport, data):
+    """Send C{data} on C{transport} at once where that is safe; what is
+    left for C{transport.write()}: all of it, part, or nothing.
 
     Only a plain TCP connection with nothing buffered qualifies: then the
     data is the next thing on the wire either way, so the order is kept.
-    What the socket does not take, a TLS connection, and a connection that
-    is closing go through C{transport.write()} as before; so does a socket
-    that failed, so that Twisted reports the loss on its usual path.
-
-    @param transport: the protocol's transport.
-    @param data: the bytes to send.
+    What the socket does not take, a connection that is closing, and a
+    socket that failed (so that Twisted reports the loss on its usual path)
+    are left to C{write()}.
     """
     if (
         isinstance(transport, tcp.Connection)
@@ -88,10 +89,44 @@ def write_now(transport, data):
     ):
         sent = transport.writeSomeData(data)
         if isinstance(sent, int):
-            if sent == len(data):
-                return
-            data = data[sent:]
-    transport.write(data)
+            return data[sent:]
+    return data
+
+
+def write_now(transport, data):
+    """Write C{data} to C{transport}, sending it at once where that is safe
+    (see L{_unsent}); any other transport gets C{write()} as before.
+
+    @param transport: the protocol's transport.
+    @param data: the bytes to send.
+    """
+    rest = _unsent(transport, data)
+    if rest:
+        transport.write(rest)
+
+
+def write_through_under_tls(transport):
+    """Let the TCP connection under Twisted's TLS layer send at once, as
+    L{write_now} does for a plain one: the TLS layer writes each encrypted
+    record to it with C{write()}, which would only buffer it until the
+    reactor's next turn.
+
+    @param transport: a protocol's transport; anything but Twisted's TLS
+        layer over TCP is left as it is.
+    """
+    if not isinstance(transport, TLSMemoryBIOProtocol):
+        return
+    connection = transport.transport
+    if not isinstance(connection, tcp.Connection) or "write" in vars(connection):
+        return
+    buffered_write = connection.write
+
+    def write(data):
+        rest = _unsent(connection, data)
+        if rest:
+            buffered_write(rest)
+
+    connection.write = write
 
 
 # For the factories of protocols with L{RelayPathMixin}.
@@ -107,6 +142,10 @@ class RelayPathMixin:
 
     # Set at the first frame once the WebSocket is open (see _direct_frames).
     _direct = None
+
+    def connectionMade(self):
+        write_through_under_tls(self.transport)
+        super().connectionMade()
 
     def dataReceived(self, data):
         # Autobahn's own formats a debug line first; its parser takes what

@@ -10,12 +10,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import error, tcp
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from cfosproxy.backend import _BackendProtocol
 from cfosproxy.server import WallboxServerProtocol
-from cfosproxy.relaypath import IntegerMasker, RelayPathMixin, use_integer_masking, write_now
+from cfosproxy.relaypath import (
+    IntegerMasker,
+    RelayPathMixin,
+    use_integer_masking,
+    write_now,
+    write_through_under_tls,
+)
 
 
 def connection():
@@ -102,6 +110,59 @@ def test_a_broken_socket_is_left_to_twisted():
     assert isinstance(conn.doWrite(), error.ConnectionLost)
 
 
+class _WriteThroughApplication(Protocol):
+    """An application under TLS that asks for write-through, as
+    L{RelayPathMixin} does when it is connected."""
+
+    def connectionMade(self):
+        write_through_under_tls(self.transport)
+
+
+def test_tls_records_go_out_at_once():
+    """Under Twisted's TLS layer the TCP connection sends each record at
+    once: the ClientHello is on the wire before the reactor runs, and the
+    connection never waited for writability."""
+    conn, peer, reactor = connection()
+    factory = TLSMemoryBIOFactory(
+        optionsForClientTLS("cfosproxy.invalid"), True, Factory.forProtocol(_WriteThroughApplication)
+    )
+    tls = factory.buildProtocol(None)
+    conn.protocol = tls
+    tls.makeConnection(conn)
+    record = peer.recv(4096)
+    assert record[:1] == b"\x16"  # a TLS handshake record
+    assert conn not in reactor.getWriters()
+    # Once is enough: asked again, the connection keeps its one override.
+    override = conn.write
+    write_through_under_tls(tls)
+    assert conn.write is override
+    # What the socket does not take goes to Twisted's buffer, in order.
+    conn.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    big = bytes(range(256)) * 4096
+    conn.write(big)
+    conn.write(b"after")
+    assert conn in reactor.getWriters()
+    received = bytearray()
+    peer.settimeout(0.2)
+    while len(received) < len(big) + 5:
+        conn.doWrite()
+        try:
+            received += peer.recv(1 << 20)
+        except socket.timeout:
+            pass
+    assert bytes(received) == big + b"after"
+
+
+def test_plain_transports_are_left_alone_by_the_tls_write_through():
+    """Only Twisted's TLS layer over TCP is changed."""
+    transport = StringTransport()
+    write_through_under_tls(transport)
+    assert "write" not in vars(transport)
+    conn, _, _ = connection()
+    write_through_under_tls(conn)
+    assert "write" not in vars(conn)
+
+
 def test_both_websocket_legs_take_the_lean_path():
     """The wallbox side and the backend side of cfosproxy send and receive
     frames through L{RelayPathMixin}."""
@@ -110,6 +171,7 @@ def test_both_websocket_legs_take_the_lean_path():
         # ones Autobahn calls.
         assert protocol.sendData is RelayPathMixin.sendData
         assert protocol.onMessageEnd is RelayPathMixin.onMessageEnd
+        assert protocol.connectionMade is RelayPathMixin.connectionMade
         assert protocol.__mro__.index(RelayPathMixin) < protocol.__mro__.index(
             WebSocketProtocol
         )
