@@ -6,10 +6,10 @@ that does nothing but pass frames on.
 Every wallbox that connects gets its own WebSocket to the backend (the URL
 plus its ChargeBox-ID), and each text frame is forwarded as it is, both
 ways: no parsing, no sessions, no store, no load management. It runs on the
-reactor cfosproxy uses (asyncio) and sends through the same write path
-and masking (L{cfosproxy.relaypath}), so what it costs per round trip is what any
-relay built on Twisted and Autobahn costs at least, before it does any of
-cfosproxy's work. C{bench/relay.py} runs it next to cfosproxy.
+reactor cfosproxy uses (asyncio) and reads and writes frames through the
+same path (L{cfosproxy.relaypath}), so what it costs per round trip is what
+the stack under cfosproxy costs at least, before it does any of cfosproxy's
+work. C{bench/relay.py} runs it next to cfosproxy.
 
 Prints ``ready`` once it listens.
 """
