@@ -231,35 +231,29 @@ def outcome(protocol, transport):
     )
 
 
-@settings(max_examples=400, deadline=None)
+SIDES = {
+    # The wallbox leg: a client's frames, masked.
+    "server": (open_server, DirectServer, AutobahnServer, True),
+    # The backend leg: a server's frames, unmasked.
+    "client": (open_client, DirectClient, AutobahnClient, False),
+}
+
+
+@pytest.mark.parametrize("side", sorted(SIDES))
+@settings(max_examples=350, deadline=None)
 @given(
     data=st.data(),
     cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6),
 )
-def test_server_side_matches_autobahn(data, cuts):
-    """A wallbox's frames, any mix and split into any reads: the direct
-    path delivers and answers exactly what Autobahn alone does."""
-    stream = b"".join(data.draw(st.lists(frames(masked=True), min_size=1, max_size=8)))
+def test_the_direct_path_matches_autobahn(side, data, cuts):
+    """The peer's frames, any mix and split into any reads, on either
+    leg: the direct path delivers and answers exactly what Autobahn alone
+    does."""
+    opened, direct, plain, masked = SIDES[side]
+    stream = b"".join(data.draw(st.lists(frames(masked=masked), min_size=1, max_size=8)))
     results = []
-    for protocol_class in (DirectServer, AutobahnServer):
-        protocol, transport = open_server(protocol_class)
-        feed(protocol, stream, cuts)
-        results.append(outcome(protocol, transport))
-    assert results[0] == results[1]
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    data=st.data(),
-    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6),
-)
-def test_client_side_matches_autobahn(data, cuts):
-    """The backend's frames (unmasked, as a server sends them) on the
-    backend leg: the same as through Autobahn alone."""
-    stream = b"".join(data.draw(st.lists(frames(masked=False), min_size=1, max_size=8)))
-    results = []
-    for protocol_class in (DirectClient, AutobahnClient):
-        protocol, transport = open_client(protocol_class)
+    for protocol_class in (direct, plain):
+        protocol, transport = opened(protocol_class)
         feed(protocol, stream, cuts)
         results.append(outcome(protocol, transport))
     assert results[0] == results[1]
