@@ -10,16 +10,31 @@ from dataclasses import dataclass
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from cfosproxy.auth import parse_basic_authorization, password_matches
+from cfosproxy.auth import (
+    certificate_identity_problem,
+    parse_basic_authorization,
+    password_matches,
+)
+from cfosproxy.logtext import printable
+from cfosproxy.passwordbackoff import PasswordBackoff
 from cfosproxy.session import CLOSE_NORMAL, OcppSession
 
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a wallbox may not connect: an HTTP status and a reason phrase."""
+    """Why a wallbox may not connect.
+
+    @ivar code: the HTTP status.
+    @ivar reason: the reason phrase sent with it.
+    @ivar detail: more for the operator's log only (never sent, never a
+        secret), or empty.
+    @ivar retry_after: for 429, the seconds the client should wait.
+    """
 
     code: int
     reason: str
+    detail: str = ""
+    retry_after: int | None = None
 
 
 class ChargePointHub:
@@ -47,33 +62,79 @@ class ChargePointHub:
         self._clock = clock
         self.sessions = {}
         self._when_empty = []
+        self._password_backoff = None
+        if server_config.password and server_config.password_failures > 0:
+            self._password_backoff = PasswordBackoff(
+                clock, server_config.password_failures, server_config.password_backoff_max
+            )
 
-    def admit(self, chargebox_id, authorization, tls, certificate_subject):
+    def admit(self, chargebox_id, authorization, tls, certificate, address=""):
         """Decide whether a wallbox may open its WebSocket.
 
         @param chargebox_id: from the URL, percent-decoded.
         @param authorization: the C{Authorization} header value or None.
         @param tls: whether the connection is TLS.
-        @param certificate_subject: the client certificate's subject or None.
+        @param certificate: the client certificate as a
+            L{cfosproxy.auth.ClientCertificate}, or None.
+        @param address: the client's IP address, for the back-off after
+            wrong passwords.
         @return: None to admit, or a L{Refusal}.
         """
         if not chargebox_id:
             return Refusal(400, "No ChargeBox-ID in URL")
+        if not chargebox_id.isprintable():
+            # No wallbox has a control character in its id; refused here,
+            # such an id can reach no log line and no status page.
+            return Refusal(400, "Invalid ChargeBox-ID")
         if self._config.password:
-            credentials = parse_basic_authorization(authorization)
-            if credentials is None:
-                return Refusal(401, "Unauthorized")
-            user, password = credentials
-            if user != chargebox_id or not password_matches(
-                password, self._config.password
-            ):
-                return Refusal(401, "Unauthorized")
-        if self._config.require_client_certificate and certificate_subject is None:
+            refusal = self._check_password(chargebox_id, authorization, address)
+            if refusal is not None:
+                return refusal
+        if certificate is not None:
+            problem = certificate_identity_problem(
+                certificate, self._config.client_certificate_identity, chargebox_id
+            )
+            if problem is not None:
+                return Refusal(
+                    403,
+                    "Client certificate is not for this ChargeBox-ID",
+                    detail="{} ([server] client_certificate_identity = {})".format(
+                        problem, self._config.client_certificate_identity
+                    ),
+                )
+        elif self._config.require_client_certificate:
             # Only a plain connection in tls = detect gets this far without
             # one: TLS itself already refused a TLS client without it.
             return Refusal(403, "Client certificate required")
         if not self._registry.may_connect(chargebox_id):
             return Refusal(404, "Unknown ChargeBox-ID")
+        return None
+
+    def _check_password(self, chargebox_id, authorization, address):
+        backoff = self._password_backoff
+        if backoff is not None:
+            wait = backoff.retry_after(address)
+            if wait is not None:
+                # The password is not even looked at: guessing on gets
+                # no answer faster than the back-off allows.
+                return Refusal(
+                    429,
+                    "Too Many Requests",
+                    detail="back-off after wrong passwords, {} s left".format(wait),
+                    retry_after=wait,
+                )
+        credentials = parse_basic_authorization(authorization)
+        if credentials is None:
+            # No guess made: a client that sends its password only after
+            # a 401 challenge is not held against it.
+            return Refusal(401, "Unauthorized")
+        user, password = credentials
+        if user != chargebox_id or not password_matches(password, self._config.password):
+            if backoff is not None:
+                backoff.failed(address)
+            return Refusal(401, "Unauthorized")
+        if backoff is not None:
+            backoff.succeeded(address)
         return None
 
     def open(self, chargebox_id, connection, certificate_subject=None):
@@ -105,7 +166,7 @@ class ChargePointHub:
                 "{cbid} connected from {peer} with certificate {subject}",
                 cbid=chargebox_id,
                 peer=connection.peer,
-                subject=certificate_subject,
+                subject=printable(certificate_subject),
             )
         else:
             self._log.info(
@@ -121,7 +182,8 @@ class ChargePointHub:
             "{cbid} disconnected ({code} {reason})",
             cbid=session.chargebox_id,
             code=code,
-            reason=reason or "",
+            # The wallbox's own close reason, or Autobahn's text about it.
+            reason=printable(reason or ""),
         )
         if self.sessions.get(session.chargebox_id) is session:
             del self.sessions[session.chargebox_id]

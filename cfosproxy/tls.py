@@ -10,11 +10,17 @@ import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from OpenSSL.crypto import X509
+from service_identity import CertificateError, VerificationError
+from service_identity.cryptography import extract_patterns
+from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import (
     IHandshakeListener,
     ILoggingContext,
+    IOpenSSLClientConnectionCreator,
     ISSLTransport,
 )
 from twisted.internet.protocol import Factory, Protocol
@@ -28,9 +34,12 @@ from twisted.internet.ssl import (
 )
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cfosproxy import certs
+from cfosproxy.auth import ClientCertificate
+from cfosproxy.logtext import printable
 
 _log = Logger()
 
@@ -215,7 +224,105 @@ def client_tls_options(
         # cryptography objects: pyOpenSSL has deprecated its own X509/PKey
         # forms for a connection's identity.
         extra.update(certificate=chain[0], extraCertChain=chain[1:], privateKey=key)
-    return optionsForClientTLS(host, trustRoot=trust, extraCertificateOptions=extra)
+    return _HostVerifyingOptions(
+        optionsForClientTLS(host, trustRoot=trust, extraCertificateOptions=extra), host
+    )
+
+
+class HostVerificationError(Exception):
+    """The server's certificate is trusted but not for the host that was
+    asked for; the message says why (for C{last_error} and the log)."""
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _HostVerifyingOptions:
+    """Client TLS settings whose host name check fails closed.
+
+    Twisted's own check turns only service_identity's C{VerificationError}
+    (a name mismatch) into a failed handshake; the C{CertificateError} of a
+    certificate without any subjectAltName is logged and the handshake goes
+    on, password and all. This replaces that check with one that refuses
+    the connection whatever goes wrong while checking.
+
+    @param options: the connection creator of C{optionsForClientTLS}, which
+        verifies the chain against the trust roots.
+    @param host: the host name or IP address of the URL.
+    """
+
+    def __init__(self, options, host):
+        self._options = options
+        self._host = host
+        if isIPAddress(host) or isIPv6Address(host):
+            self._service_id = IPAddress_ID(host)
+        else:
+            self._service_id = DNS_ID(host)
+
+    def clientConnectionForTLS(self, tls_protocol):
+        connection = self._options.clientConnectionForTLS(tls_protocol)
+        connection.set_verify(
+            SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
+            self._verify_callback(tls_protocol),
+        )
+        return connection
+
+    def _verify_callback(self, tls_protocol):
+        def verify(connection, certificate, error_number, depth, chain_ok):
+            nonlocal tls_protocol
+            if not chain_ok:
+                # OpenSSL's verdict on the chain (an unknown CA, expired)
+                # stands; it reports it as the handshake's error.
+                return False
+            if depth != 0:
+                return True
+            try:
+                problem = self.host_problem(certificate.to_cryptography())
+            except Exception:
+                _log.failure("Checking the host name {host}", host=self._host)
+                problem = "the certificate could not be read"
+            # The OpenSSL connection keeps this callback as long as it
+            # lives; as Twisted's own check does, it keeps no reference to
+            # the protocol that owns the connection after this.
+            protocol, tls_protocol = tls_protocol, None
+            if problem is None:
+                return True
+            if protocol is not None:
+                # The reason the connection is lost with: the application
+                # sees it instead of a bare "certificate verify failed".
+                protocol.failVerification(Failure(HostVerificationError(problem)))
+            return False
+
+        return verify
+
+    def host_problem(self, certificate):
+        """Why C{certificate} is not one for the host, or None if it is.
+
+        Only the subjectAltName counts (RFC 6125); a host named only in the
+        common name is refused, as browsers do.
+        """
+        try:
+            verify_service_identity(extract_patterns(certificate), [self._service_id], [])
+        except CertificateError:
+            return (
+                "the certificate has no subjectAltName, so it cannot be for "
+                "{} (it names only {})".format(self._host, _subject_text(certificate))
+            )
+        except VerificationError:
+            return "hostname mismatch (the certificate is not for {})".format(self._host)
+        except Exception as e:
+            # Fail closed: a certificate that cannot be checked is refused.
+            _log.failure("Checking the host name {host} in a server certificate", host=self._host)
+            return "the host name could not be checked ({})".format(
+                type(e).__name__
+            )
+        return None
+
+
+def _subject_text(certificate):
+    try:
+        # The server's own words, for last_error and the log.
+        return printable(certificate.subject.rfc4514_string()) or "an empty subject"
+    except ValueError:
+        return "an unreadable subject"
 
 
 def wrap_factory(mode, factory, context_factory, *, clock, sniff_timeout=10.0):
@@ -250,6 +357,13 @@ def peer_certificate_subject(transport):
 
     L{None} for plain transports and for TLS peers that sent no certificate.
     """
+    certificate = peer_client_certificate(transport)
+    return None if certificate is None else certificate.subject
+
+
+def peer_client_certificate(transport):
+    """The peer's certificate as a L{ClientCertificate}, or L{None} for
+    plain transports and for TLS peers that sent no certificate."""
     if not is_tls(transport):
         return None
     try:
@@ -261,7 +375,42 @@ def peer_certificate_subject(transport):
         return None
     if isinstance(cert, X509):
         cert = cert.to_cryptography()
-    return cert.subject.rfc4514_string()
+    return client_certificate(cert)
+
+
+def client_certificate(cert):
+    """The names in the C{cryptography} certificate C{cert} that identify
+    a wallbox, as a L{ClientCertificate}.
+
+    A part that cannot be decoded counts as absent: a certificate whose
+    names cannot be read identifies nobody.
+    """
+    try:
+        subject = cert.subject
+        # RFC 4514 knows no short name for serialNumber; "2.5.4.5=" would
+        # be all the log and the status page showed of it.
+        subject_text = subject.rfc4514_string({NameOID.SERIAL_NUMBER: "serialNumber"})
+    except ValueError:
+        return ClientCertificate(subject="(unreadable subject)")
+
+    def attribute(oid):
+        return tuple(
+            a.value for a in subject.get_attributes_for_oid(oid) if isinstance(a.value, str)
+        )
+
+    try:
+        alternative_names = cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value
+        dns_names = tuple(alternative_names.get_values_for_type(x509.DNSName))
+    except (x509.ExtensionNotFound, ValueError):
+        dns_names = ()
+    return ClientCertificate(
+        subject=subject_text,
+        common_names=attribute(NameOID.COMMON_NAME),
+        serial_numbers=attribute(NameOID.SERIAL_NUMBER),
+        dns_names=dns_names,
+    )
 
 
 def _peer(transport):

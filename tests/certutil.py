@@ -4,10 +4,13 @@ Not a test module: the whole suite uses it for TLS servers, wallboxes with
 client certificates and backends.
 """
 
+import datetime
 import pathlib
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from twisted.internet.ssl import (
     Certificate,
     CertificateOptions,
@@ -125,6 +128,45 @@ class TestPKI:
         test CA that names C{host} only (for host name checks)."""
         cert, key = certs.make_certificate(host, self._ca[0], self._ca[1], dns_names=[host])
         name = host.replace(".", "-")
+        return self._write_cert(name + ".pem", cert), self._write_key(name + "-key.pem", key)
+
+    def server_cert_without_san(self, common_name="evil.example"):
+        """Return C{(cert_path, key_path)} of a server certificate from the
+        test CA with C{common_name} as its only name: no subjectAltName,
+        which no host name can be checked against."""
+        cert, key = certs.make_certificate(common_name, self._ca[0], self._ca[1])
+        name = "no-san-" + common_name.replace(".", "-")
+        return self._write_cert(name + ".pem", cert), self._write_key(name + "-key.pem", key)
+
+    def client_cert_with(self, name, attributes, *, dns_names=()):
+        """Return C{(cert_path, key_path)} of a wallbox client certificate
+        from the test root with exactly the subject C{attributes} (pairs of
+        C{NameOID} and value; none at all for an empty subject) and DNS
+        subjectAltNames C{dns_names}, for the identity rules of profile 3.
+
+        @param name: the file name stem.
+        """
+        key = certs.make_key()
+        subject = x509.Name([x509.NameAttribute(oid, value) for oid, value in attributes])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self._ca[0].subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        )
+        if dns_names:
+            # RFC 5280 §4.2.1.6: with an empty subject the SAN must be critical.
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]),
+                critical=not attributes,
+            )
+        cert = builder.sign(self._ca[1], hashes.SHA256())
         return self._write_cert(name + ".pem", cert), self._write_key(name + "-key.pem", key)
 
     def _server_cert(self, issuer_cert, issuer_key):

@@ -492,6 +492,25 @@ class TLSTests(LinkTestCase):
         self.assertTrue(handler.events.empty())
 
     @asyncio_test
+    async def test_wss_certificate_without_subject_alt_name(self):
+        """A certificate from the trusted CA that names its host only in the
+        common name (CN=evil.example, no subjectAltName) fails the host name
+        check: no WebSocket request (so no password) reaches the backend,
+        and last_error says why."""
+        pki = self.pki()
+        cert, key = pki.server_cert_without_san("evil.example")
+        backend = await self.backend(ssl=server_ssl(cert, key))
+        handler = RecordingHandler()
+        link = self.link(
+            backend.url(host="localhost"), handler, ca=str(pki.ca_cert_path), password=PASSWORD
+        )
+        await eventually(lambda: link.state == "failed")
+        self.assertIn("certificate verify failed", link.last_error)
+        self.assertIn("no subjectAltName", link.last_error)
+        self.assertTrue(handler.events.empty())
+        self.assertEqual(backend.requests, [])
+
+    @asyncio_test
     async def test_client_certificate(self):
         """A backend that requires a client certificate (security profile 3)
         accepts the link's certificate, with the key in its own file or in

@@ -234,6 +234,40 @@ class RefusalTests(unittest.TestCase):
             self.assertEqual(json.loads(await ws.recv())[:2], [3, "h"])
 
     @asyncio_test
+    async def test_wrong_password_burst_backs_off(self):
+        """A burst of 50 wrong passwords from one address: the first three
+        get 401, then the address is answered 429 with Retry-After (its
+        passwords no longer checked, the right one neither); after waiting
+        as long as Retry-After says, at most password_backoff_max, the
+        right password is admitted again."""
+        daemon = RunningDaemon(
+            self,
+            server="password = geheim\npassword_failures = 3\npassword_backoff_max = 2\n",
+        )
+        statuses = []
+        for _ in range(50):
+            code, response = await refused_status(
+                daemon.url(), additional_headers=basic("CB-0001", "falsch")
+            )
+            statuses.append(code)
+            if code == 429:
+                self.assertLessEqual(int(response.headers["Retry-After"]), 2)
+        self.assertEqual(statuses[:4], [401, 401, 401, 429])
+        self.assertEqual(set(statuses), {401, 429})
+        right = basic("CB-0001", "geheim")
+        try:
+            ws = await connect(daemon.url(), additional_headers=right)
+        except websockets.exceptions.InvalidStatus as refused:
+            self.assertEqual(refused.response.status_code, 429)
+            wait = int(refused.response.headers["Retry-After"])
+            self.assertLessEqual(wait, 2)
+            await asyncio.sleep(wait)
+            ws = await connect(daemon.url(), additional_headers=right)
+        async with ws:
+            await ws.send('[2,"h","Heartbeat",{}]')
+            self.assertEqual(json.loads(await ws.recv())[:2], [3, "h"])
+
+    @asyncio_test
     async def test_health(self):
         """/api/health answers 200 with both listeners listening."""
         daemon = RunningDaemon(self)

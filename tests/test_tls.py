@@ -471,3 +471,72 @@ class ClientCertificateTests(TLSTestCase):
             tls.TLSConfigError, self.context, require_client_certificate=True
         )
         self.assertIn("require_client_certificate", str(error))
+
+
+class ClientCertificateIdentityTests(TLSTestCase):
+    """L{tls.client_certificate}: the names in a wallbox's certificate that
+    the profile 3 identity rule compares with the ChargeBox-ID."""
+
+    def load(self, paths):
+        return x509.load_pem_x509_certificate(pathlib.Path(paths[0]).read_bytes())
+
+    def test_common_name_serial_number_and_dns_names(self):
+        """CN, subject serialNumber and DNS subjectAltNames are read as the
+        certificate has them, next to the RFC 4514 subject."""
+        cert = self.load(self.pki.client_cert_with(
+            "all",
+            [(NameOID.COMMON_NAME, "Power Brain"), (NameOID.SERIAL_NUMBER, "CB-0001")],
+            dns_names=["cb-0001.wallboxes.example", "spare.example"],
+        ))
+        identity = tls.client_certificate(cert)
+        self.assertEqual(identity.common_names, ("Power Brain",))
+        self.assertEqual(identity.serial_numbers, ("CB-0001",))
+        self.assertEqual(identity.dns_names, ("cb-0001.wallboxes.example", "spare.example"))
+        self.assertEqual(identity.subject, "serialNumber=CB-0001,CN=Power Brain")
+
+    def test_empty_subject_has_no_identity_but_its_subject_alt_name(self):
+        """A certificate with an empty subject has no CN and no
+        serialNumber; its subjectAltName is still read."""
+        identity = tls.client_certificate(
+            self.load(self.pki.client_cert_with("empty", [], dns_names=["CB-0001"]))
+        )
+        self.assertEqual((identity.common_names, identity.serial_numbers), ((), ()))
+        self.assertEqual(identity.dns_names, ("CB-0001",))
+
+    def test_usual_client_certificate(self):
+        """The test PKI's wallbox certificate: its CN is the ChargeBox-ID
+        and it has no subjectAltName."""
+        identity = tls.client_certificate(self.load(self.pki.client_cert_path("CB-0001")))
+        self.assertEqual(identity.common_names, ("CB-0001",))
+        self.assertEqual(identity.dns_names, ())
+
+
+class HostNameCheckTests(TLSTestCase):
+    """The client side's host name check (toward a backend, or from the
+    virtual wallbox): what it says about a server's certificate."""
+
+    def problem(self, host, cert_paths):
+        options = tls.client_tls_options(
+            host, ca=str(self.pki.ca_cert_path), certificate="", private_key=""
+        )
+        cert = x509.load_pem_x509_certificate(pathlib.Path(cert_paths[0]).read_bytes())
+        return options.host_problem(cert)
+
+    def test_certificate_for_the_host_accepted(self):
+        """The test server certificate names localhost and 127.0.0.1 in its
+        subjectAltName: good for both."""
+        server = (self.pki.server_cert_path, self.pki.server_key_path)
+        self.assertIsNone(self.problem("localhost", server))
+        self.assertIsNone(self.problem("127.0.0.1", server))
+
+    def test_certificate_without_subject_alt_name_refused(self):
+        """CN=localhost without subjectAltName is not a certificate for
+        localhost: the common name is not looked at."""
+        problem = self.problem("localhost", self.pki.server_cert_without_san("localhost"))
+        self.assertIn("no subjectAltName", problem)
+        self.assertIn("CN=localhost", problem)
+
+    def test_certificate_for_another_host_refused(self):
+        """A certificate for elsewhere.example is not one for localhost."""
+        problem = self.problem("localhost", self.pki.server_cert_for("elsewhere.example"))
+        self.assertIn("hostname mismatch", problem)
