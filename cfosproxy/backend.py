@@ -25,8 +25,9 @@ from twisted.logger import (
 )
 from zope.interface import Interface, implementer
 
+from cfosproxy.flowcontrol import FlowControlMixin
 from cfosproxy.relaypath import FACTORY_OPTIONS, RelayPathMixin
-from cfosproxy.tls import client_tls_options
+from cfosproxy.tls import HostVerificationError, client_tls_options
 
 SUBPROTOCOL = "ocpp1.6"
 CLOSE_HANDSHAKE_TIMEOUT = 5
@@ -317,12 +318,13 @@ class BackendLink:
         """Stop reading from the backend for now (it sends CALLs faster than
         the wallbox answers them); a new connection reads again."""
         if self._protocol is not None:
-            self._protocol.transport.pauseProducing()
+            self._protocol.pause_reading()
 
     def resume_reading(self):
-        """Read from the backend again."""
+        """Read from the backend again (unless what waits to be sent to it
+        still holds reading back)."""
         if self._protocol is not None:
-            self._protocol.transport.resumeProducing()
+            self._protocol.resume_reading()
 
     def close(self, code=1000, reason=""):
         """Drop the current connection (the link reconnects), e.g. after the
@@ -416,13 +418,16 @@ class BackendLink:
         return random.uniform(self._min_delay, cap)
 
 
-class _BackendProtocol(RelayPathMixin, WebSocketClientProtocol):
+class _BackendProtocol(RelayPathMixin, FlowControlMixin, WebSocketClientProtocol):
     """The WebSocket to the backend; reports to C{factory.link}."""
 
     _log = Logger()
     _opened = False
     _failure = None  # why this connection is not used, if it opened anyway
     _lost = None  # the Failure the transport was lost with
+
+    def flow_name(self):
+        return "OCPP backend {}".format(self.factory.link.url)
 
     def onOpen(self):
         if self.websocket_protocol_in_use != SUBPROTOCOL:
@@ -495,7 +500,7 @@ class _BackendProtocol(RelayPathMixin, WebSocketClientProtocol):
         if self._failure is not None:
             return FAILED, self._failure
         lost = self._lost.value if self._lost is not None else None
-        if isinstance(lost, (VerificationError, SSL.Error)):
+        if isinstance(lost, (HostVerificationError, VerificationError, SSL.Error)):
             return FAILED, _describe_tls_error(lost, self.factory.host)
         if getattr(self, "wasOpenHandshakeTimeout", False):
             return FAILED, (
@@ -566,6 +571,8 @@ class _QuietClientService(ClientService):
 
 
 def _describe_tls_error(exception, host):
+    if isinstance(exception, HostVerificationError):
+        return "certificate verify failed: {}".format(exception)
     if isinstance(exception, VerificationError):
         return (
             "certificate verify failed: hostname mismatch (the certificate "

@@ -129,6 +129,18 @@ def write_through_under_tls(transport):
     connection.write = write
 
 
+def end_write_through(transport):
+    """Take L{write_through_under_tls}'s override off the TCP connection
+    again, once the connection is lost: it refers to the connection it sits
+    on, a cycle that only Python's garbage collector would free, and with it
+    whatever else the connection still holds.
+
+    @param transport: a protocol's transport; anything else is left alone.
+    """
+    if isinstance(transport, TLSMemoryBIOProtocol):
+        vars(transport.transport).pop("write", None)
+
+
 # For the factories of protocols with L{RelayPathMixin}.
 FACTORY_OPTIONS = {"utf8validateIncoming": False}
 
@@ -146,6 +158,10 @@ class RelayPathMixin:
     def connectionMade(self):
         write_through_under_tls(self.transport)
         super().connectionMade()
+
+    def connectionLost(self, reason):
+        end_write_through(self.transport)
+        super().connectionLost(reason)
 
     def dataReceived(self, data):
         # Autobahn's own formats a debug line first; its parser takes what

@@ -8,10 +8,12 @@ from urllib.parse import unquote
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
 from cfosproxy import tls
+from cfosproxy.flowcontrol import FlowControlMixin
+from cfosproxy.logtext import printable
 from cfosproxy.relaypath import FACTORY_OPTIONS, RelayPathMixin
 from cfosproxy.session import IWallboxConnection
 
@@ -44,7 +46,7 @@ def chargebox_id_from_path(path):
 
 
 @implementer(IWallboxConnection)
-class WallboxServerProtocol(RelayPathMixin, WebSocketServerProtocol):
+class WallboxServerProtocol(RelayPathMixin, FlowControlMixin, WebSocketServerProtocol):
     """One wallbox's WebSocket.
 
     C{self.peer} (the remote address, for logs) is Autobahn's own.
@@ -53,6 +55,7 @@ class WallboxServerProtocol(RelayPathMixin, WebSocketServerProtocol):
     _log = Logger()
     session = None
     chargebox_id = None
+    _retry_after = None
 
     def dataReceived(self, data):
         if (
@@ -70,42 +73,72 @@ class WallboxServerProtocol(RelayPathMixin, WebSocketServerProtocol):
         super().dataReceived(data)
 
     def onConnect(self, request):
-        if SUBPROTOCOL not in request.protocols:
-            self._refuse(400, "Subprotocol ocpp1.6 required", request.protocols)
         try:
             chargebox_id = chargebox_id_from_path(request.path)
         except UnicodeDecodeError:
             chargebox_id = ""
-        self._certificate_subject = tls.peer_certificate_subject(self.transport)
+        if SUBPROTOCOL not in request.protocols:
+            self._refuse(
+                400,
+                "Subprotocol ocpp1.6 required",
+                chargebox_id,
+                "offered subprotocols: {}".format(request.protocols),
+            )
+        certificate = tls.peer_client_certificate(self.transport)
+        self._certificate_subject = certificate.subject if certificate else None
         refusal = self.factory.hub.admit(
             chargebox_id,
             request.headers.get("authorization"),
             tls.is_tls(self.transport),
-            self._certificate_subject,
+            certificate,
+            self._client_address(),
         )
         if refusal is not None:
-            self._refuse(refusal.code, refusal.reason, chargebox_id)
+            self._retry_after = refusal.retry_after
+            self._refuse(refusal.code, refusal.reason, chargebox_id, refusal.detail)
         self.chargebox_id = chargebox_id
         return SUBPROTOCOL
 
-    def _refuse(self, code, reason, detail):
-        self._log.info(
-            "refused a connection from {peer}: {code} {reason} ({detail!r})",
+    def _client_address(self):
+        try:
+            return self.transport.getPeer().host
+        except Exception:
+            return ""
+
+    def _refuse(self, code, reason, chargebox_id, detail=""):
+        if code == 429:
+            # One line when the back-off starts (cfosproxy.passwordbackoff),
+            # not one per refused attempt of a flood.
+            level = LogLevel.debug
+        elif code == 403:
+            level = LogLevel.warn
+        else:
+            level = LogLevel.info
+        self._log.emit(
+            level,
+            "refused a connection from {peer} as ChargeBox-ID '{cbid}': {code} "
+            "{reason}{detail}",
             peer=self.peer,
+            cbid=printable(chargebox_id),
             code=code,
             reason=reason,
-            detail=detail,
+            detail="; " + printable(detail) if detail else "",
         )
         raise ConnectionDeny(code, reason)
 
     def failHandshake(self, reason, code=400, responseHeaders=None):
         # Autobahn's ConnectionDeny carries no headers, but a 401 must say
-        # how to authenticate (RFC 7235 §3.1).
+        # how to authenticate (RFC 7235 §3.1) and a 429 when to come back
+        # (RFC 6585 §4).
         if code == 401 and not responseHeaders:
             responseHeaders = [
                 ("WWW-Authenticate", 'Basic realm="cfosproxy", charset="UTF-8"')
             ]
-        super().failHandshake(reason, code, responseHeaders)
+        elif code == 429 and not responseHeaders and self._retry_after:
+            responseHeaders = [("Retry-After", str(self._retry_after))]
+        # Autobahn's own reasons quote request headers: logged and sent
+        # back, they must not carry control characters.
+        super().failHandshake(printable(reason), code, responseHeaders)
 
     def onOpen(self):
         try:
@@ -143,16 +176,23 @@ class WallboxServerProtocol(RelayPathMixin, WebSocketServerProtocol):
             self.factory.hub.closed(self.session, code, reason)
             self.session = None
 
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        # Counted for cfosproxy.memory, which frees what closed
+        # connections leave behind once enough of them have closed.
+        self.factory.closed_connections += 1
+
     # -- IWallboxConnection --------------------------------------------------
 
     def send_text(self, text):
         self.sendMessage(text.encode("utf-8"), isBinary=False)
 
-    def pause_reading(self):
-        self.transport.pauseProducing()
+    # pause_reading() and resume_reading() are FlowControlMixin's.
 
-    def resume_reading(self):
-        self.transport.resumeProducing()
+    def flow_name(self):
+        if self.chargebox_id is None:
+            return self.peer
+        return printable(self.chargebox_id)
 
     def close(self, code, reason):
         # Autobahn's sendClose() takes only the application codes (1000 and
@@ -167,9 +207,12 @@ class WallboxServerFactory(WebSocketServerFactory):
 
     @ivar hub: the L{cfosproxy.hub.ChargePointHub}; kept on its own
         attribute because Autobahn owns C{self.server} and C{self.log}.
+    @ivar closed_connections: how many of its connections have closed so
+        far (see L{cfosproxy.memory}).
     """
 
     protocol = WallboxServerProtocol
+    closed_connections = 0
 
     def __init__(self, hub, server_config):
         super().__init__(server="cfosproxy", protocols=[SUBPROTOCOL])

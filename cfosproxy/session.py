@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python import failure
 from zope.interface import Attribute, Interface
 
+from cfosproxy.logtext import printable
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.frames import (
     Call,
@@ -54,11 +55,13 @@ class IWallboxConnection(Interface):
         """Close the connection with a WebSocket close code and reason."""
 
     def pause_reading():
-        """Stop reading from the peer for now (back-pressure: TCP's flow
-        control then holds the peer back)."""
+        """Stop reading from the peer for now: too many of its CALLs wait
+        for their answers (back-pressure: TCP's flow control then holds the
+        peer back). The connection logs it."""
 
     def resume_reading():
-        """Read from the peer again."""
+        """Read from the peer again, as far as this session is concerned
+        (the connection may hold reading back for reasons of its own)."""
 
 
 class CallTimeout(Exception):
@@ -141,7 +144,9 @@ class OcppSession:
     def _call_received(self, call):
         self._unanswered += 1
         if self._unanswered >= MAX_UNANSWERED and not self.reading_paused:
-            self._log.warn(
+            # The connection logs its pauses, at most a line a minute: a peer
+            # can come here thousands of times in a few seconds.
+            self._log.debug(
                 "{cbid}: {count} CALLs wait for their answers; reading paused "
                 "until half of them are answered",
                 cbid=self.chargebox_id,
@@ -175,7 +180,7 @@ class OcppSession:
         except Exception:
             self._log.failure(
                 "{cbid}: answering {action}", cbid=self.chargebox_id,
-                action=call.action,
+                action=printable(call.action),
             )
         self._call_answered(None)
 
@@ -188,7 +193,6 @@ class OcppSession:
         ):
             self.reading_paused = False
             self.connection.resume_reading()
-            self._log.info("{cbid}: reading again", cbid=self.chargebox_id)
 
     def _call_failed(self, call, failure):
         if failure.check(OcppError):
@@ -197,7 +201,7 @@ class OcppSession:
             "{cbid}: internal error answering {action}",
             failure,
             cbid=self.chargebox_id,
-            action=call.action,
+            action=printable(call.action),
         )
         return CallError(
             call.unique_id, ErrorCode.InternalError, "internal error", {}
@@ -208,9 +212,10 @@ class OcppSession:
             self._log.info(
                 "{cbid}: {action} answered with {code}: {description}",
                 cbid=self.chargebox_id,
-                action=call.action,
-                code=answer.error_code,
-                description=answer.error_description,
+                # The action is the wallbox's; the answer may be a backend's.
+                action=printable(call.action),
+                code=printable(answer.error_code),
+                description=printable(answer.error_description),
             )
         self._send(answer)
         for observer in self._observers:
@@ -229,9 +234,12 @@ class OcppSession:
 
     # -- CALLs to the wallbox ----------------------------------------------
 
-    def send_call(self, call):
+    def send_call(self, call, timeout=None):
         """Queue a CALL for the wallbox.
 
+        @param timeout: seconds this CALL may stay unanswered, if longer
+            than the session's call timeout (a backend slow to accept a
+            boot, say); None: the call timeout.
         @return: a Deferred that fires with the wallbox's L{CallResult} or
             L{CallError} frame, or fails with L{CallTimeout} or
             L{SessionClosed}.
@@ -239,7 +247,10 @@ class OcppSession:
         if self.closed:
             return defer.fail(SessionClosed(self.chargebox_id))
         d = defer.Deferred()
-        self._queue.append(_PendingCall(call, d))
+        pending = _PendingCall(call, d)
+        if timeout is not None and timeout > self._call_timeout:
+            pending.timeout = timeout
+        self._queue.append(pending)
         self._send_next()
         return d
 
@@ -264,7 +275,7 @@ class OcppSession:
             return
         pending = self._queue.popleft()
         self._outstanding = pending
-        pending.deadline = self._clock.seconds() + self._call_timeout
+        pending.deadline = self._clock.seconds() + (pending.timeout or self._call_timeout)
         # One timer per session, not one per CALL: it is set for the
         # outstanding CALL's deadline and, should that CALL have been
         # answered meanwhile, moves on to the next one's. Setting and
@@ -287,7 +298,7 @@ class OcppSession:
             "{cbid}: no answer to {action} within {timeout}s",
             cbid=self.chargebox_id,
             action=pending.call.action,
-            timeout=self._call_timeout,
+            timeout=pending.timeout or self._call_timeout,
         )
         self._finish_outstanding(
             lambda d: d.errback(CallTimeout(pending.call.action))
@@ -327,12 +338,13 @@ class OcppSession:
 
 
 class _PendingCall:
-    __slots__ = ("call", "deferred", "deadline")
+    __slots__ = ("call", "deferred", "deadline", "timeout")
 
     def __init__(self, call, deferred):
         self.call = call
         self.deferred = deferred
         self.deadline = None
+        self.timeout = None
 
 
 def _short(unique_id, limit=40):

@@ -10,9 +10,12 @@ and ``GET /api/devices/<name>`` show what the registry knows, and
 import hmac
 import json
 import os
+from urllib.parse import unquote_to_bytes
 
-from twisted.logger import Logger
-from twisted.web import pages, resource, server
+from twisted.logger import Logger, LogLevel
+from twisted.web import http, pages, resource, server
+
+from cfosproxy.logtext import printable
 
 JSON_TYPE = b"application/json; charset=utf-8"
 
@@ -29,17 +32,20 @@ def _not_found(request, what):
 
 
 class HealthResource(resource.Resource):
-    """C{GET /api/health}: 200 when every listener listens, else 503.
+    """C{GET /api/health}: 200 when every listener listens and the load
+    manager can share the site current, else 503.
 
     @param listeners: a mapping of listener name to an object with a
         C{running} attribute (a Twisted service).
+    @param manager: the L{cfosproxy.manager.LoadManager}, or None.
     """
 
     isLeaf = True
 
-    def __init__(self, listeners):
+    def __init__(self, listeners, manager=None):
         super().__init__()
         self._listeners = listeners
+        self._manager = manager
 
     def render_GET(self, request):
         states = {
@@ -47,11 +53,15 @@ class HealthResource(resource.Resource):
             for name, svc in self._listeners.items()
         }
         healthy = all(state == "listening" for state in states.values())
-        return _json(
-            request,
-            {"status": "ok" if healthy else "degraded", "listeners": states},
-            200 if healthy else 503,
-        )
+        document = {"status": None, "listeners": states}
+        if self._manager is not None:
+            failures = self._manager.sharing_failures
+            # Sharing that keeps failing holds every limit where it is.
+            document["sharing"] = "failing" if failures else "ok"
+            document["sharing_failures"] = failures
+            healthy = healthy and not failures
+        document["status"] = "ok" if healthy else "degraded"
+        return _json(request, document, 200 if healthy else 503)
 
 
 def _segments(request):
@@ -177,7 +187,7 @@ def status_root(registry, manager, token, listeners, extra=None):
         C{b"metrics"}).
     """
     api = _Directory()
-    api.putChild(b"health", HealthResource(listeners))
+    api.putChild(b"health", HealthResource(listeners, manager))
     api.putChild(b"devices", DevicesResource(registry, manager, token))
     root = _Directory()
     assets = _Directory()
@@ -189,3 +199,192 @@ def status_root(registry, manager, token, listeners, extra=None):
     for name, child in (extra or {}).items():
         root.putChild(name, child)
     return root
+
+
+# -- the HTTP server ----------------------------------------------------------
+
+# A request (its request line, headers and body) must have arrived whole
+# this many seconds after it began. twisted.web's own timeout starts again
+# with every byte, so a client that sent a header byte every 20 s kept its
+# connection open for ever. A browser or curl sends a request in one go.
+REQUEST_DEADLINE = 10
+
+# The request line and headers together may be this long (twisted.web's
+# default, stated here): more is answered with 400 and the connection
+# closed. Browsers send a few hundred bytes, a few KiB with cookies.
+MAX_REQUEST_HEAD = 16384
+
+# Query parameters whose values never reach the access log (as "***"),
+# wherever they appear in a URL or a Referer.
+SECRET_QUERY_NAMES = frozenset(
+    {"token", "access_token", "auth_token", "password", "secret", "key", "api_key", "apikey"}
+)
+
+_SECRET_QUERY_NAMES_BYTES = frozenset(name.encode("ascii") for name in SECRET_QUERY_NAMES)
+_MASKED = b"***"
+
+# What a L{StatusSite} answers for unless told otherwise ([status]
+# allowed_hosts adds the listen address).
+DEFAULT_ALLOWED_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def mask_query_secrets(uri):
+    """C{uri} (bytes) with the value of each query parameter named in
+    L{SECRET_QUERY_NAMES} (in any case, percent-encoded or not) replaced by
+    C{***}."""
+    path, question, query = uri.partition(b"?")
+    if not question:
+        return uri
+    query, hash_mark, fragment = query.partition(b"#")
+    parts = []
+    for part in query.split(b"&"):
+        name, equals, _ = part.partition(b"=")
+        decoded = unquote_to_bytes(name.replace(b"+", b" ")).lower()
+        if equals and decoded in _SECRET_QUERY_NAMES_BYTES:
+            part = name + b"=" + _MASKED
+        parts.append(part)
+    return path + b"?" + b"&".join(parts) + hash_mark + fragment
+
+
+
+def access_log_line(timestamp, request):
+    """twisted.web's combined log format, with secrets in the URL and the
+    Referer masked (see L{mask_query_secrets})."""
+    uri, referrer = request.uri, request.getHeader(b"referer")
+    try:
+        request.uri = mask_query_secrets(uri)
+        if referrer is not None:
+            request.requestHeaders.setRawHeaders(b"referer", [mask_query_secrets(referrer)])
+        return http.combinedLogFormatter(timestamp, request)
+    finally:
+        request.uri = uri
+        if referrer is not None:
+            request.requestHeaders.setRawHeaders(b"referer", [referrer])
+
+
+def _host_of(header):
+    """The host name or address in a C{Host} header's value (bytes): lower
+    case, without the port, the brackets of an IPv6 address or a final
+    dot."""
+    host = header.strip().lower()
+    if host.startswith(b"["):
+        host = host[1:].partition(b"]")[0]
+    elif host.count(b":") == 1:
+        host = host.partition(b":")[0]
+    return host.rstrip(b".").decode("ascii", "replace")
+
+
+class StatusChannel(http.HTTPChannel):
+    """twisted.web's HTTP connection, with a deadline for each request
+    (L{REQUEST_DEADLINE}) and a bound on its head (L{MAX_REQUEST_HEAD})."""
+
+    _log = Logger()
+    totalHeadersSize = MAX_REQUEST_HEAD
+    _deadline = None
+    _request_begun = False  # a byte of the request the deadline is for came
+
+    def connectionMade(self):
+        super().connectionMade()
+        self._start_deadline()
+
+    def dataReceived(self, data):
+        self._request_begun = True
+        super().dataReceived(data)
+
+    def allContentReceived(self):
+        self._cancel_deadline()
+        super().allContentReceived()
+
+    def requestDone(self, request):
+        # The next request on this connection has its own deadline; it may
+        # already be waiting in the buffer, which this call goes on to read.
+        if self.persistent:
+            self._start_deadline()
+        super().requestDone(request)
+
+    def connectionLost(self, reason):
+        self._cancel_deadline()
+        super().connectionLost(reason)
+
+    def _start_deadline(self):
+        self._cancel_deadline()
+        self._request_begun = False
+        self._deadline = self.callLater(REQUEST_DEADLINE, self._deadline_passed)
+
+    def _cancel_deadline(self):
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _deadline_passed(self):
+        self._deadline = None
+        try:
+            peer = self.transport.getPeer()
+            peer = "{}:{}".format(peer.host, peer.port)
+        except Exception:
+            peer = "?"
+        # A browser keeps an idle connection open for its next request:
+        # closing that is worth no line at the usual level.
+        self._log.emit(
+            LogLevel.info if self._request_begun else LogLevel.debug,
+            "Closing the status connection from {peer}: no whole request within "
+            "{timeout} s",
+            peer=peer,
+            timeout=REQUEST_DEADLINE,
+        )
+        self.transport.abortConnection()
+
+
+class StatusSite(server.Site):
+    """The status listener's site: L{StatusChannel}s, an access log without
+    secrets (reads at debug level, the rest at info), and a check of the
+    C{Host} header against an allow-list, so that a web page elsewhere
+    cannot reach the API through a host name of its own that resolves to
+    this machine (DNS rebinding).
+
+    @param allowed_hosts: the host names and addresses a request may name
+        in its C{Host} header (without port); C{"*"} among them allows any.
+        A request without a C{Host} header (not from a browser) is served.
+    """
+
+    protocol = StatusChannel
+    _log = Logger()
+
+    def __init__(self, resource, allowed_hosts=DEFAULT_ALLOWED_HOSTS, **kwargs):
+        super().__init__(resource, logFormatter=access_log_line, **kwargs)
+        hosts = {host.lower().strip("[]").rstrip(".") for host in allowed_hosts}
+        self._any_host = "*" in hosts
+        self._allowed_hosts = frozenset(hosts - {"*"})
+
+    def getResourceFor(self, request):
+        header = request.getHeader(b"host")
+        if header is None or self._any_host or _host_of(header) in self._allowed_hosts:
+            return super().getResourceFor(request)
+        self._log.warn(
+            "Refused a status request from {peer} for the host {host!r}: not in "
+            "[status] allowed_hosts",
+            peer=getattr(request.getClientAddress(), "host", "?"),
+            host=printable(header.decode("latin-1")[:200]),
+        )
+        return _MisdirectedRequest()
+
+    def log(self, request):
+        if self._logFile is None:
+            return
+        # Reads come every few seconds from an open status page.
+        level = LogLevel.debug if request.method in (b"GET", b"HEAD") else LogLevel.info
+        self._log.emit(level, "{line}", line=self._logFormatter(self._logDateTime, request))
+
+
+class _MisdirectedRequest(resource.Resource):
+    """421 (RFC 9110 §15.5.20): not a host this server answers for."""
+
+    isLeaf = True
+
+    def render(self, request):
+        return _json(
+            request,
+            {"error": "misdirected request", "detail": "host not in [status] allowed_hosts"},
+            421,
+        )

@@ -1,5 +1,7 @@
 """Test doubles for the sans-IO core: a connection that records frames."""
 
+import base64
+import hashlib
 import json
 
 from zope.interface import implementer
@@ -36,3 +38,21 @@ class RecordingConnection:
 
     def last(self):
         return json.loads(self.sent[-1])
+
+
+def switching_protocols(request, subprotocol=None):
+    """The server's answer to a WebSocket client's upgrade C{request} (its
+    text), with the right Sec-WebSocket-Accept (RFC 6455 §4.2.2)."""
+    key = next(
+        line.split(":", 1)[1].strip()
+        for line in request.split("\r\n")
+        if line.lower().startswith("sec-websocket-key:")
+    )
+    accept = base64.b64encode(
+        hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+    )
+    protocol = b"Sec-WebSocket-Protocol: " + subprotocol.encode() + b"\r\n" if subprotocol else b""
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n" + protocol + b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )

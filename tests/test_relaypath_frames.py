@@ -3,8 +3,6 @@ exactly as through Autobahn's parser and writer: the same messages, the
 same answers on the wire (pongs, close frames with 1002 or 1009), whatever
 the frames and however the bytes are split into reads."""
 
-import base64
-import hashlib
 import struct
 
 import pytest
@@ -21,6 +19,7 @@ from twisted.internet import reactor, task
 from twisted.internet.testing import StringTransport
 
 from cfosproxy.relaypath import FACTORY_OPTIONS, RelayPathMixin
+from tests.fakes import switching_protocols
 
 LIMIT = 300  # max_message_size for these tests: frames above it close with 1009
 OPTIONS = dict(
@@ -115,19 +114,8 @@ def open_client(protocol_class):
     transport = Wire()
     protocol.makeConnection(transport)
     request = transport.value().decode("ascii")
-    key = next(
-        line.split(":", 1)[1].strip()
-        for line in request.split("\r\n")
-        if line.lower().startswith("sec-websocket-key:")
-    )
-    accept = base64.b64encode(
-        hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
-    )
     transport.clear()
-    protocol.dataReceived(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-        b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-    )
+    protocol.dataReceived(switching_protocols(request))
     assert protocol.state == protocol.STATE_OPEN
     return protocol, transport
 

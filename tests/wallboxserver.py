@@ -28,6 +28,7 @@ class WallboxServer:
     @param context_factory: the TLS settings for C{"on"} and C{"detect"}.
     @param sniff_timeout: passed to L{tls.wrap_factory}.
     @ivar port: the port it listens on, at 127.0.0.1.
+    @ivar factory: the L{WallboxServerFactory} under the TLS mode's wrapper.
     """
 
     def __init__(self, testcase, mode="off", context_factory=None, sniff_timeout=10.0):
@@ -37,9 +38,10 @@ class WallboxServer:
         registry = DeviceRegistry(config, reactor)
         local = LocalCentralSystem(reactor, 300, itertools.count(1).__next__)
         self.hub = ChargePointHub(config.server, registry, local, reactor)
+        self.factory = WallboxServerFactory(self.hub, config.server)
         factory = tls.wrap_factory(
             mode,
-            WallboxServerFactory(self.hub, config.server),
+            self.factory,
             context_factory,
             clock=reactor,
             sniff_timeout=sniff_timeout,
