@@ -17,6 +17,21 @@ from cfosproxy.ocpp.frames import CallResult
 # real wallboxes have one or two.
 MAX_OBSERVED_CONNECTORS = 8
 
+# Names of wallboxes that are not configured start with this. A configured
+# device name may not contain ':' (see cfosproxy.config), so no ChargeBox-ID
+# an unknown wallbox chooses can ever take a configured device's name.
+UNKNOWN_PREFIX = "unknown:"
+
+
+def unknown_device_name(chargebox_id, connector_id):
+    """The name of an unknown wallbox's device: C{unknown:<ChargeBox-ID>:<connector>}.
+
+    The connector is always part of it, and is the text after the last
+    ':', so two different wallboxes or connectors never share a name, whatever
+    characters their ChargeBox-IDs hold."""
+    return "{}{}:{}".format(UNKNOWN_PREFIX, chargebox_id, connector_id)
+
+
 # StatusNotification states in which a connector draws, or may draw, current.
 CHARGING_STATES = frozenset({"Charging", "SuspendedEV"})
 # States in which it does not, whatever the transaction says.
@@ -27,6 +42,8 @@ IDLE_STATES = frozenset({"Available", "Finishing", "Faulted", "Unavailable"})
 class Device:
     """One configured wallbox (or, with C{accept_unknown}, one observed one).
 
+    @ivar name: the configured C{[wallbox:NAME]}, or for an observed wallbox
+        L{unknown_device_name}.
     @ivar config: the device's L{cfosproxy.config.WallboxConfig}, or None for
         a wallbox that is not configured and only observed.
     """
@@ -154,6 +171,11 @@ class DeviceRegistry:
             )
 
     def _add(self, device):
+        """Put C{device} in; None if its name is taken (the device that has
+        it stays: a name, once given, is never handed to another device)."""
+        if device.name in self._by_name:
+            self._log.error("device name {name!r} is taken: not observed", name=device.name)
+            return None
         self._by_name[device.name] = device
         if device.type == "ocpp":
             self._by_address.setdefault(device.address, []).append(device)
@@ -201,13 +223,16 @@ class DeviceRegistry:
             # An unknown wallbox names its connectors itself: it must not
             # make the registry (and the status page) grow without bound.
             return None
-        name = chargebox_id if connector_id == 1 else "{}/{}".format(
-            chargebox_id, connector_id
-        )
         device = self._add(
-            Device(name=name, type="ocpp", address=chargebox_id, connector_id=connector_id)
+            Device(
+                name=unknown_device_name(chargebox_id, connector_id),
+                type="ocpp",
+                address=chargebox_id,
+                connector_id=connector_id,
+            )
         )
-        device.connected = True
+        if device is not None:
+            device.connected = True
         return device
 
     # -- events from wallbox sessions --------------------------------------
@@ -228,7 +253,8 @@ class DeviceRegistry:
     def _devices_or_first(self, chargebox_id):
         devices = self.devices_of(chargebox_id)
         if not devices and self._accept_unknown:
-            devices = [self._device_for(chargebox_id, 1)]
+            device = self._device_for(chargebox_id, 1)
+            devices = [device] if device is not None else []
         return devices
 
     def exchange(self, chargebox_id, call, answer):

@@ -13,12 +13,18 @@ exposures stays within the site limit with it: a device gets its grant, or
 what room the others leave it. So the wallboxes together never may draw more
 than the site limit, also while changes are in flight: one wallbox is
 lowered, and only its acceptance frees current for another.
+
+A pass that raises (a bug, a device in a state nobody foresaw) does not stop
+load management: it is logged, no limit goes up until a pass succeeds again,
+limits the fuse needs lower still go out, and the pass is tried again at the
+next event and on a timer.
 """
 
 import itertools
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import Interface
 
 from cfosproxy.ocpp.frames import CallResult
@@ -32,6 +38,14 @@ BOOT_GRACE = 5.0
 
 # A limit the wallbox refused or did not answer is tried again after this.
 RETRY_DELAY = 60.0
+
+# A pass of sharing that raised is tried again after this (and at the next
+# event of a managed wallbox, whichever comes first).
+RECALCULATION_RETRY = 10.0
+
+# A failure is logged with its traceback the first time; the same kind of
+# failure again is said in one line, at most this often (seconds).
+FAILURE_REMINDER = 600.0
 
 
 class ILimitActuator(Interface):
@@ -66,11 +80,13 @@ class LoadManager:
     @param clock: L{IReactorTime}.
     @param save_enabled: C{callable(name, enabled)} that keeps the flag on
         disk.
+    @param sharing: the function that splits the site current, with the
+        signature of L{cfosproxy.sharing.share} (replaceable in tests).
     """
 
     _log = Logger()
 
-    def __init__(self, config, registry, actuators, clock, save_enabled):
+    def __init__(self, config, registry, actuators, clock, save_enabled, sharing=share):
         self._site_limit = config.manager.max_current
         self._control = config.manager.mode == "control"
         self._lift_on_deactivate = config.manager.on_deactivate == "lift_limit"
@@ -78,6 +94,7 @@ class LoadManager:
         self._actuators = actuators
         self._clock = clock
         self._save_enabled = save_enabled
+        self._share = sharing
         self._order = itertools.count()
         self._arrival = {}
         self._ready = set()
@@ -92,6 +109,14 @@ class LoadManager:
         self._refresh_call = None
         # Counts the passes of _apply(), to notice one inside another.
         self._passes = 0
+        # Passes of refresh() that raised since the last one that did not,
+        # whether one of them was logged, the timer that tries again, and
+        # when each kind of failure was last logged (a failure that stays
+        # would otherwise log at every event).
+        self._failed_passes = 0
+        self._failure_said = False
+        self._recalculation_retry = None
+        self._failures_logged_at = {}
 
     # -- which devices ---------------------------------------------------------
 
@@ -172,7 +197,11 @@ class LoadManager:
     def _refresh_if_changed(self, chargebox_id):
         """Share again if one of this wallbox's devices started or stopped
         wanting current: nothing else that a wallbox says or does changes
-        the shares (Heartbeats and MeterValues, most of the traffic, don't)."""
+        the shares (Heartbeats and MeterValues, most of the traffic, don't).
+        After a pass that failed, any event of a managed wallbox tries again."""
+        if self._failed_passes and self._devices_of(chargebox_id):
+            self._refresh_soon()
+            return
         for device in self._devices_of(chargebox_id):
             if self._wants(device) != (device.name in self._arrival):
                 self._refresh_soon()
@@ -219,15 +248,38 @@ class LoadManager:
             self._refresh_call = self._clock.callLater(0, self.refresh)
 
     def refresh(self):
-        """Share the site current again and send what changed."""
+        """Share the site current again and send what changed.
+
+        Never raises: a pass that fails is logged, and the grants and limits
+        are held (see L{_hold}) until a pass succeeds."""
         if self._refresh_call is not None:
             if self._refresh_call.active():
                 self._refresh_call.cancel()
             self._refresh_call = None
+        granted = None
+        try:
+            granted = {d.name: d.grant for d in self.managed()}
+            self._recalculate()
+        except Exception:
+            self._recalculation_failed(Failure(), granted)
+        else:
+            self._recalculation_succeeded()
+
+    @property
+    def sharing_failures(self):
+        """Passes of sharing in a row that raised (0 while sharing works):
+        while it is not 0, no limit goes up (status API, /metrics)."""
+        return self._failed_passes
+
+    def _recalculate(self):
         self._update_arrivals()
         devices = {d.name: d for d in self.managed()}
-        waiting = sorted(self._arrival, key=self._arrival.get)
-        grants = share(
+        # Only devices that are still managed: a name that left the list
+        # must not stop the sharing for everybody else.
+        waiting = sorted(
+            (name for name in self._arrival if name in devices), key=self._arrival.get
+        )
+        grants = self._share(
             self._site_limit,
             [
                 Request(name, devices[name].config.min_current, devices[name].config.max_current)
@@ -238,6 +290,86 @@ class LoadManager:
             device.grant = grants.get(device.name, 0.0)
         if self._control:
             self._apply(list(devices.values()))
+
+    def _recalculation_failed(self, failure, granted):
+        """A pass raised: log it (see L{_log_failure}), hold the grants and
+        limits, and try again on a timer.
+
+        @param granted: C{{name: grant}} from before the pass, or None."""
+        self._failed_passes += 1
+        if self._log_failure(
+            failure,
+            "Sharing the site current failed; no limit is raised until it works "
+            "again, and it is tried again in {delay:.0f}s and at the next event",
+            delay=RECALCULATION_RETRY,
+        ):
+            self._failure_said = True
+        if self._recalculation_retry is None or not self._recalculation_retry.active():
+            self._recalculation_retry = self._clock.callLater(
+                RECALCULATION_RETRY, self._retry_recalculation
+            )
+        try:
+            self._hold(granted)
+        except Exception:
+            # Nothing can be worked out: every wallbox keeps what it has.
+            self._log_failure(Failure(), "Holding the limits failed; nothing is sent")
+
+    def _log_failure(self, failure, text, **fields):
+        """Log C{failure} with its traceback the first time its kind occurs,
+        and after that in one line at most every L{FAILURE_REMINDER} seconds.
+
+        @return: whether it was logged now."""
+        kind = _failure_kind(failure)
+        now = self._clock.seconds()
+        last = self._failures_logged_at.get(kind)
+        if last is None:
+            self._log.failure(text, failure, **fields)
+        elif now - last >= FAILURE_REMINDER:
+            self._log.warn(
+                text + " ({error!r} again; its traceback was logged before)",
+                error=failure.getErrorMessage(),
+                **fields,
+            )
+        else:
+            return False
+        self._failures_logged_at[kind] = now
+        return True
+
+    def _retry_recalculation(self):
+        self._recalculation_retry = None
+        self.refresh()
+
+    def _recalculation_succeeded(self):
+        if self._recalculation_retry is not None:
+            if self._recalculation_retry.active():
+                self._recalculation_retry.cancel()
+            self._recalculation_retry = None
+        if self._failure_said:
+            # Only after a failure that was logged: one that comes and goes
+            # must not log a line each time it goes either.
+            self._log.info(
+                "Sharing the site current works again ({count} passes had failed)",
+                count=self._failed_passes,
+            )
+        self._failed_passes = 0
+        self._failure_said = False
+
+    def _hold(self, granted):
+        """After a failed pass: every grant is as it was before it, and no
+        limit goes up; but a device that the others' limits leave less room
+        than it holds is lowered, and a device without a limit of the
+        manager's (just booted) gets its 0 A default. The fuse holds with
+        what is known, without a share.
+
+        @param granted: C{{name: grant}} from before the failed pass (which
+            may have changed some before it failed), or None when it failed
+            before it could change any."""
+        devices = list(self.managed())
+        if granted is not None:
+            for device in devices:
+                device.grant = granted.get(device.name, 0.0)
+        if self._control:
+            self._apply(devices, hold=True)
 
     def exposure(self, device):
         """The most that C{device} may draw now, as far as can be known."""
@@ -274,7 +406,11 @@ class LoadManager:
             return room / 10
         return 0.0
 
-    def _apply(self, devices):
+    def _apply(self, devices, hold=False):
+        """Send each device the limit it may have now.
+
+        @param hold: send only limits at or below what each device holds
+            (a pass that could not share: see L{_hold})."""
         self._passes += 1
         candidates = [d for d in devices if self._may_send(d)]
         total = self._total_exposure(devices)
@@ -289,6 +425,8 @@ class LoadManager:
         )
         for device in candidates:
             limit = self._allowed(device, total)
+            if hold:
+                limit = min(limit, device.accepted_limit or 0.0)
             if self._failed.get(device.name) == limit:
                 continue
             if device.name in self._stale or device.accepted_limit != limit:
@@ -351,7 +489,7 @@ class LoadManager:
         device.pending_limit = amps
         self._sends[device.name] = self._sends.get(device.name, 0) + 1
         self._stale.discard(device.name)
-        d = self._actuators[device.type].set_limit(device, amps)
+        d = self._call_actuator("set_limit", device, amps)
         d.addCallbacks(
             self._limit_accepted,
             self._limit_failed,
@@ -361,6 +499,18 @@ class LoadManager:
         d.addErrback(
             lambda f: self._log.failure("{name}: after a limit", f, name=device.name)
         )
+
+    def _call_actuator(self, method, device, *args):
+        """Call the device's actuator; one that raises instead of returning
+        a Deferred fails that one send, not the pass over the whole site.
+        It may have sent something before it raised: the send then counts
+        as unanswered (the worst case), see L{_limit_failed}."""
+        try:
+            return getattr(self._actuators[device.type], method)(device, *args)
+        except Exception:
+            failure = Failure()
+            self._log_failure(failure, "{name}: {method} raised", name=device.name, method=method)
+            return defer.fail(failure)
 
     def _limit_accepted(self, _, device, amps):
         device.pending_limit = None
@@ -436,9 +586,8 @@ class LoadManager:
     def stop(self):
         """Cancel every timer (the daemon stops)."""
         timers = list(self._boot_timers.values()) + list(self._retry_timers.values())
-        if self._refresh_call is not None:
-            timers.append(self._refresh_call)
-            self._refresh_call = None
+        timers += [t for t in (self._refresh_call, self._recalculation_retry) if t is not None]
+        self._refresh_call = self._recalculation_retry = None
         self._boot_timers.clear()
         self._retry_timers.clear()
         for timer in timers:
@@ -494,7 +643,7 @@ class LoadManager:
         return self._lift(device)
 
     def _lift(self, device):
-        d = self._actuators[device.type].lift(device)
+        d = self._call_actuator("lift", device)
 
         def lifted(_):
             device.accepted_limit = None
@@ -515,3 +664,11 @@ class LoadManager:
 
         d.addCallbacks(lifted, failed)
         return d
+
+
+def _failure_kind(failure):
+    """What tells one kind of failure from another: the exception's type and
+    the line that raised it (not the message, which may hold a name or a
+    number that differs each time)."""
+    where = failure.frames[-1][1:3] if failure.frames else None
+    return (failure.type, where)

@@ -100,13 +100,15 @@ class SiteCollector:
     @param modbus_wallboxes: a mapping of device name to
         L{cfosproxy.modbus.ModbusWallbox}.
     @param counter: the L{MessageCounter} the hub tells of every exchange.
+    @param manager: the L{cfosproxy.manager.LoadManager}, or None.
     """
 
-    def __init__(self, registry, hub, modbus_wallboxes, counter):
+    def __init__(self, registry, hub, modbus_wallboxes, counter, manager=None):
         self._registry = registry
         self._hub = hub
         self._modbus = modbus_wallboxes
         self._counter = counter
+        self._manager = manager
 
     def collect(self):
         """Yield the metric families (see the module docstring)."""
@@ -115,6 +117,13 @@ class SiteCollector:
             "Open wallbox WebSocket connections.",
             value=len(self._hub.sessions),
         )
+        if self._manager is not None:
+            yield GaugeMetricFamily(
+                "cfosproxy_sharing_failures",
+                "Passes of the load manager's sharing in a row that failed; "
+                "while above 0, no limit is raised.",
+                value=self._manager.sharing_failures,
+            )
         yield from self._devices()
         yield from self._modbus_wallboxes()
         messages = CounterMetricFamily(

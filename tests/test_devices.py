@@ -2,8 +2,15 @@
 
 import json
 
-from cfosproxy.config import config_from_string
-from cfosproxy.devices import MAX_OBSERVED_CONNECTORS, DeviceRegistry, mask_id_tag
+import pytest
+
+from cfosproxy.config import ConfigError, config_from_string
+from cfosproxy.devices import (
+    MAX_OBSERVED_CONNECTORS,
+    UNKNOWN_PREFIX,
+    DeviceRegistry,
+    mask_id_tag,
+)
 from cfosproxy.ocpp.frames import Call, CallError, CallResult
 
 TWO_CONNECTORS = """
@@ -144,4 +151,58 @@ def test_unknown_wallbox_cannot_grow_the_registry_without_bound():
         exchange(reg, "StatusNotification", {"connectorId": connector, "errorCode": "NoError", "status": "Available"}, {}, cbid="CB-NEW")
     names = sorted(d.name for d in reg)
     assert len(names) == MAX_OBSERVED_CONNECTORS
-    assert names[0] == "CB-NEW" and "CB-NEW/8" in names
+    assert names[0] == "unknown:CB-NEW:1" and "unknown:CB-NEW:8" in names
+
+
+GARAGE = """
+[server]
+accept_unknown = yes
+[wallbox:garage-1]
+type = ocpp
+address = CB-0001
+"""
+
+
+def test_unknown_wallbox_cannot_take_a_configured_device_name():
+    """An unknown wallbox whose ChargeBox-ID is the name of a configured
+    device is shown beside that device, under a name of its own marked
+    unknown: the configured device keeps its name, its state and its place
+    in the status API."""
+    reg = registry(GARAGE)
+    reg.connected("CB-0001", "tcp4:192.0.2.1:5000", None)
+    exchange(reg, "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging"}, {}, cbid="CB-0001")
+    reg.connected("garage-1", "tcp4:192.0.2.66:5000", None)
+    exchange(reg, "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available"}, {}, cbid="garage-1")
+    devices = {d["name"]: d for d in (device.as_json() for device in reg)}
+    assert sorted(devices) == ["garage-1", "unknown:garage-1:1"]
+    assert devices["garage-1"]["address"] == "CB-0001"
+    assert devices["garage-1"]["configured"] is True
+    assert devices["garage-1"]["status"] == "Charging"
+    assert devices["garage-1"]["peer"] == "tcp4:192.0.2.1:5000"
+    assert devices["unknown:garage-1:1"]["address"] == "garage-1"
+    assert devices["unknown:garage-1:1"]["configured"] is False
+    assert reg.get("garage-1").address == "CB-0001"
+
+
+def test_unknown_wallboxes_never_share_a_name():
+    """ChargeBox-IDs that look like another wallbox's connector, or like
+    an unknown name, still give every connector a name of its own."""
+    reg = registry(GARAGE)
+    for cbid, connector in [("X", 2), ("X:2", 1), ("X/2", 1), ("X", 1), ("unknown:X:1", 1), ("garage-1", 1)]:
+        reg.connected(cbid, "p", None)
+        exchange(reg, "StatusNotification", {"connectorId": connector, "errorCode": "NoError", "status": "Available"}, {}, cbid=cbid)
+    observed = [d for d in reg if not d.configured]
+    assert len({d.name for d in observed}) == len(observed) == 6
+    assert all(d.name.startswith(UNKNOWN_PREFIX) for d in observed)
+    assert {(d.address, d.connector_id) for d in observed} == {
+        ("X", 2), ("X:2", 1), ("X/2", 1), ("X", 1), ("unknown:X:1", 1), ("garage-1", 1)
+    }
+
+
+@pytest.mark.parametrize("name", ["unknown:CB-0001:1", "unknown:", "CB:1"])
+def test_configuration_refuses_names_of_unknown_wallboxes(name):
+    """No [wallbox:NAME] may take the form of an unknown wallbox's name: the
+    configuration refuses it, naming the section."""
+    with pytest.raises(ConfigError) as caught:
+        config_from_string("[wallbox:{}]\ntype = ocpp\naddress = CB-0001\n".format(name))
+    assert caught.value.section == "wallbox:" + name

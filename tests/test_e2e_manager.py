@@ -217,3 +217,56 @@ class SiteChangesTests(unittest.TestCase):
         # No boot: the wallbox just goes on with its transaction.
         await box2.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Charging"))
         await box2.wait_for_limit(12, timeout=15)
+
+
+class UnknownWallboxTests(unittest.TestCase):
+    """accept_unknown = yes: wallboxes that are not configured beside those
+    that are."""
+
+    @asyncio_test
+    async def test_unknown_wallbox_named_like_a_device_changes_nothing(self):
+        """An unknown wallbox connecting as "garage-1" (the name of the
+        device whose ChargeBox-ID is CB-0001), and one more after it, are
+        shown as unknown devices of their own; garage-1 keeps its name and
+        its grant, goes back to 0 A when it stops, and garage-2, which starts
+        then, gets the site's 16 A."""
+        devices = (
+            "[wallbox:garage-1]\ntype = ocpp\naddress = CB-0001\n"
+            "[wallbox:garage-2]\ntype = ocpp\naddress = CB-0002\n"
+        )
+        daemon = RunningDaemon(
+            self, server="accept_unknown = yes\n", manager="max_current = 16\n", wallboxes=devices
+        )
+        boxes = {}
+        for cbid in ("CB-0001", "CB-0002", "garage-1", "CB-X"):
+            boxes[cbid] = await start_wallbox(daemon.url(cbid), cbid)
+            self.addCleanup(lambda b=boxes[cbid]: asyncio.ensure_future(stop_wallbox(b)))
+        await boot(boxes["CB-0001"])
+        await boot(boxes["CB-0002"])
+        await start_charging(boxes["CB-0001"])
+        await boxes["CB-0001"].wait_for_limit(16)
+        for cbid in ("garage-1", "CB-X"):
+            await boot(boxes[cbid])
+            await start_charging(boxes[cbid])
+        _, listed = await http_get(daemon.status_url("/api/devices"))
+        shown = {d["name"]: d for d in listed["devices"]}
+        self.assertEqual(
+            sorted(shown), ["garage-1", "garage-2", "unknown:CB-X:1", "unknown:garage-1:1"]
+        )
+        self.assertEqual(shown["garage-1"]["address"], "CB-0001")
+        self.assertEqual(shown["garage-1"]["granted_current"], 16.0)
+        status, unknown = await http_get(daemon.status_url("/api/devices/unknown:garage-1:1"))
+        self.assertEqual(status, 200)
+        self.assertEqual((unknown["address"], unknown["configured"]), ("garage-1", False))
+        self.assertEqual(boxes["garage-1"].profiles, {})
+        first = boxes["CB-0001"]
+        _, device = await http_get(daemon.status_url("/api/devices/garage-1"))
+        await first.call(call.StopTransaction(meter_stop=100, timestamp="2026-11-23T11:00:00Z", transaction_id=device["transaction_id"]))
+        await first.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Available"))
+        await first.wait_for_limit(0)
+        await start_charging(boxes["CB-0002"])
+        await boxes["CB-0002"].wait_for_limit(16)
+        await round_trip(boxes["CB-0002"])
+        _, listed = await http_get(daemon.status_url("/api/devices"))
+        grants = {d["name"]: d["granted_current"] for d in listed["devices"]}
+        self.assertEqual((grants["garage-1"], grants["garage-2"]), (0.0, 16.0))

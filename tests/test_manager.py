@@ -1,18 +1,31 @@
 """The load manager: default profiles, grants, ordering of limit changes,
 refusals, deactivation, observe mode, and the fuse invariant."""
 
+import json
+import os
+from decimal import Decimal
+
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from twisted.internet import defer, task
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from zope.interface import implementer
 
 from cfosproxy.config import config_from_string
 from cfosproxy.devices import DeviceRegistry
-from cfosproxy.manager import BOOT_GRACE, RETRY_DELAY, ILimitActuator, LimitRefused, LoadManager
+from cfosproxy.manager import (
+    BOOT_GRACE,
+    FAILURE_REMINDER,
+    RECALCULATION_RETRY,
+    RETRY_DELAY,
+    ILimitActuator,
+    LimitRefused,
+    LoadManager,
+)
 from cfosproxy.ocpp.frames import Call, CallResult
 from cfosproxy.session import CallTimeout, SessionClosed
-from cfosproxy.sharing import to_deciamps
+from cfosproxy.sharing import Request, share, to_deciamps
 
 
 @implementer(ILimitActuator)
@@ -26,9 +39,15 @@ class FakeWallboxes:
     runs free (holds no profile of the manager's while it charges: it was
     deactivated with lift_limit and enabled again). Such a wallbox may draw
     anything until it accepts a profile, which no manager can prevent; the
-    guarantee holds from then on."""
+    guarantee holds from then on. While the site's sharing is broken, every
+    limit sent is checked to be no higher than the one the wallbox holds.
+
+    C{broken} holds the names of wallboxes whose C{set_limit} raises (a
+    device the actuator chokes on) instead of returning a Deferred."""
 
     def __init__(self):
+        self.broken = set()
+        self.violations = []
         self.sent = []
         self.pending = {}
         self.applied = {}
@@ -39,21 +58,38 @@ class FakeWallboxes:
         self.turn = lambda: None
 
     def set_limit(self, device, amps):
-        if (
-            self.site is not None
-            and amps > self.site.drawable(device.name)
-            and not self.site.free_names(other_than=device.name)
-        ):
-            others = sum(
-                self.site.drawable(n) for n in self.site.managed_names() if n != device.name
-            )
-            assert to_deciamps(others) + to_deciamps(amps) <= to_deciamps(self.site.site_limit), (
-                "raised {} to {} A while the others may draw {} A".format(device.name, amps, others)
-            )
+        if device.name in self.broken:
+            raise RuntimeError("no way to send a limit to {}".format(device.name))
+        if self.site is not None:
+            self._check(device, amps)
         d = defer.Deferred()
         self.sent.append((device.name, amps))
         self.pending[device.name] = (amps, d)
         return d
+
+    def _check(self, device, amps):
+        """Record a limit that breaks the rules, and raise. The manager
+        catches what an actuator raises (one wallbox must not stop the
+        others), so tests look at C{violations}, not at the exception."""
+        problem = None
+        held = device.accepted_limit or 0.0
+        if self.site.sharing_broken and amps > held:
+            problem = "raised {} from {} to {} A while sharing failed".format(
+                device.name, held, amps
+            )
+        elif amps > self.site.drawable(device.name) and not self.site.free_names(
+            other_than=device.name
+        ):
+            others = sum(
+                self.site.drawable(n) for n in self.site.managed_names() if n != device.name
+            )
+            if to_deciamps(others) + to_deciamps(amps) > to_deciamps(self.site.site_limit):
+                problem = "raised {} to {} A while the others may draw {} A".format(
+                    device.name, amps, others
+                )
+        if problem is not None:
+            self.violations.append(problem)
+            raise AssertionError(problem)
 
     def lift(self, device):
         self.lifted.append(device.name)
@@ -103,13 +139,24 @@ class Site:
         self.registry = DeviceRegistry(config, self.clock)
         self.wallboxes = FakeWallboxes()
         self.saved = {}
+        # "raises": every pass of sharing raises; "decimals": sharing hands
+        # out Decimals, which sending cannot count with floats.
+        self.sharing_broken = False
         self.manager = LoadManager(
             config, self.registry, {"ocpp": self.wallboxes}, self.clock,
             lambda name, enabled: self.saved.__setitem__(name, enabled),
+            sharing=self._share,
         )
         self.wallboxes.turn = lambda: self.clock.advance(0)
         if check_raises:
             self.wallboxes.site = self
+
+    def _share(self, site_limit, requests):
+        if self.sharing_broken == "decimals":
+            return {name: Decimal(str(amps)) for name, amps in share(site_limit, requests).items()}
+        if self.sharing_broken:
+            raise ZeroDivisionError("sharing is broken")
+        return share(site_limit, requests)
 
     def device(self, name):
         return self.registry.get(name)
@@ -146,9 +193,11 @@ class Site:
         self.deliver(name, "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Finishing"}, {})
 
     def settle(self):
-        """Accept every limit in flight until none is left."""
+        """Accept every limit in flight until none is left; no limit sent
+        on the way broke the rules (see L{FakeWallboxes._check})."""
         while self.wallboxes.pending:
             self.wallboxes.accept(next(iter(self.wallboxes.pending)))
+        assert self.wallboxes.violations == []
 
     def managed_names(self):
         """Devices inside load management (deactivated with lift_limit are
@@ -463,16 +512,263 @@ def test_an_offline_wallbox_counts_until_its_limits_are_lifted():
     assert site.device("C").accepted_limit == 6.0
 
 
+class CapturedLog:
+    """What the daemon logs while the block runs, as an operator reads it."""
+
+    def __enter__(self):
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        return self
+
+    def __exit__(self, *exc_info):
+        globalLogPublisher.removeObserver(self.events.append)
+
+    def lines(self, min_level=LogLevel.debug):
+        return [
+            (formatEvent(e), e.get("log_failure"))
+            for e in self.events
+            if e.get("log_namespace", "").startswith("cfosproxy.manager")
+            and e["log_level"] >= min_level
+        ]
+
+
+GARAGE = """
+[server]
+accept_unknown = yes
+[manager]
+max_current = 16
+[wallbox:garage-1]
+type = ocpp
+address = CB-0001
+[wallbox:garage-2]
+type = ocpp
+address = CB-0002
+"""
+
+
+def test_an_unknown_wallbox_named_like_a_device_does_not_stop_load_management():
+    """An unknown wallbox connecting as "garage-1" (the name of the device
+    whose ChargeBox-ID is CB-0001), and one more unknown wallbox after it,
+    change nothing for the configured devices: when garage-1 stops, its
+    limit goes back to 0 A, and garage-2, which starts then, gets the site's
+    16 A; the status API shows the grants of both."""
+    site = Site(GARAGE)
+    site.connect("garage-1")
+    site.connect("garage-2")
+    site.settle()
+    site.start("garage-1")
+    site.settle()
+    assert site.wallboxes.applied["garage-1"] == 16.0
+    for cbid in ("garage-1", "CB-X"):
+        for observer in (site.registry, site.manager):
+            observer.connected(cbid, "peer", None)
+        site.clock.advance(BOOT_GRACE)
+    site.stop("garage-1")
+    site.start("garage-2")
+    site.settle()
+    assert site.wallboxes.applied == {"garage-1": 0.0, "garage-2": 16.0}
+    shown = {d["name"]: d for d in (device.as_json() for device in site.registry)}
+    assert shown["garage-1"]["granted_current"] == 0.0
+    assert shown["garage-2"]["granted_current"] == 16.0
+    assert shown["unknown:garage-1:1"]["configured"] is False
+
+
+def charging_pair(text=None):
+    """A and B charging at 10 A each on a 20 A site, C connected and idle."""
+    site = Site(text or config_text(site=20), check_raises=True)
+    for name in ("A", "B", "C"):
+        site.connect(name)
+    site.settle()
+    site.start("A")
+    site.start("B")
+    site.settle()
+    assert site.wallboxes.applied == {"A": 10.0, "B": 10.0, "C": 0.0}
+    return site
+
+
+def test_a_failing_recalculation_holds_the_limits_and_recovers():
+    """While sharing the site current raises, no wallbox is raised (C, which
+    starts, waits; A, which stops, keeps its 10 A), the failure is logged
+    once with its traceback however often it recurs, and load management
+    goes on by itself once sharing works again: at the next retry C gets
+    A's current, and the log says that it works again."""
+    site = charging_pair()
+    sent = len(site.wallboxes.sent)
+    with CapturedLog() as log:
+        site.sharing_broken = True
+        site.start("C")
+        site.stop("A")
+        site.clock.advance(RECALCULATION_RETRY)
+        site.clock.advance(RECALCULATION_RETRY)
+        assert site.wallboxes.sent[sent:] == []
+        assert site.wallboxes.applied == {"A": 10.0, "B": 10.0, "C": 0.0}
+        assert [d.grant for d in map(site.device, "ABC")] == [10.0, 10.0, 0.0]
+        failures = [(line, f) for line, f in log.lines(LogLevel.warn)]
+        assert len(failures) == 1
+        line, failure = failures[0]
+        assert "Sharing the site current failed" in line
+        assert failure is not None and "sharing is broken" in failure.getTraceback()
+        site.sharing_broken = False
+        site.clock.advance(RECALCULATION_RETRY)
+        site.settle()
+        assert site.wallboxes.applied == {"A": 0.0, "B": 10.0, "C": 10.0}
+        assert any("works again" in line for line, _ in log.lines(LogLevel.info))
+
+
+def test_a_failure_that_stays_or_recurs_is_not_logged_every_time():
+    """A failure that stays is said again in one line (no traceback) every
+    FAILURE_REMINDER seconds, not at every retry; one that comes and goes
+    many times within that while is logged once, and so is its end."""
+    site = charging_pair()
+    with CapturedLog() as log:
+        site.sharing_broken = True
+        site.stop("A")
+        for _ in range(int(FAILURE_REMINDER / RECALCULATION_RETRY)):
+            site.clock.advance(RECALCULATION_RETRY)
+        problems = log.lines(LogLevel.warn)
+        assert len(problems) == 2
+        assert problems[0][1] is not None
+        assert problems[1][1] is None and "again" in problems[1][0]
+    with CapturedLog() as log:
+        for _ in range(20):
+            site.sharing_broken = False
+            site.clock.advance(RECALCULATION_RETRY)
+            site.sharing_broken = True
+            site.deliver("B", "Heartbeat", {}, {"currentTime": "t"})
+        site.sharing_broken = False
+        site.clock.advance(RECALCULATION_RETRY)
+        said = [line for line, _ in log.lines(LogLevel.info) if "Sharing" in line]
+        assert len(said) == 1 and "works again" in said[0], said
+    site.settle()
+    assert site.wallboxes.applied == {"A": 0.0, "B": 16.0, "C": 0.0}
+
+
+def test_the_next_event_retries_a_failed_recalculation():
+    """A failed pass is tried again at the next event of a managed wallbox,
+    not only on the timer: a Heartbeat after sharing works again is enough."""
+    site = charging_pair()
+    site.sharing_broken = True
+    site.stop("A")
+    site.sharing_broken = False
+    site.deliver("A", "Heartbeat", {}, {"currentTime": "t"})
+    site.settle()
+    assert site.wallboxes.applied == {"A": 0.0, "B": 16.0, "C": 0.0}
+
+
+def test_a_pass_that_fails_after_sharing_changes_no_grant():
+    """A pass can fail after the shares are worked out (here sharing hands
+    out Decimals, which the sending cannot count with floats): the grants
+    the status API shows stay those of the last pass that worked, nothing
+    goes up, and the next pass after the fault is gone shares again."""
+    site = charging_pair()
+    site.sharing_broken = "decimals"
+    site.start("C")
+    site.stop("A")
+    site.settle()
+    shown = [site.device(n).as_json() for n in "ABC"]
+    json.dumps(shown)
+    assert [d["granted_current"] for d in shown] == [10.0, 10.0, 0.0]
+    assert site.wallboxes.applied == {"A": 10.0, "B": 10.0, "C": 0.0}
+    site.sharing_broken = False
+    site.clock.advance(RECALCULATION_RETRY)
+    site.settle()
+    assert site.wallboxes.applied == {"A": 0.0, "B": 10.0, "C": 10.0}
+
+
+def test_a_refused_raise_is_not_retried_while_sharing_fails():
+    """A raise that the wallbox refused is tried again later, but not while
+    sharing fails: then no limit goes up, not even to a grant worked out
+    before. Once sharing works again, the raise goes out."""
+    site = Site(config_text(site=20), check_raises=True)
+    for name in ("A", "B"):
+        site.connect(name)
+    site.settle()
+    site.start("A")
+    site.settle()
+    site.start("B")
+    site.wallboxes.accept("A")
+    site.wallboxes.refuse("B")
+    assert site.wallboxes.applied == {"A": 10.0, "B": 0.0}
+    site.sharing_broken = True
+    site.clock.advance(RETRY_DELAY)
+    assert site.wallboxes.pending == {}
+    site.sharing_broken = False
+    site.clock.advance(RECALCULATION_RETRY)
+    site.settle()
+    assert site.wallboxes.applied == {"A": 10.0, "B": 10.0}
+
+
+def test_a_failing_recalculation_still_lowers_what_the_fuse_needs():
+    """With sharing broken, a wallbox that comes back into load management
+    without a profile (deactivated with lift_limit, enabled again while it
+    charges) may draw its 16 A: the others are lowered for the fuse all
+    the same, and nobody is raised, until sharing works again."""
+    site = charging_pair()
+    site.manager.set_enabled("A", False)
+    site.clock.advance(0)
+    site.settle()
+    assert site.wallboxes.applied == {"B": 16.0, "C": 0.0}
+    site.sharing_broken = True
+    site.manager.set_enabled("A", True)
+    assert sorted(site.wallboxes.pending) == ["A", "B"]
+    assert site.wallboxes.pending["A"][0] == site.wallboxes.pending["B"][0] == 0.0
+    site.settle()
+    site.clock.advance(RECALCULATION_RETRY)
+    assert site.wallboxes.applied == {"A": 0.0, "B": 0.0, "C": 0.0}
+    site.sharing_broken = False
+    site.clock.advance(RECALCULATION_RETRY)
+    site.settle()
+    assert site.wallboxes.applied == {"A": 10.0, "B": 10.0, "C": 0.0}
+
+
+def test_a_device_the_actuator_chokes_on_does_not_stop_the_others():
+    """An actuator that raises for one wallbox (instead of answering with a
+    Deferred) fails that one send, and the failure is logged once with its
+    traceback. The others are still managed (B, which stops, is lowered).
+    The failed raise of A to 16 A may have gone out before the actuator
+    raised, so A counts for 16 A until it answers a later limit, and C,
+    which starts, waits. The send is tried again later; once it goes out,
+    A and C share the site."""
+    site = charging_pair()
+    site.wallboxes.broken.add("A")
+    with CapturedLog() as log:
+        site.stop("B")
+        site.settle()
+        site.start("C")
+        site.settle()
+        site.clock.advance(RETRY_DELAY)
+        site.settle()
+        assert site.wallboxes.applied == {"A": 10.0, "B": 0.0, "C": 0.0}
+        assert "no way to send a limit" in site.device("A").as_json()["profile_error"]
+        raised = log.lines(LogLevel.critical)
+        assert len(raised) == 1 and "RuntimeError" in raised[0][1].getTraceback()
+    site.wallboxes.broken.clear()
+    site.clock.advance(RETRY_DELAY)
+    site.settle()
+    assert site.wallboxes.applied == {"A": 10.0, "B": 0.0, "C": 10.0}
+    assert site.device("A").as_json()["profile_error"] is None
+
+
 class FuseMachine(RuleBasedStateMachine):
     """Random sequences of wallbox events. Every raise the manager sends is
     checked at that moment: with it, what the wallboxes may draw (what they
     hold or what is in flight, whichever is higher) stays within the site
-    limit. And once every wallbox has answered, the site is within it."""
+    limit. And once every wallbox has answered, the site is within it.
+
+    Sharing may break (every pass raises) and heal, and the actuator may
+    choke on a wallbox: while sharing is broken no limit goes up, the fuse
+    holds throughout, and once nothing is broken any more the manager has
+    recovered: the grants are the site's share among the charging devices,
+    and every wallbox it can reach holds the limit it may have."""
 
     names = st.sampled_from(["A", "B", "C"])
 
+    # What the machine breaks on purpose; the manager must log nothing else.
+    EXPECTED_FAILURES = ("sharing is broken", "no way to send a limit")
+
     @initialize(site_limit=st.sampled_from([0, 6, 10, 16, 20, 25, 32]))
     def setup(self, site_limit):
+        self.log = CapturedLog().__enter__()
         self.site_limit = site_limit
         self.site = Site(config_text(site=site_limit), check_raises=True)
         for name in ("A", "B", "C"):
@@ -515,27 +811,79 @@ class FuseMachine(RuleBasedStateMachine):
     def toggle(self, name, enabled):
         self.site.manager.set_enabled(name, enabled)
 
-    @rule(seconds=st.sampled_from([1, BOOT_GRACE, RETRY_DELAY]))
+    @rule(seconds=st.sampled_from([1, BOOT_GRACE, RECALCULATION_RETRY, RETRY_DELAY]))
     def wait(self, seconds):
         self.site.clock.advance(seconds)
 
-    @rule()
-    def everything_answered(self):
+    @rule(broken=st.booleans())
+    def break_sharing(self, broken):
+        """From now on every pass of sharing raises (or works again)."""
+        self.site.sharing_broken = broken
+
+    @rule(name=names, broken=st.booleans())
+    def break_actuator(self, name, broken):
+        """From now on sending a limit to this wallbox raises (or works)."""
+        if broken:
+            self.site.wallboxes.broken.add(name)
+        else:
+            self.site.wallboxes.broken.discard(name)
+
+    @rule(heal=st.booleans())
+    def everything_answered(self, heal):
         """Let every wallbox answer everything (boot grace and retries
-        included): then the site is within its fuse."""
+        included): then the site is within its fuse. With C{heal}, nothing
+        is broken any more from the start, and the manager has recovered."""
+        if heal:
+            self.site.sharing_broken = False
+            self.site.wallboxes.broken.clear()
         self.site.clock.advance(BOOT_GRACE)
         for _ in range(10):
             self.site.settle()
             self.site.clock.advance(RETRY_DELAY)
         self.site.settle()
-        # A wallbox that runs free and is offline cannot be reached.
-        unreachable = [n for n in self.site.free_names() if not self.site.device(n).connected]
+        # A wallbox that runs free and is offline, or that the actuator
+        # chokes on, cannot be reached.
+        unreachable = [
+            n for n in self.site.free_names()
+            if not self.site.device(n).connected or n in self.site.wallboxes.broken
+        ]
         total = sum(
             to_deciamps(self.site.drawable(n))
             for n in self.site.managed_names()
             if n not in unreachable
         )
         assert total <= to_deciamps(self.site_limit)
+        if heal:
+            self.recovered()
+
+    def recovered(self):
+        """Grants are what sharing gives the charging devices (all alike,
+        so the order they came in does not change the amounts), and every
+        wallbox the manager can send to holds the limit it may have now."""
+        devices = [self.site.device(n) for n in ("A", "B", "C")]
+        charging = [d for d in devices if d.as_json()["charging"]]
+        expected = share(self.site_limit, [Request(d.name, 6, 16) for d in charging])
+        assert sorted(d.grant for d in charging) == sorted(expected.values())
+        assert all(d.grant == 0 for d in devices if d not in charging)
+        for device in devices:
+            if device.connected and device.enabled:
+                allowed = self.site.manager.allowed_limit(device, devices)
+                assert device.accepted_limit == allowed, (device.name, device.accepted_limit, allowed)
+
+    def teardown(self):
+        if hasattr(self, "log"):
+            self.log.__exit__(None, None, None)
+
+    @invariant()
+    def no_limit_broke_the_rules(self):
+        """Every limit sent kept the fuse, and none went up while sharing
+        failed; the manager logged no failure but those caused on purpose
+        (it catches what raises, which must not hide a bug)."""
+        assert self.site.wallboxes.violations == []
+        for line, failure in self.log.lines(LogLevel.critical):
+            assert failure is not None and any(
+                text in failure.getErrorMessage() for text in self.EXPECTED_FAILURES
+            ), line
 
     @invariant()
     def grants_within_limits(self):
@@ -546,8 +894,14 @@ class FuseMachine(RuleBasedStateMachine):
 
 # The fuse is what the manager is trusted with: each of the four bugs this
 # machine found needed about ten steps in a particular order, and 300 runs
-# of 40 steps found one of them only now and then. About 15 s of the suite.
-FuseMachine.TestCase.settings = settings(max_examples=1500, stateful_step_count=60, deadline=None)
+# of 40 steps found one of them only now and then. About 20 s of the suite.
+# FUSE_MACHINE_EXAMPLES=20000 (or more) runs it longer, e.g. after a change
+# to the manager or to sharing.
+FuseMachine.TestCase.settings = settings(
+    max_examples=int(os.environ.get("FUSE_MACHINE_EXAMPLES", "1500")),
+    stateful_step_count=60,
+    deadline=None,
+)
 test_fuse_machine = FuseMachine.TestCase
 
 

@@ -143,3 +143,12 @@ def test_modbus_offline_transitions():
     assert seen == [True, False, True, False]
     assert m["cfosproxy_modbus_online"] == {labels(device="carport"): 0}
     assert m["cfosproxy_modbus_errors_total"] == {labels(device="carport"): 2}
+
+
+def test_sharing_failures_are_a_metric():
+    """A load manager whose sharing keeps failing shows it in /metrics:
+    cfosproxy_sharing_failures counts the failed passes in a row."""
+    hub = SimpleNamespace(sessions={})
+    manager = SimpleNamespace(sharing_failures=3)
+    _, m = scrape(SiteCollector(site(), hub, {}, MessageCounter(), manager))
+    assert m["cfosproxy_sharing_failures"] == {(): 3}
