@@ -139,6 +139,10 @@ class ModbusChargePoint:
         d = self._call("BootNotification", payload)
 
         def booted(result):
+            if self.closed:
+                # Answered after the device went offline or the daemon
+                # stopped: nothing to report, no heartbeat to keep.
+                return
             self.booted = result.get("status") == "Accepted"
             interval = result.get("interval")
             if isinstance(interval, int) and interval > 0:
@@ -417,7 +421,9 @@ class ModbusChargePoint:
         self._heartbeat_timer = self._sample_timer = self._boot_timer = None
 
     def stop(self):
-        """Cancel timers (the daemon stops)."""
+        """Cancel timers (the daemon stops); answers still on their way
+        start none again."""
+        self.closed = True
         self._cancel_timers()
 
 

@@ -9,10 +9,11 @@ are relative to the working directory, like twistd's own pid and log files.
 """
 
 import configparser
+import ipaddress
 import math
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from urllib.parse import urlsplit
 
 # Only the parser: building an endpoint with reactor None imports no reactor.
@@ -58,11 +59,15 @@ class ServerConfig:
     private_key: str = ""
     client_ca: str = ""
     require_client_certificate: bool = False
+    client_certificate_identity: str = "cn"
     accept_unknown: bool = False
     max_message_size: int = 65536
     ping_interval: int = 60
     heartbeat_interval: int = 300
     call_timeout: int = 30
+    boot_wait: float = 5.0
+    password_failures: int = 10
+    password_backoff_max: int = 60
 
 
 @dataclass(frozen=True)
@@ -78,10 +83,37 @@ class ManagerConfig:
 
 @dataclass(frozen=True)
 class StatusConfig:
-    """``[status]``: the HTTP status page and JSON API."""
+    """``[status]``: the HTTP status page and JSON API.
+
+    ``allowed_hosts`` is what was configured (lower case, IPv6 addresses
+    without brackets), empty when nothing was; :attr:`host_allow_list` is
+    what applies.
+    """
 
     listen: str = "tcp:19580:interface=127.0.0.1"
     token: str = field(default="", repr=False)
+    allowed_hosts: tuple = ()
+
+    @property
+    def host_allow_list(self):
+        """The host names and addresses a request may name in its ``Host``
+        header: ``allowed_hosts``, or else the address ``listen`` binds to
+        (when it names one) with ``localhost``, ``127.0.0.1`` and ``::1``."""
+        return self.allowed_hosts or default_allowed_hosts(self.listen)
+
+
+def default_allowed_hosts(listen):
+    """``localhost``, ``127.0.0.1``, ``::1`` and the address the endpoint
+    string ``listen`` binds to, unless it binds to every address."""
+    hosts = ("localhost", "127.0.0.1", "::1")
+    try:
+        interface = getattr(serverFromString(None, listen), "_interface", "")
+    except (ValueError, TypeError, KeyError, OSError):
+        interface = ""
+    interface = (interface or "").lower()
+    if interface and interface not in ("0.0.0.0", "::") and interface not in hosts:
+        hosts += (interface,)
+    return hosts
 
 
 @dataclass(frozen=True)
@@ -164,6 +196,22 @@ class Config:
                 return w
         raise KeyError(name)
 
+    def warnings(self):
+        """Settings that start, but cannot do what the operator wants: each
+        a message naming file, section and key, for the log at start."""
+        site = self.manager.max_current
+        starved = [w for w in self.wallboxes if w.min_current > site]
+        if starved and len(starved) == len(self.wallboxes):
+            return [
+                f"{self.path}: [manager] max_current: {site:g} A is below the "
+                f"min_current of every device; no wallbox will ever be given current"
+            ]
+        return [
+            f"{self.path}: [wallbox:{w.name}] min_current: {w.min_current:g} A is above "
+            f"[manager] max_current {site:g} A; this device will never be given current"
+            for w in starved
+        ]
+
 
 def load_config(path):
     """Read and check the INI file at ``path``; raise ConfigError on any mistake."""
@@ -238,6 +286,7 @@ def _parse_error(path, err):
 _SECRET_KEYS = frozenset({"password", "gateway_password", "token"})
 _CHOICES = {
     "tls": ("off", "detect", "on"),
+    "client_certificate_identity": ("cn", "serial_number", "san_dns"),
     "mode": ("control", "observe"),
     "on_deactivate": ("lift_limit", "keep_limit"),
     "offline_authorize": ("cache", "accept", "reject"),
@@ -248,6 +297,8 @@ _BOOLEANS = {"yes": True, "true": True, "on": True, "1": True,
 # Stricter than int()/float(), which also take "1_000", "inf", "nan" and "1e3".
 _INT = re.compile(r"[+-]?[0-9]+")
 _FLOAT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
+# No ':': wallboxes that are not configured are shown as "unknown:<id>:<n>"
+# (cfosproxy.devices), a name no configured device can take.
 _DEVICE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
@@ -322,8 +373,14 @@ def _server(section):
                   f"must be at least 1024{section.got('max_message_size')}")
     for key in ("ping_interval", "heartbeat_interval", "call_timeout"):
         section.positive(key, getattr(c, key))
+    section.check(0 <= c.boot_wait <= 60, "boot_wait",
+                  f"must be 0 to 60 seconds{section.got('boot_wait')}")
     section.check(not c.private_key or c.certificate, "private_key",
                   "needs certificate to be set too")
+    section.check(c.password_failures >= 0, "password_failures",
+                  f"must be 0 or more{section.got('password_failures')}")
+    section.check(1 <= c.password_backoff_max <= 3600, "password_backoff_max",
+                  f"must be 1 to 3600 seconds{section.got('password_backoff_max')}")
     if c.require_client_certificate:
         section.check(c.client_ca, "require_client_certificate", "needs client_ca to be set")
         section.check(c.tls != "off", "require_client_certificate", "needs tls = detect or on")
@@ -340,7 +397,34 @@ def _manager(section):
 def _status(section):
     c = StatusConfig(**section.read(StatusConfig))
     section.listen("listen", c.listen)
+    if c.allowed_hosts:
+        c = replace(c, allowed_hosts=_host_list(section, "allowed_hosts", c.allowed_hosts))
     return c
+
+
+# A host name (letters, digits, '-', '_', dots), or * for any.
+_HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?\.?|\*")
+
+
+def _host_list(section, key, text):
+    """The host names and IP addresses in ``text``, separated by commas or
+    spaces: lower case, IPv6 addresses without brackets."""
+    hosts = []
+    for item in text.replace(",", " ").split():
+        host = item.lower()
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        try:
+            host = str(ipaddress.ip_address(host))
+        except ValueError:
+            section.check(
+                _HOST_NAME.fullmatch(host), key,
+                f"{item!r} is not a host name or IP address (without a port; "
+                "separate several with commas)",
+            )
+            host = host.rstrip(".")
+        hosts.append(host)
+    return tuple(hosts)
 
 
 def _manhole(section):
@@ -402,7 +486,14 @@ def check_ws_url(section, key, url, password_key):
     if not url:
         return ""
     # The URL itself is never shown: it might hold a user:password@.
-    parts = urlsplit(url)
+    section.check(not any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url), key,
+                  "must not contain spaces or control characters (write a space in the "
+                  "path as %20)")
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:
+        # urlsplit refuses a broken [IPv6] address; its text holds no secret.
+        raise section.error(key, f"is not a valid URL: {e}") from None
     try:
         parts.port
     except ValueError:
@@ -411,10 +502,28 @@ def check_ws_url(section, key, url, password_key):
                   "must be ws://host/... or wss://host/...")
     section.check("@" not in parts.netloc, key,
                   f"must not hold a user or password: use {password_key}")
+    section.check(_is_host(parts.hostname), key,
+                  "has an invalid host name (letters, digits, '-' and '.'; an IPv6 "
+                  "address goes in [brackets]; an international name in its xn-- form)")
     # The client id is appended to the path, which a query or fragment would break.
     section.check(not parts.query and not parts.fragment, key,
                   "cannot have a query (?) or fragment (#)")
     return parts.scheme
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def _is_host(host):
+    """Whether C{host} (from urlsplit: lower case, brackets gone) is a DNS
+    name or an IP address that a connection can be made to."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.removesuffix(".").split(".")
+    return len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
 
 
 def _check_devices(wallboxes):

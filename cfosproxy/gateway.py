@@ -22,7 +22,19 @@ in the daemon). What it does, per message:
   the wallbox's answers go back byte for byte.
 - A queued message the backend keeps refusing (CALLERROR) is tried
   C{MAX_ATTEMPTS} times, then kept aside as a dead letter and reported.
+- Once the backend has answered a queued message, that message is never
+  sent again: what the answer means (the message gone from the queue, a
+  StartTransaction's transaction id) is kept in memory until it is on disk,
+  and written again while the disk refuses it. Meanwhile the queue waits.
+- The wallbox's BootNotification waits a few seconds (C{boot_wait}) for a
+  backend link that is still connecting, so that the first boot reaches the
+  backend and the wallbox gets the backend's answer. A boot the backend
+  does not answer is sent again with growing delays and timeouts.
+- Each connector's latest StatusNotification that only cfosproxy heard (the
+  backend was away) is sent to the backend once it accepted the boot.
 """
+
+import functools
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -55,8 +67,32 @@ LOCAL_TRANSACTION_IDS = 1_000_000_000
 RETRY_DELAY = 30.0
 
 # A backend that answers a BootNotification with Pending or Rejected is asked
-# again after the interval it gives, but not sooner than this.
+# again after the interval it gives, but not sooner than this. A boot that is
+# not answered at all is sent again after this, then after twice as long each
+# time, up to MAX_BOOT_RETRY; and each time the backend gets twice as long to
+# answer it, up to MAX_BOOT_TIMEOUT (a backend that always takes 12 s would
+# otherwise never be booted with call_timeout = 10).
 MIN_BOOT_RETRY = 10.0
+MAX_BOOT_RETRY = 300.0
+MAX_BOOT_TIMEOUT = 120.0
+
+# How long a wallbox's BootNotification waits for a backend link that is
+# still connecting before cfosproxy answers it itself ([server] boot_wait).
+BOOT_WAIT = 5.0
+
+# What the backend made of the last boot the gateway sent (status API).
+BOOT_NOT_SENT = "not sent"
+BOOT_SENT = "sent"
+BOOT_ACCEPTED = "accepted"
+BOOT_PENDING = "pending"
+BOOT_REJECTED = "rejected"
+BOOT_REFUSED = "refused"
+BOOT_UNANSWERED = "no answer"
+
+# After a write that the store refused (a full disk), the answers the
+# backend gave are written again this late, then twice as late each time.
+MIN_RECORD_RETRY = 1.0
+MAX_RECORD_RETRY = 30.0
 
 
 @implementer(IWallboxConnection)
@@ -115,6 +151,10 @@ class Gateway:
     @param count: C{count(action, direction, outcome)} for each CALL to the
         backend answered (C{"to_backend"}, C{"result"} or C{"error"}) and
         each CALL from it (C{"from_backend"}), or None.
+    @param connector_ids: the wallbox's configured connectors, asked for
+        their status (TriggerMessage) when a backend was away.
+    @param boot_wait: seconds the wallbox's BootNotification waits for a
+        link that is still connecting; 0: answered locally at once.
     """
 
     _log = Logger()
@@ -130,6 +170,8 @@ class Gateway:
         offline_authorize,
         profiles=None,
         count=None,
+        connector_ids=(1,),
+        boot_wait=BOOT_WAIT,
     ):
         self.chargebox_id = chargebox_id
         self.link_id = link_id
@@ -142,18 +184,38 @@ class Gateway:
         # count(action, direction, outcome): messages on the backend link,
         # for the metrics.
         self._count = count or (lambda action, direction, outcome="": None)
+        self._connector_ids = tuple(connector_ids)
+        self._boot_wait = boot_wait
         self.link = None
         self.wallbox = None
         self.backend = None
         self.booted = False
+        self.boot_state = BOOT_NOT_SENT
         self.last_error = None
+        # Why the store refused the last write, until one succeeds again.
+        self.store_error = None
         self._in_flight = None
         self._waiters = {}
         self._timer = None
         self._boot_timer = None
+        self._boot_failures = 0  # boots in a row the backend did not answer
+        # The wallbox's BootNotification while it waits for the link:
+        # (call, deferred of its answer, timer).
+        self._held_boot = None
+        # Each connector's latest StatusNotification text, and whether the
+        # backend has it: {connector id: (text, forwarded)}.
+        self._statuses = {}
         # Queued messages whose wallbox waits for their commit to be told
         # (L{_stored}); the queue leaves them to it.
         self._unstored = set()
+        # Queued messages the backend has answered (or that must never
+        # reach it), whose removal from the queue is not on disk yet:
+        # {message id: the write that records it}. They are never sent
+        # again; while a write of theirs waits to be retried, the queue
+        # waits too.
+        self._unrecorded = {}
+        self._record_timer = None
+        self._record_failures = 0
 
     @property
     def store(self):
@@ -167,9 +229,11 @@ class Gateway:
             "url": self.link.url if self.link is not None else None,
             "link": self.link.state if self.link is not None else "none",
             "booted": self.booted,
+            "boot": self.boot_state,
             "queue_length": self.store.queue_length(self.link_id),
             "dead_letters": len(self.store.dead_letters(self.link_id)),
-            "last_error": self.last_error
+            "last_error": self.store_error
+            or self.last_error
             or (self.link.last_error if self.link is not None else None),
         }
 
@@ -199,9 +263,18 @@ class Gateway:
             except StoreError as e:
                 # Only the boot after a backend outage needs it; the boot
                 # itself goes on.
-                self._log.error("{cbid}: {error}", cbid=self.chargebox_id, error=e)
+                self._store_failed(e)
+            if self.backend is None and self._link_connecting():
+                return self._hold_boot(call)
+        elif call.action == "StatusNotification":
+            self._status_heard(call)
         if self.backend is None:
             return self._answer_locally(call)
+        return self._forward(call)
+
+    def _forward(self, call):
+        """Send a wallbox CALL to the backend; its answer, or a local one if
+        the backend stays silent."""
         d = self.backend.send_call(call)
         d.addCallbacks(
             self._backend_answered, self._backend_silent,
@@ -212,17 +285,85 @@ class Gateway:
     def _backend_answered(self, answer, call):
         """The backend answered a wallbox CALL: learn from it, relay it."""
         self._count_answer(call, answer)
-        if isinstance(answer, CallResult):
-            if call.action == "BootNotification":
-                self._boot_answered(answer)
-            elif call.action in ("Authorize", "StartTransaction"):
+        if call.action == "BootNotification":
+            self._boot_answered(answer)
+        elif isinstance(answer, CallResult):
+            if call.action in ("Authorize", "StartTransaction"):
                 self._remember_id_tag(call, answer)
+            elif call.action == "StatusNotification":
+                self._status_forwarded(call)
         return answer
 
     def _backend_silent(self, failure, call):
         failure.trap(CallTimeout, SessionClosed)
         self.last_error = "no answer to {}".format(call.action)
+        if call.action == "BootNotification" and failure.check(CallTimeout):
+            self._boot_unanswered(self._call_timeout)
         return self._answer_locally(call)
+
+    def _link_connecting(self):
+        return (
+            self._boot_wait > 0
+            and self.link is not None
+            and self.link.state == "connecting"
+        )
+
+    def _hold_boot(self, call):
+        """The wallbox boots while its link is still connecting: its boot
+        waits a little for the link, so that the backend, not cfosproxy,
+        answers it (with the backend's own heartbeat interval)."""
+        if self._held_boot is not None:
+            # The wallbox gave up on the earlier one and sent it again.
+            self._release_held_boot()
+        d = defer.Deferred()
+        timer = self._clock.callLater(self._boot_wait, self._release_held_boot)
+        self._held_boot = (call, d, timer)
+        return d
+
+    def _release_held_boot(self):
+        """The link did not open in time: answer the held boot locally."""
+        call, d, timer = self._held_boot
+        self._held_boot = None
+        if timer.active():
+            timer.cancel()
+        else:
+            self._log.info(
+                "{cbid}: the backend link did not open within {wait:g} s; "
+                "BootNotification answered by cfosproxy",
+                cbid=self.chargebox_id,
+                wait=self._boot_wait,
+            )
+        d.callback(self._answer_locally(call))
+
+    # -- the connectors' status ----------------------------------------------
+
+    def _status_heard(self, call):
+        connector_id = call.payload.get("connectorId")
+        if isinstance(connector_id, int) and not isinstance(connector_id, bool):
+            self._statuses[connector_id] = (call.to_text(), False)
+
+    def _status_forwarded(self, call):
+        connector_id = call.payload.get("connectorId")
+        text = call.to_text()
+        if self._statuses.get(connector_id, (None,))[0] == text:
+            self._statuses[connector_id] = (text, True)
+
+    def _forward_unheard_statuses(self):
+        """Send the backend each connector's latest StatusNotification that
+        only cfosproxy answered (the link was not up), as the wallbox sent
+        it."""
+        for connector_id in sorted(self._statuses):
+            text, forwarded = self._statuses[connector_id]
+            if not forwarded:
+                call = parse_frame(text)
+                d = self.backend.send_call(call)
+                d.addCallbacks(
+                    self._backend_answered,
+                    lambda f: f.trap(CallTimeout, SessionClosed),
+                    callbackArgs=(call,),
+                )
+
+    # -- transaction messages ------------------------------------------------
 
     def _transaction_message(self, call):
         call = self._to_backend_ids(call)
@@ -251,7 +392,7 @@ class Gateway:
             self._unstored.discard(message.id)
             # Messages behind it may wait for the queue.
             self._pump()
-        self.last_error = str(failure.value)
+        self._store_failed(failure.value)
         self._log.error(
             "{cbid}: {action} could not be stored, answered with an error: "
             "{error}",
@@ -267,17 +408,40 @@ class Gateway:
         """The message is on disk: deliver it now if nothing older waits,
         else answer the wallbox locally and deliver it later."""
         self._unstored.discard(message.id)
+        self._store_works()
         if self._can_deliver():
-            first = self.store.first_queued(self.link_id)
+            first = self._next_queued()
             if first is not None and first.id == message.id:
                 waiter = defer.Deferred()
                 self._waiters[message.id] = (waiter, call)
                 self._deliver(message, call)
                 return waiter
-        answer = self._answer_locally(call, message)
+        answer = self._answer_queued_locally(call, message)
         # An older message the queue left to its own commit may be free now.
         self._pump()
         return answer
+
+    def _answer_queued_locally(self, call, message):
+        """Answer a queued message locally. Should that fail (no transaction
+        id can be kept on a full disk), the wallbox gets an error and sends
+        the message again: the queued copy must then never reach the
+        backend, or it would start the transaction twice there."""
+        try:
+            return self._answer_locally(call, message)
+        except (OcppError, StoreError) as e:
+            self._log.error(
+                "{cbid}: {action} cannot be answered now ({error}); the "
+                "wallbox will send it again, the queued copy is withdrawn",
+                cbid=self.chargebox_id,
+                action=call.action,
+                error=e,
+            )
+            self._record(message.id, functools.partial(self.store.delivered, message.id))
+            if isinstance(e, OcppError):
+                raise
+            raise OcppError(
+                ErrorCode.InternalError, "cfosproxy cannot store the transaction now"
+            ) from e
 
     def _answer_locally(self, call, message=None):
         """Answer as the central system, while the backend is away."""
@@ -313,7 +477,31 @@ class Gateway:
         info = answer.payload.get("idTagInfo")
         id_tag = call.payload.get("idTag")
         if isinstance(info, dict) and id_tag:
-            self.store.remember_id_tag(self.link_id, id_tag, info, self._clock.seconds())
+            try:
+                self.store.remember_id_tag(
+                    self.link_id, id_tag, info, self._clock.seconds()
+                )
+            except StoreError as e:
+                # Only offline authorization misses it; the answer goes on.
+                self._store_failed(e)
+
+    # -- the store's health --------------------------------------------------
+
+    def _store_failed(self, error):
+        if self.store_error is None:
+            self._log.error(
+                "{cbid}: the store refused a write: {error}",
+                cbid=self.chargebox_id,
+                error=error,
+            )
+        self.store_error = str(error)
+
+    def _store_works(self):
+        if self.store_error is not None and self._record_timer is None:
+            self._log.info(
+                "{cbid}: the store takes writes again", cbid=self.chargebox_id
+            )
+            self.store_error = None
 
     # -- transaction ids -----------------------------------------------------
 
@@ -333,19 +521,30 @@ class Gateway:
 
     def _can_deliver(self):
         """Whether a message can go to the backend now (not while waiting to
-        try again after a refusal or a silence)."""
+        try again after a refusal or a silence, nor while the answer to an
+        earlier one waits to be written again)."""
         return (
             self.backend is not None
             and self.booted
             and self._in_flight is None
             and self._timer is None
+            and self._record_timer is None
         )
+
+    def _next_queued(self):
+        """The oldest queued message the backend has not answered yet."""
+        if not self._unrecorded:
+            return self.store.first_queued(self.link_id)
+        for message in self.store.queued(self.link_id, limit=len(self._unrecorded) + 1):
+            if message.id not in self._unrecorded:
+                return message
+        return None
 
     def _pump(self):
         """Deliver the oldest queued message, if the backend can take it."""
         if not self._can_deliver():
             return
-        message = self.store.first_queued(self.link_id)
+        message = self._next_queued()
         if message is None:
             self._stop_link_if_idle()
             return
@@ -363,7 +562,12 @@ class Gateway:
         backend's transaction id if it got one since it was queued."""
         rewritten = self._to_backend_ids(call)
         if rewritten is not call:
-            self.store.replace_text(message.id, rewritten.to_text())
+            try:
+                self.store.replace_text(message.id, rewritten.to_text())
+            except StoreError as e:
+                # The id map is on disk: the rewrite is made again from it
+                # whenever the message is sent.
+                self._store_failed(e)
             call = rewritten
         self._in_flight = message.id
         d = self.backend.send_call(call)
@@ -385,40 +589,112 @@ class Gateway:
         self._in_flight = None
         self._count_answer(call, answer)
         waiter = self._waiters.pop(message.id, None)
-        if isinstance(answer, CallError):
-            return self._refused(answer, message, call, waiter)
-        if call.action == "StartTransaction":
-            self._remember_id_tag(call, answer)
-            local_id = message.local_transaction_id
-            backend_id = answer.payload.get("transactionId")
-            if local_id is not None and isinstance(backend_id, int):
-                self.store.map_transaction(self.link_id, local_id, backend_id)
-                self._log.info(
-                    "{cbid}: local transaction {local_id} is {backend_id} at "
-                    "the backend",
-                    cbid=self.chargebox_id,
-                    local_id=local_id,
-                    backend_id=backend_id,
-                )
-        self.store.delivered(message.id)
-        self.last_error = None
+        if isinstance(answer, CallError) and waiter is None:
+            self._refused(answer, message, call)
+            return
+        # The wallbox waiting for this very message gets the backend's
+        # answer (a refusal too: it decides itself whether to send the
+        # message again).
+        if isinstance(answer, CallResult):
+            self.last_error = None
+            if call.action == "StartTransaction":
+                self._remember_id_tag(call, answer)
+        self._record(message.id, functools.partial(self._record_answer, message, answer))
         if waiter is not None:
             waiter[0].callback(answer)
+
+    def _record_answer(self, message, answer):
+        """Write what the backend's C{answer} to C{message} means: the
+        message leaves the queue, and a StartTransaction answered locally
+        gets its backend id mapped."""
+        local_id = message.local_transaction_id
+        backend_id = (
+            answer.payload.get("transactionId")
+            if isinstance(answer, CallResult) and message.action == "StartTransaction"
+            else None
+        )
+        if local_id is not None and isinstance(backend_id, int):
+            self.store.map_transaction(self.link_id, local_id, backend_id)
+            self._log.info(
+                "{cbid}: local transaction {local_id} is {backend_id} at "
+                "the backend",
+                cbid=self.chargebox_id,
+                local_id=local_id,
+                backend_id=backend_id,
+            )
+        self.store.delivered(message.id)
+
+    def _record(self, message_id, write):
+        """The backend answered queued message C{message_id} (or it must
+        never reach it): C{write} keeps that on disk. The message is not
+        sent again, whether or not the write succeeds; until it does, it is
+        tried again and the queue waits."""
+        self._unrecorded[message_id] = write
+        if self._record_timer is None:
+            self._write_records([message_id])
+
+    def _write_records(self, message_ids):
+        try:
+            for message_id in message_ids:
+                self._unrecorded[message_id]()
+            d = self.store.durable()
+        except StoreError:
+            d = defer.fail()
+        d.addCallbacks(
+            self._recorded,
+            self._not_recorded,
+            callbackArgs=(message_ids,),
+            errbackArgs=(message_ids,),
+        )
+        d.addErrback(
+            lambda f: self._log.failure("{cbid}: recording answers", f, cbid=self.chargebox_id)
+        )
+
+    def _recorded(self, _, message_ids):
+        for message_id in message_ids:
+            self._unrecorded.pop(message_id, None)
+        if self._record_timer is None:
+            self._record_failures = 0
+            self._store_works()
         self._pump()
 
-    def _refused(self, answer, message, call, waiter):
-        reason = "{} {}".format(answer.error_code, answer.error_description).strip()
-        if waiter is not None:
-            # The wallbox waits for this very message: it gets the backend's
-            # refusal and decides itself whether to send it again.
-            self.store.delivered(message.id)
-            waiter[0].callback(answer)
-            self._pump()
+    def _not_recorded(self, failure, message_ids):
+        failure.trap(StoreError)
+        self._store_failed(failure.value)
+        if self._record_timer is not None:
             return
-        attempts = self.store.attempt_failed(message.id, reason)
+        delay = min(MIN_RECORD_RETRY * 2**self._record_failures, MAX_RECORD_RETRY)
+        self._record_failures += 1
+        self._log.warn(
+            "{cbid}: the backend's answers to {count} message(s) cannot be "
+            "written ({error}); kept in memory, written again in {delay:g} s, "
+            "the queue waits",
+            cbid=self.chargebox_id,
+            count=len(self._unrecorded),
+            error=failure.value,
+            delay=delay,
+        )
+        self._record_timer = self._clock.callLater(delay, self._retry_records)
+
+    def _retry_records(self):
+        self._record_timer = None
+        if self._unrecorded:
+            self._write_records(list(self._unrecorded))
+
+    def _refused(self, answer, message, call):
+        """The backend refused a queued message nobody waits for."""
+        reason = "{} {}".format(answer.error_code, answer.error_description).strip()
         self.last_error = "{} refused: {}".format(call.action, reason)
+        try:
+            attempts = self.store.attempt_failed(message.id, reason)
+            if attempts >= MAX_ATTEMPTS:
+                self.store.dead_letter(message.id, reason, self._clock.seconds())
+        except StoreError as e:
+            # Sending a refused message again does no harm at the backend.
+            self._store_failed(e)
+            self._retry_later()
+            return
         if attempts >= MAX_ATTEMPTS:
-            self.store.dead_letter(message.id, reason, self._clock.seconds())
             self._log.error(
                 "{cbid}: the backend refused {action} {attempts} times ({reason}); "
                 "kept aside as a dead letter",
@@ -445,7 +721,12 @@ class Gateway:
         self.last_error = "no answer to {}".format(call.action)
         waiter = self._waiters.pop(message.id, None)
         if waiter is not None:
-            waiter[0].callback(self._answer_locally(waiter[1], message))
+            try:
+                answer = self._answer_queued_locally(waiter[1], message)
+            except OcppError as e:
+                waiter[0].callback(e.to_call_error(waiter[1].unique_id))
+            else:
+                waiter[0].callback(answer)
         if failure.check(CallTimeout):
             self._retry_later()
 
@@ -470,13 +751,24 @@ class Gateway:
             self._call_timeout,
         )
         self.booted = False
+        self._boot_failures = 0
         self._log.info("{cbid}: backend link open to {url}", cbid=self.chargebox_id, url=link.url)
+        if self._held_boot is not None:
+            # The wallbox's own boot waited for this link: it goes first,
+            # and its answer is the backend's.
+            call, d, timer = self._held_boot
+            self._held_boot = None
+            timer.cancel()
+            self.boot_state = BOOT_SENT
+            self._forward(call).chainDeferred(d)
+            return
         self._boot()
 
     def link_closed(self, reason):
         """The backend link closed; messages wait in the store."""
         backend, self.backend = self.backend, None
         self.booted = False
+        self.boot_state = BOOT_NOT_SENT
         self.last_error = reason
         self._cancel_timers()
         if backend is not None:
@@ -502,61 +794,145 @@ class Gateway:
             self._pump()
             return
         boot = parse_frame(text)
-        d = self.backend.send_call(Call(new_unique_id(), boot.action, boot.payload))
-        d.addCallback(self._boot_answered, again=True)
-        d.addErrback(lambda f: f.trap(CallTimeout, SessionClosed))
+        self.boot_state = BOOT_SENT
+        # Each boot the backend left unanswered gives the next one longer.
+        timeout = min(
+            self._call_timeout * 2**self._boot_failures,
+            max(self._call_timeout, MAX_BOOT_TIMEOUT),
+        )
+        d = self.backend.send_call(
+            Call(new_unique_id(), boot.action, boot.payload), timeout=timeout
+        )
+        d.addCallbacks(
+            self._boot_answered,
+            self._boot_not_answered,
+            callbackKeywords={"again": True},
+            errbackArgs=(timeout,),
+        )
+
+    def _boot_not_answered(self, failure, timeout):
+        failure.trap(CallTimeout, SessionClosed)
+        if failure.check(CallTimeout):
+            self._boot_unanswered(timeout)
+
+    def _boot_unanswered(self, timeout):
+        """The backend did not answer a BootNotification: send the boot
+        again later, for the queue waits for it."""
+        if self.booted or self.backend is None or self._boot_timer is not None:
+            return
+        delay = min(MIN_BOOT_RETRY * 2**self._boot_failures, MAX_BOOT_RETRY)
+        self._boot_failures += 1
+        self.boot_state = BOOT_UNANSWERED
+        self.last_error = (
+            "no answer to BootNotification within {:g} s; sent again in {:g} s".format(
+                timeout, delay
+            )
+        )
+        self._log.warn(
+            "{cbid}: the backend did not answer the BootNotification within "
+            "{timeout:g} s; sending it again in {delay:g} s ({count} queued "
+            "message(s) wait for it)",
+            cbid=self.chargebox_id,
+            timeout=timeout,
+            delay=delay,
+            count=self.store.queue_length(self.link_id),
+        )
+        self._boot_timer = self._clock.callLater(delay, self._boot_again)
 
     def _boot_answered(self, answer, again=False):
         """The backend answered a BootNotification: the wallbox's own, or
         (C{again}) the one the gateway sent for it when the link opened."""
         if not isinstance(answer, CallResult):
+            self.boot_state = BOOT_REFUSED
+            self._boot_later(
+                MIN_BOOT_RETRY,
+                "BootNotification refused: {} {}".format(
+                    answer.error_code, answer.error_description
+                ).strip(),
+            )
             return answer
         status = answer.payload.get("status")
         if status == "Accepted":
+            self.boot_state = BOOT_ACCEPTED
+            self._boot_failures = 0
+            if self._boot_timer is not None and self._boot_timer.active():
+                self._boot_timer.cancel()
+            self._boot_timer = None
             if not self.booted:
                 self.booted = True
+                if (self.last_error or "").startswith(("no answer to BootNotification", "BootNotification")):
+                    self.last_error = None
                 self._log.info(
                     "{cbid}: backend accepted the boot; {count} queued message(s)",
                     cbid=self.chargebox_id,
                     count=self.store.queue_length(self.link_id),
                 )
-                # A backend that was away knows nothing of the time between:
-                # the charge point tells it its status again.
-                backend_booted = getattr(self.wallbox, "backend_booted", None)
-                if backend_booted is not None and not self.wallbox.closed:
-                    backend_booted()
-                elif again and self.wallbox is not None and not self.wallbox.closed:
-                    self._ask_for_status()
+                self._backend_booted(again)
             self._pump()
-        elif self._boot_timer is None:
-            delay = max(MIN_BOOT_RETRY, answer.payload.get("interval") or 0)
-            self.last_error = "BootNotification {}".format(status)
-            self._boot_timer = self._clock.callLater(delay, self._boot_again)
+        else:
+            self.boot_state = BOOT_REJECTED if status == "Rejected" else BOOT_PENDING
+            self._boot_later(
+                max(MIN_BOOT_RETRY, _whole_seconds(answer.payload.get("interval"))),
+                "BootNotification {}".format(status),
+            )
         return answer
+
+    def _boot_later(self, delay, why):
+        self.last_error = why
+        if self._boot_timer is None and self.backend is not None:
+            self._boot_timer = self._clock.callLater(delay, self._boot_again)
+
+    def _backend_booted(self, again):
+        """The backend accepted the charge point: tell it what it missed."""
+        wallbox = self.wallbox
+        if wallbox is None or wallbox.closed:
+            return
+        # A backend that was away knows nothing of the time between: the
+        # charge point tells it its status again.
+        backend_booted = getattr(wallbox, "backend_booted", None)
+        if backend_booted is not None:
+            backend_booted()
+            return
+        self._forward_unheard_statuses()
+        if again:
+            self._ask_for_status()
 
     def _ask_for_status(self):
         """Ask an OCPP wallbox to send its StatusNotifications again (OCPP
-        1.6 TriggerMessage), for a backend that was away or restarted and
-        knows nothing of its connectors since. A wallbox that cannot do
-        this is left alone: the backend learns at its next change."""
-        d = self.wallbox.call("TriggerMessage", {"requestedMessage": "StatusNotification"})
-
-        def answered(payload):
-            if payload.get("status") != "Accepted":
-                self._log.info(
-                    "{cbid}: TriggerMessage StatusNotification answered {status}",
-                    cbid=self.chargebox_id,
-                    status=payload.get("status"),
-                )
-
-        def failed(failure):
-            self._log.info(
-                "{cbid}: TriggerMessage StatusNotification: {error}",
-                cbid=self.chargebox_id,
-                error=failure.getErrorMessage(),
+        1.6 TriggerMessage, one per configured connector), for a backend that
+        was away or restarted and knows nothing of its connectors since. A
+        wallbox that cannot do this is left alone: the backend learns at its
+        next change."""
+        for connector_id in self._connector_ids:
+            d = self.wallbox.call(
+                "TriggerMessage",
+                {"requestedMessage": "StatusNotification", "connectorId": connector_id},
+            )
+            d.addCallbacks(
+                self._trigger_answered,
+                self._trigger_failed,
+                callbackArgs=(connector_id,),
+                errbackArgs=(connector_id,),
             )
 
-        d.addCallbacks(answered, failed)
+    def _trigger_answered(self, payload, connector_id):
+        if payload.get("status") != "Accepted":
+            self._log.info(
+                "{cbid}: TriggerMessage StatusNotification for connector "
+                "{connector} answered {status}",
+                cbid=self.chargebox_id,
+                connector=connector_id,
+                status=payload.get("status"),
+            )
+
+    def _trigger_failed(self, failure, connector_id):
+        self._log.info(
+            "{cbid}: TriggerMessage StatusNotification for connector "
+            "{connector}: {error}",
+            cbid=self.chargebox_id,
+            connector=connector_id,
+            error=failure.getErrorMessage(),
+        )
 
     def _boot_again(self):
         self._boot_timer = None
@@ -593,14 +969,28 @@ class Gateway:
             self.link.stop()
 
     def stop(self):
-        """Cancel timers (the daemon stops)."""
+        """Cancel timers (the daemon stops). A boot held for the link stays
+        unanswered: its wallbox is being disconnected."""
+        if self._held_boot is not None:
+            self._held_boot[2].cancel()
+            self._held_boot = None
         self._cancel_timers()
+        if self._record_timer is not None and self._record_timer.active():
+            self._record_timer.cancel()
+        self._record_timer = None
 
     def _cancel_timers(self):
         for timer in (self._timer, self._boot_timer):
             if timer is not None and timer.active():
                 timer.cancel()
         self._timer = self._boot_timer = None
+
+
+def _whole_seconds(value):
+    """A heartbeat interval from a backend's answer, or 0 if it is none."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return value
+    return 0
 
 
 def _unanswered_by_wallbox(failure):

@@ -14,7 +14,6 @@ import os
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from twisted.application import strports
 from twisted.conch import manhole, manhole_ssh
 from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker, readAuthorizedKeyFile
 from twisted.conch.error import ValidPublicKey
@@ -26,6 +25,7 @@ from zope.interface import implementer
 
 from cfosproxy.certs import write_private_key
 from cfosproxy.config import ConfigError
+from cfosproxy.services import ListeningService
 
 HOST_KEY_FILE = "manhole-host-key"
 """The SSH host key's file name in C{state_dir}."""
@@ -39,7 +39,7 @@ class ManholeConfigError(ConfigError):
     other mistake in the configuration."""
 
 
-def manhole_service(*, listen, authorized_keys, state_dir, namespace):
+def manhole_service(*, listen, authorized_keys, state_dir, namespace, where="[manhole] listen"):
     """Build the SSH admin shell as a service.
 
     @param listen: a server endpoint string, e.g.
@@ -53,6 +53,8 @@ def manhole_service(*, listen, authorized_keys, state_dir, namespace):
         0600); it is generated on first start and reused afterwards.
     @param namespace: the shell's variables, see L{admin_namespace}.  Each
         session starts with its own copy.
+    @param where: the setting C{listen} comes from, for a port that cannot
+        be listened on.
     @raise ManholeConfigError: C{authorized_keys} cannot be read.
     @return: an L{twisted.application.service.IService}.
     """
@@ -67,7 +69,7 @@ def manhole_service(*, listen, authorized_keys, state_dir, namespace):
     # ConchFactory keeps its keys in class attributes: give this one its own.
     factory.publicKeys = {host_key.sshType(): host_key.public()}
     factory.privateKeys = {host_key.sshType(): host_key}
-    return strports.service(listen, factory)
+    return ListeningService(listen, factory, where)
 
 
 def admin_namespace(*, registry, manager, hub):

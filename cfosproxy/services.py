@@ -1,7 +1,10 @@
 """Services that start and stop the daemon's parts in the right order."""
 
 from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from cfosproxy.session import CLOSE_GOING_AWAY
@@ -114,3 +117,47 @@ class ModbusService(service.Service):
         for chargepoint in self._chargepoints:
             chargepoint.stop()
         return defer.gatherResults([wallbox.stop() for wallbox in self._wallboxes])
+
+
+class ListenError(SystemExit):
+    """A port the daemon must listen on is taken or not allowed. twistd's
+    start ends with this one line (and exit status 1) instead of a
+    traceback of forty."""
+
+
+class ListeningService(StreamServerEndpointService):
+    """C{strports.service(description, factory)}: listens when the daemon
+    starts and fails the start at once if it cannot, with L{ListenError}
+    naming the configuration key.
+
+    @param where: the setting, for the message, e.g.
+        C{"etc/cfosproxy.ini: [server] listen"}.
+    @param shown: the endpoint as the setting gives it, for the message;
+        None: C{description}.
+    """
+
+    def __init__(self, description, factory, where, shown=None, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        super().__init__(serverFromString(reactor, description), factory)
+        # As strports.service: a port that cannot be had raises from
+        # privilegedStartService instead of being logged.
+        self._raiseSynchronously = True
+        self.description = shown or description
+        self.where = where
+
+    def privilegedStartService(self):
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
+            hint = ""
+            if getattr(e.socketError, "errno", None) == 98:  # EADDRINUSE
+                hint = " (another program, or another cfosproxy, uses it)"
+            elif getattr(e.socketError, "errno", None) == 13:  # EACCES
+                hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+            raise ListenError(
+                "{}: cannot listen on {}: {}{}".format(
+                    self.where, self.description, reason, hint
+                )
+            ) from None

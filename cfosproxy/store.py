@@ -19,17 +19,23 @@ commits at once, together with whatever the group holds.
 
 import json
 import os
+import shutil
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from cfosproxy.errors import StoreError
+from cfosproxy.walcheck import check_wal
 
 STORE_FILE = "cfosproxy.sqlite"
+
+# How often the highest message id queued is written beside the store, so
+# that a start after a damaged log or an old backup can tell what is gone.
+WATERMARK_INTERVAL = 60.0
 
 # Schema migrations, applied in order; PRAGMA user_version counts how many
 # have run. Never edit an entry once released: append a new one.
@@ -155,6 +161,8 @@ class Store:
 
     def __init__(self, path, schedule_commit=None, check=True):
         self.path = path
+        # An in-memory store (the virtual wallbox's) has no files beside it.
+        self._on_disk = path != ":memory:"
         self._schedule_commit = schedule_commit
         # While grouped writes wait for their commit: the Deferreds of
         # those waiting for it (see durable()); None when none are open.
@@ -166,6 +174,8 @@ class Store:
         directory = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
+            # Before SQLite reads the log: afterwards, what it dropped is gone.
+            self._check_write_ahead_log()
             self._db = sqlite3.connect(path, isolation_level=None)
         except (OSError, sqlite3.Error) as e:
             raise StoreError("cannot open store {}: {}".format(path, e)) from e
@@ -177,6 +187,7 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._migrate()
+            self._check_watermark()
         except StoreError:
             self._db.close()
             raise
@@ -190,6 +201,101 @@ class Store:
         except OSError as e:
             self._db.close()
             raise StoreError("cannot open store {}: {}".format(path, e)) from e
+
+    # -- damage that SQLite does not report -------------------------------
+
+    def _check_write_ahead_log(self):
+        """A log damaged before its last commit loses every commit behind
+        the damage when SQLite opens it, silently. Say so, and keep a copy
+        of the log for whoever can recover more from it."""
+        if not self._on_disk:
+            return
+        wal = self.path + "-wal"
+        damage = check_wal(wal)
+        if damage is None:
+            return
+        kept = "{}.damaged-{}".format(
+            wal, datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        )
+        shutil.copy2(wal, kept)
+        self._log.critical(
+            "The store's write-ahead log {wal} is damaged: {damage}. SQLite "
+            "drops them: messages queued then may be lost (the next line says "
+            "how many, if the store can tell). The log is kept as {kept}.",
+            wal=wal,
+            damage=damage.describe(),
+            kept=kept,
+        )
+
+    @property
+    def _watermark_path(self):
+        return self.path + "-watermark"
+
+    def _queued_high_water(self):
+        """The highest message id ever queued, as committed."""
+        row = self._db.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'outbound'"
+        ).fetchone()
+        return row[0] if row else 0
+
+    def _check_watermark(self):
+        """Compare the highest message id ever queued with the one written
+        beside the store before: lower now means committed messages are
+        gone (a damaged log, a store restored from an older backup)."""
+        if not self._on_disk:
+            return
+        try:
+            with open(self._watermark_path, encoding="utf-8") as f:
+                recorded = json.load(f)
+            before, at = int(recorded["queued_high_water"]), recorded["at"]
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            self._log.warn(
+                "ignoring {path}: {error}", path=self._watermark_path, error=e
+            )
+            return
+        now = self._queued_high_water()
+        if now < before:
+            self._log.critical(
+                "The store lost queued messages: message ids up to {before} had "
+                "been queued by {at}, but the store ends at {now}. Up to "
+                "{missing} message(s) for the backends are gone; the queue now "
+                "holds {queued}. Compare with the backends' records.",
+                before=before,
+                at=at,
+                now=now,
+                missing=before - now,
+                queued=self._db.execute("SELECT count(*) FROM outbound").fetchone()[0],
+            )
+            # What is now the store's is the new baseline.
+            self.save_watermark()
+
+    def save_watermark(self):
+        """Write the highest message id queued so far beside the store, for
+        the check at the next start. Only what is committed counts: while a
+        group is open this waits for the next call."""
+        if not self._on_disk or self._group is not None or self._db.in_transaction:
+            return
+        try:
+            high_water = self._queued_high_water()
+        except sqlite3.Error as e:
+            self._log.debug("cannot read the watermark: {error}", error=e)
+            return
+        record = {
+            "queued_high_water": high_water,
+            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        temporary = self._watermark_path + ".new"
+        try:
+            with open(temporary, "w", encoding="utf-8") as f:
+                json.dump(record, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, self._watermark_path)
+        except OSError as e:
+            # A full disk: the store's own writes say so louder.
+            self._log.debug("cannot write {path}: {error}", path=temporary, error=e)
 
     @classmethod
     def in_state_dir(cls, state_dir, schedule_commit=None, check=True):
@@ -630,6 +736,7 @@ class Store:
         """Commit what is pending and close the file."""
         try:
             self.commit()
+            self.save_watermark()
         finally:
             self._db.close()
 
@@ -759,15 +866,19 @@ class StoreService(service.Service):
 
     @param checked: the file was checked moments ago (the daemon's options
         open it once before twistd forks); its pages are not read again.
+    @param clock: L{IReactorTime} for writing the store's watermark every
+        C{WATERMARK_INTERVAL} seconds; None: the reactor.
     """
 
     _log = Logger()
 
-    def __init__(self, state_dir, schedule_commit=None, checked=False):
+    def __init__(self, state_dir, schedule_commit=None, checked=False, clock=None):
         self.state_dir = state_dir
         self.store = None
         self._schedule_commit = schedule_commit
         self._checked = checked
+        self._clock = clock
+        self._watermark = None
 
     def startService(self):
         self.store = Store.in_state_dir(
@@ -775,9 +886,18 @@ class StoreService(service.Service):
         )
         self._log.info("store open at {path}", path=self.store.path)
         service.Service.startService(self)
+        if self._clock is None:
+            from twisted.internet import reactor
+
+            self._clock = reactor
+        self._watermark = task.LoopingCall(self.store.save_watermark)
+        self._watermark.clock = self._clock
+        self._watermark.start(WATERMARK_INTERVAL, now=False)
 
     def stopService(self):
         service.Service.stopService(self)
+        if self._watermark is not None and self._watermark.running:
+            self._watermark.stop()
         if self.store is not None:
             self.store.close()
             self._log.info("store closed")

@@ -8,7 +8,7 @@ a mistake fails the start with a message naming file, section and key;
 import logging
 from urllib.parse import urlsplit
 
-from twisted.application import strports
+from twisted.logger import Logger
 from twisted.python import usage
 
 from cfosproxy import tls
@@ -30,7 +30,9 @@ class Options(ConfigFileOptions):
         try:
             Store.in_state_dir(self.config.manager.state_dir).close()
         except StoreError as e:
-            raise usage.UsageError(str(e)) from e
+            raise usage.UsageError(
+                "{}: [manager] state_dir: {}".format(self["config"], e)
+            ) from e
         server = self.config.server
         self.tls_context = None
         if server.tls != "off":
@@ -58,6 +60,9 @@ class Options(ConfigFileOptions):
                     private_key=wallbox.gateway_private_key,
                     section="wallbox:" + wallbox.name,
                 )
+
+
+_log = Logger()
 
 
 # Twisted listens with a backlog of 50 connections. After a power cut or a
@@ -96,7 +101,6 @@ def build_service(options):
     server and the status API, in the order they start (and, reversed, stop:
     listeners first, the store last)."""
     from twisted.internet import reactor
-    from twisted.web.server import Site
 
     from cfosproxy.backend import BackendOutages
     from cfosproxy.backendprofiles import BackendProfiles
@@ -106,6 +110,7 @@ def build_service(options):
     from cfosproxy.hub import ChargePointHub
     from cfosproxy.localcs import LocalCentralSystem
     from cfosproxy.manager import LoadManager
+    from cfosproxy.memory import memory_release_service
     from cfosproxy.metrics import MessageCounter, SiteCollector, chain, metrics_resource
     from cfosproxy.modbus import ModbusLimitActuator, ModbusWallbox
     from cfosproxy.modbusdevices import ModbusDevice
@@ -114,14 +119,23 @@ def build_service(options):
     from cfosproxy.services import (
         CloseConnectionsService,
         GatewayService,
+        ListeningService,
         ManagerService,
         ModbusService,
         OrderedMultiService,
     )
-    from cfosproxy.status import status_root
+    from cfosproxy.status import StatusSite, status_root
     from cfosproxy.store import StoreService
 
     config = options.config
+
+    def where(section):
+        """A listen setting, as a start that cannot listen names it."""
+        return "{}: [{}] listen".format(options["config"], section)
+
+    for warning in config.warnings():
+        _log.warn("{warning}", warning=warning)
+
     if any(w.type == "modbus" for w in config.wallboxes):
         # pymodbus logs every failed (re)connect through stdlib logging; the
         # daemon logs a Modbus device going offline and back itself, once.
@@ -233,26 +247,31 @@ def build_service(options):
             authorized_keys=config.manhole.authorized_keys,
             state_dir=config.manager.state_dir,
             namespace=admin_namespace(registry=registry, manager=manager, hub=hub),
+            where=where("manhole"),
         ).setServiceParent(top)
     ManagerService(store, manager).setServiceParent(top)
     GatewayService(list(ocpp_gateways.values()) + modbus_gateways).setServiceParent(top)
     ModbusService(list(modbus_wallboxes.values()), list(chargepoints.values())).setServiceParent(top)
     CloseConnectionsService(hub).setServiceParent(top)
 
+    wallbox_factory = WallboxServerFactory(hub, config.server)
+    memory_release_service(lambda: wallbox_factory.closed_connections).setServiceParent(top)
     factory = tls.wrap_factory(
         config.server.tls,
-        WallboxServerFactory(hub, config.server),
+        wallbox_factory,
         options.tls_context,
         clock=reactor,
     )
-    ocpp = strports.service(with_backlog(config.server.listen), factory)
+    ocpp = ListeningService(
+        with_backlog(config.server.listen), factory, where("server"), shown=config.server.listen
+    )
     ocpp.setName("ocpp")
     ocpp.setServiceParent(top)
 
     listeners = {"ocpp": ocpp}
-    web = strports.service(
+    web = ListeningService(
         config.status.listen,
-        Site(
+        StatusSite(
             status_root(
                 registry,
                 manager,
@@ -260,11 +279,13 @@ def build_service(options):
                 listeners,
                 extra={
                     b"metrics": metrics_resource(
-                        SiteCollector(registry, hub, modbus_wallboxes, counter)
+                        SiteCollector(registry, hub, modbus_wallboxes, counter, manager)
                     )
                 },
-            )
+            ),
+            allowed_hosts=config.status.host_allow_list,
         ),
+        where("status"),
     )
     web.setName("status")
     listeners["status"] = web
@@ -287,6 +308,8 @@ def _gateway(wallbox, key, config, store, local, reactor, backend_profiles, tls_
         config.manager.offline_authorize,
         profiles=backend_profiles,
         count=count,
+        connector_ids=_connector_ids(config, wallbox),
+        boot_wait=config.server.boot_wait,
     )
     gateway.link = BackendLink(
         url=backend_url(wallbox.gateway_url, wallbox.client_id),
@@ -304,3 +327,11 @@ def _gateway(wallbox, key, config, store, local, reactor, backend_profiles, tls_
         outages=outages,
     )
     return gateway
+
+
+def _connector_ids(config, wallbox):
+    """The connectors configured on C{wallbox}'s ChargeBox-ID (a Modbus
+    wallbox: its one connector)."""
+    if wallbox.type != "ocpp":
+        return (1,)
+    return tuple(sorted(w.id for w in config.wallboxes if w.type == "ocpp" and w.address == wallbox.address))

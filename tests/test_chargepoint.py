@@ -106,6 +106,19 @@ def test_boot_identifies_power_brain(tmp_path):
     assert rig.backend_calls()[-1][2] == "Heartbeat"
 
 
+def test_a_boot_answered_after_stop_starts_nothing(tmp_path):
+    """The daemon stops while the backend has not answered the boot yet;
+    the answer that still arrives starts no heartbeat (nothing is left on
+    the clock once the gateway's timers are gone too)."""
+    rig = Rig(tmp_path)
+    rig.cp.online("PB-12345")
+    rig.cp.stop()
+    rig.answer_last({"status": "Accepted", "currentTime": "2026-11-23T10:00:00Z", "interval": 120})
+    rig.gateway.stop()
+    rig.gateway.link_closed("stopped")
+    assert rig.clock.getDelayedCalls() == []
+
+
 def test_plug_in_charge_unplug(tmp_path):
     """State B → StatusNotification Preparing, Authorize with the id tag,
     StartTransaction with meterStart from the energy register; samples as

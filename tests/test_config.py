@@ -184,6 +184,11 @@ BAD = [
     ("[server]\nrequire_client_certificate = yes\nclient_ca = ca.pem\ntls = off\n", "server",
      "require_client_certificate", "tls"),
     ("[server]\nprivate_key = key.pem\n", "server", "private_key", "certificate"),
+    ("[server]\nclient_certificate_identity = uid\n", "server", "client_certificate_identity",
+     "cn, serial_number, san_dns"),
+    ("[server]\npassword_failures = -1\n", "server", "password_failures", "0 or more"),
+    ("[server]\npassword_backoff_max = 0\n", "server", "password_backoff_max", "1 to 3600"),
+    ("[server]\npassword_backoff_max = 0.5\n", "server", "password_backoff_max", "whole number"),
     ("[wallbox:a]\naddress = CB-1\n", "wallbox:a", "type", "required"),
     ("[wallbox:a]\ntype = ocpp\n", "wallbox:a", "address", "required"),
     ("[wallbox:a]\ntype = rs485\naddress = X\n", "wallbox:a", "type", "ocpp, modbus"),
@@ -215,6 +220,13 @@ BAD = [
     (OCPP + "gateway_url = ws:///ocpp\n", "wallbox:a", "gateway_url", "ws://"),
     (OCPP + "gateway_url = wss://backend:99999/\n", "wallbox:a", "gateway_url", "port"),
     (OCPP + "gateway_url = wss://backend/?x=1\n", "wallbox:a", "gateway_url", "query"),
+    (OCPP + "gateway_url = ws://exa mple.com/\n", "wallbox:a", "gateway_url", "spaces"),
+    (OCPP + "gateway_url = ws://exa%20mple.com/\n", "wallbox:a", "gateway_url", "host name"),
+    (OCPP + "gateway_url = ws://-backend/\n", "wallbox:a", "gateway_url", "host name"),
+    (OCPP + "gateway_url = ws://back\u00e9nd.example/\n", "wallbox:a", "gateway_url", "host name"),
+    (OCPP + "gateway_url = wss://[::1/\n", "wallbox:a", "gateway_url", "not a valid URL"),
+    (OCPP + "gateway_url = wss://[::1]:8443/ocpp\n[wallbox:b]\ntype = ocpp\naddress = CB-2\n"
+     "gateway_url = ws://\n", "wallbox:b", "gateway_url", "ws://"),
     (OCPP + "gateway_ca = ca.pem\n", "wallbox:a", "gateway_ca", "wss://"),
     (OCPP + "gateway_url = ws://b/\ngateway_certificate = c.pem\n", "wallbox:a",
      "gateway_certificate", "wss://"),
@@ -274,3 +286,32 @@ def test_config_without_file():
     config = Config("test.ini", wallboxes=(WallboxConfig("w", "ocpp", "CB-9"),))
     assert config.server == ServerConfig()
     assert config.devices_for("CB-9")[0].name == "w"
+
+
+def test_good_gateway_hosts_are_taken():
+    """Host names, IPv4 and bracketed IPv6 addresses, with ports and paths,
+    are accepted as gateway_url hosts."""
+    for url in ("ws://backend.example/ocpp", "wss://10.0.0.7:8443/cs/", "wss://[fe80::1]:443/",
+                "ws://my_backend.local./ocpp", "ws://xn--bcher-kva.example/"):
+        config = config_from_string(OCPP + "gateway_url = {}\n".format(url))
+        assert config.wallboxes[0].gateway_url == url
+
+
+def test_warns_when_no_device_can_charge():
+    """A site max_current below every device's min_current starts, with a
+    warning naming file, section and key; one device above it gets a
+    warning of its own; a sane site gets none."""
+    config = config_from_string("[manager]\nmax_current = 4\n" + OCPP, "site.ini")
+    assert config.warnings() == [
+        "site.ini: [manager] max_current: 4 A is below the min_current of every device; "
+        "no wallbox will ever be given current"
+    ]
+    config = config_from_string(
+        "[manager]\nmax_current = 10\n" + OCPP + "[wallbox:b]\ntype = ocpp\naddress = CB-2\n"
+        "min_current = 16\nmax_current = 32\n", "site.ini"
+    )
+    assert config.warnings() == [
+        "site.ini: [wallbox:b] min_current: 16 A is above [manager] max_current 10 A; "
+        "this device will never be given current"
+    ]
+    assert config_from_string(OCPP).warnings() == []

@@ -149,6 +149,45 @@ class RelayTests(unittest.TestCase):
         self.assertEqual(box.limit(), 16)
 
 
+class FirstBootTests(unittest.TestCase):
+    """Wallboxes that boot the moment they connect, while their backend
+    links are still connecting."""
+
+    @asyncio_test
+    async def test_first_boots_reach_the_backend(self):
+        """Twenty wallboxes connect at once and each sends its
+        BootNotification and a StatusNotification straight away. Every boot
+        reaches the backend and every wallbox gets the backend's answer
+        (interval 300), none cfosproxy's own (interval 77); every status
+        reaches the backend."""
+        peer = BackendPeer(free_port())
+        await peer.start()
+        self.addCleanup(lambda: asyncio.ensure_future(peer.stop()))
+        wallboxes = "".join(
+            "[wallbox:box-{n}]\ntype = ocpp\naddress = CB-{n:02d}\n"
+            "gateway_url = ws://127.0.0.1:{port}/ocpp/\n".format(n=n, port=peer.port)
+            for n in range(20)
+        )
+        daemon = RunningDaemon(self, server="heartbeat_interval = 77\n", wallboxes=wallboxes)
+
+        async def first_boot(n):
+            async with await connect(daemon.url("CB-{:02d}".format(n))) as ws:
+                boot = await exchange(ws, json.dumps(
+                    [2, "b-{}".format(n), "BootNotification", {"chargePointVendor": "v", "chargePointModel": "m"}]
+                ))
+                await exchange(ws, json.dumps(
+                    [2, "s-{}".format(n), "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available"}]
+                ))
+                return json.loads(boot)[2]["interval"]
+
+        intervals = await asyncio.gather(*(first_boot(n) for n in range(20)))
+        self.assertEqual(intervals, [300] * 20)
+        received = [json.loads(text) for text in peer.received()]
+        for n in range(20):
+            self.assertIn("b-{}".format(n), [f[1] for f in received if f[2:3] == ["BootNotification"]])
+            self.assertIn("s-{}".format(n), [f[1] for f in received if f[2:3] == ["StatusNotification"]])
+
+
 class OutageTests(unittest.TestCase):
     """The backend away: nothing is lost, everything arrives in order."""
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from twisted.internet import task
 
-from cfosproxy.gateway import MAX_ATTEMPTS, RETRY_DELAY, Gateway
+from cfosproxy.gateway import BOOT_WAIT, MAX_ATTEMPTS, MIN_BOOT_RETRY, RETRY_DELAY, Gateway
 from cfosproxy.localcs import LocalCentralSystem
 from cfosproxy.session import OcppSession
 from cfosproxy.store import Store
@@ -53,14 +53,15 @@ class FakeLink:
 class Rig:
     """A gateway with a wallbox session, a fake link and a store."""
 
-    def __init__(self, tmp_path, offline_authorize="cache", count=None):
+    def __init__(self, tmp_path, offline_authorize="cache", count=None, connector_ids=(1,)):
         self.clock = task.Clock()
         self.clock.advance(1_700_000_000)
         self.store = Store(str(tmp_path / "store.sqlite"))
         ids = itertools.count(1)
         local = LocalCentralSystem(self.clock, 300, lambda: next(ids))
         self.gateway = Gateway(
-            "CB-1", "CB-1", self.store, local, self.clock, 30, offline_authorize, count=count
+            "CB-1", "CB-1", self.store, local, self.clock, 30, offline_authorize, count=count,
+            connector_ids=connector_ids,
         )
         self.link = self.gateway.link = FakeLink()
         self.wallbox = RecordingConnection()
@@ -289,10 +290,10 @@ BOOT_ANSWER = {"status": "Accepted", "currentTime": "2026-11-23T10:00:00Z", "int
 
 def test_status_is_asked_for_again_after_the_backend_was_away(tmp_path):
     """When the link opens again and the backend accepts the boot that the
-    gateway sends for the wallbox, the wallbox is asked (TriggerMessage) to
-    send its StatusNotifications again: the backend knows nothing of its
-    connectors since. The wallbox's own boot asks nothing (it reports its
-    status by itself after booting)."""
+    gateway sends for the wallbox, the wallbox is asked (TriggerMessage,
+    with the connector's id) to send its StatusNotification again: the
+    backend knows nothing of its connectors since. The wallbox's own boot
+    asks nothing (it reports its status by itself after booting)."""
     rig = Rig(tmp_path)
     rig.open_link()
     rig.session.text_received(json.dumps([2, "b1", "BootNotification", BOOT]))
@@ -301,7 +302,9 @@ def test_status_is_asked_for_again_after_the_backend_was_away(tmp_path):
     rig.gateway.link_closed("gone")
     rig.open_link()  # answers the gateway's boot with Accepted
     trigger = rig.wallbox.last()
-    assert trigger[0] == 2 and trigger[2:] == ["TriggerMessage", {"requestedMessage": "StatusNotification"}]
+    assert trigger[0] == 2 and trigger[2:] == [
+        "TriggerMessage", {"requestedMessage": "StatusNotification", "connectorId": 1}
+    ]
     # The wallbox accepts and reports; the report goes to the backend.
     rig.session.text_received(json.dumps([3, trigger[1], {"status": "Accepted"}]))
     rig.session.text_received('[2,"st1","StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Charging"}]')
@@ -323,3 +326,148 @@ def test_a_wallbox_without_trigger_message_is_left_alone(tmp_path):
     rig.session.text_received('[2,"h1","Heartbeat",{}]')
     assert json.loads(rig.link.sent[-1])[1:3] == ["h1", "Heartbeat"]
     assert rig.gateway.booted and rig.gateway.backend is not None
+
+
+def boots_sent(rig):
+    """The BootNotifications sent to the backend, as frames."""
+    return [frame for frame in map(json.loads, rig.link.sent) if frame[2:3] == ["BootNotification"]]
+
+
+def test_an_unanswered_boot_is_sent_again_with_growing_patience(tmp_path):
+    """A backend that does not answer the gateway's BootNotification within
+    the call timeout gets it again after MIN_BOOT_RETRY, with twice the time
+    to answer; the status API shows the boot unanswered meanwhile, and the
+    queue goes out once the backend accepts. (A backend that answers every
+    boot after 35 s is booted although call_timeout is 30.)"""
+    rig = Rig(tmp_path)
+    rig.wallbox_sends("b1", "BootNotification", BOOT)
+    rig.wallbox_sends("s1", "StartTransaction", START)
+    rig.gateway.link_opened(rig.link)
+    assert len(boots_sent(rig)) == 1
+    rig.clock.advance(30)
+    status = rig.gateway.status()
+    assert status["boot"] == "no answer" and status["booted"] is False
+    assert "no answer to BootNotification" in status["last_error"]
+    rig.clock.advance(MIN_BOOT_RETRY)
+    assert len(boots_sent(rig)) == 2
+    rig.clock.advance(35)  # more than call_timeout: this one may take 60 s
+    rig.backend_answers(boots_sent(rig)[-1][1], BOOT_ANSWER)
+    assert rig.link.last()[2] == "StartTransaction"
+    status = rig.gateway.status()
+    assert status["boot"] == "accepted" and status["last_error"] is None
+
+
+def test_boot_retries_back_off(tmp_path):
+    """Boots left unanswered are sent again further and further apart (10,
+    20, 40 s after each silence), not in a tight loop."""
+    rig = Rig(tmp_path)
+    rig.wallbox_sends("b1", "BootNotification", BOOT)
+    rig.gateway.link_opened(rig.link)
+    sent_at = [rig.clock.seconds()]
+    for _ in range(200):
+        rig.clock.advance(1)
+        if len(boots_sent(rig)) > len(sent_at):
+            sent_at.append(rig.clock.seconds())
+    gaps = [b - a for a, b in zip(sent_at, sent_at[1:])]
+    # timeout + delay: 30 + 10, 60 + 20, 120 + 40
+    assert gaps == [40, 80]
+
+
+def test_a_boot_refused_with_a_callerror_is_sent_again(tmp_path):
+    """A backend that answers the BootNotification with a CALLERROR does not
+    stall the queue for ever: the boot goes again after MIN_BOOT_RETRY."""
+    rig = Rig(tmp_path)
+    rig.wallbox_sends("b1", "BootNotification", BOOT)
+    rig.wallbox_sends("s1", "StartTransaction", START)
+    rig.gateway.link_opened(rig.link)
+    rig.backend_refuses(boots_sent(rig)[-1][1])
+    assert rig.gateway.status()["boot"] == "refused"
+    rig.clock.advance(MIN_BOOT_RETRY)
+    rig.backend_answers(boots_sent(rig)[-1][1], BOOT_ANSWER)
+    assert len(boots_sent(rig)) == 2 and rig.link.last()[2] == "StartTransaction"
+
+
+def test_first_boot_waits_for_a_connecting_link(tmp_path):
+    """A wallbox that boots while its backend link is still connecting (it
+    has just connected, and so has the link) does not get cfosproxy's answer:
+    its BootNotification waits for the link, goes to the backend byte for
+    byte, and the wallbox gets the backend's answer (interval 60, not 300).
+    The gateway sends no boot of its own besides."""
+    rig = Rig(tmp_path)
+    rig.link.state = "connecting"
+    text = '[2,"b1","BootNotification",{"chargePointVendor":"v","chargePointModel":"m"}]'
+    rig.session.text_received(text)
+    assert rig.wallbox.sent == []
+    rig.clock.advance(BOOT_WAIT / 2)
+    rig.link.state = "connected"
+    rig.gateway.link_opened(rig.link)
+    assert rig.link.sent == [text]
+    rig.backend_answers("b1", {"status": "Accepted", "currentTime": "t", "interval": 60})
+    assert rig.wallbox.frames == [[3, "b1", {"status": "Accepted", "currentTime": "t", "interval": 60}]]
+    assert rig.gateway.status()["booted"] is True
+    rig.clock.advance(BOOT_WAIT)  # no second, local answer
+    assert len(rig.wallbox.sent) == 1
+
+
+def test_a_held_boot_is_answered_locally_when_the_link_stays_away(tmp_path):
+    """When the link does not open within boot_wait, cfosproxy answers the
+    held BootNotification itself, as it does while the backend is away."""
+    rig = Rig(tmp_path)
+    rig.link.state = "connecting"
+    rig.wallbox_sends("b1", "BootNotification", BOOT)
+    assert rig.wallbox.sent == []
+    rig.clock.advance(BOOT_WAIT)
+    answer = rig.wallbox.last()
+    assert answer[:2] == [3, "b1"] and answer[2]["status"] == "Accepted"
+    assert answer[2]["interval"] == 300
+
+
+def test_no_wait_for_a_link_that_is_down(tmp_path):
+    """A link that is not connecting (it failed and waits to retry) holds
+    nothing: the boot is answered at once."""
+    rig = Rig(tmp_path)
+    rig.link.state = "failed"
+    assert rig.wallbox_sends("b1", "BootNotification", BOOT)[:2] == [3, "b1"]
+
+
+def test_statuses_heard_while_the_link_was_down_reach_the_backend(tmp_path):
+    """StatusNotifications that cfosproxy answered while the link was not up
+    are not lost for the backend: once it accepts the boot, each connector's
+    latest one is sent to it, as the wallbox sent it. An older status of the
+    same connector is not."""
+    rig = Rig(tmp_path)
+    rig.link.state = "connecting"
+    rig.wallbox_sends("b1", "BootNotification", BOOT)
+    older = '[2,"s1","StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Available"}]'
+    zero = '[2,"s2","StatusNotification",{"connectorId":0,"errorCode":"NoError","status":"Available"}]'
+    latest = '[2,"s3","StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Preparing"}]'
+    for text in (older, zero, latest):
+        rig.session.text_received(text)
+    rig.clock.advance(BOOT_WAIT)  # the boot is answered locally
+    assert [frame[1] for frame in rig.wallbox.frames] == ["s1", "s2", "s3", "b1"]
+    rig.link.state = "connected"
+    rig.open_link()  # the gateway boots; the backend accepts
+    assert rig.link.sent[1:] == [zero]
+    rig.backend_answers("s2", {})
+    assert rig.link.sent[2:] == [latest]
+    rig.backend_answers("s3", {})
+    # Each went once: a later boot sends nothing again.
+    rig.gateway.link_closed("gone")
+    rig.open_link()
+    assert [json.loads(t)[2] for t in rig.link.sent[3:]] == ["BootNotification"]
+
+
+def test_status_is_asked_for_per_configured_connector(tmp_path):
+    """A wallbox with two configured connectors is asked for the status of
+    each, by connectorId (a TriggerMessage without one is not sent)."""
+    rig = Rig(tmp_path, connector_ids=(1, 2))
+    rig.open_link()
+    rig.session.text_received(json.dumps([2, "b1", "BootNotification", BOOT]))
+    rig.backend_answers("b1", BOOT_ANSWER)
+    rig.gateway.link_closed("gone")
+    rig.open_link()
+    first = rig.wallbox.last()
+    assert first[2:] == ["TriggerMessage", {"requestedMessage": "StatusNotification", "connectorId": 1}]
+    rig.session.text_received(json.dumps([3, first[1], {"status": "Accepted"}]))
+    second = rig.wallbox.last()
+    assert second[2:] == ["TriggerMessage", {"requestedMessage": "StatusNotification", "connectorId": 2}]

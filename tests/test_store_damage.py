@@ -1,15 +1,20 @@
 """A store file that is damaged or not a store at all: opening it fails
 with a StoreError that names the file and says what to do, the file is left
-as it was, and the daemon does not start on it."""
+as it was, and the daemon does not start on it. A damaged write-ahead log,
+whose later commits SQLite would drop without a word, is said at start."""
 
+import glob
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 
 import pytest
+from twisted.logger import formatEvent, globalLogPublisher
 
 from cfosproxy.store import STORE_FILE, Store, StoreError
+from cfosproxy.walcheck import check_wal
 from tests.harness import TWISTD, daemon_env, free_port
 
 PAGE = 4096
@@ -213,3 +218,128 @@ def test_a_file_checked_moments_ago_is_not_read_again(tmp_path, monkeypatch):
     Store.in_state_dir(str(tmp_path)).close()
     Store.in_state_dir(str(tmp_path), check=False).close()
     assert checks == [str(tmp_path / STORE_FILE)]
+
+
+# -- a damaged write-ahead log ---------------------------------------------------
+#
+# SQLite reads the log up to the first frame whose checksum fails and drops
+# everything behind it without a word. The store checks the log before
+# SQLite opens it, says what would be lost, keeps a copy of the log, and
+# says how many queued messages are gone.
+
+
+def crashed_store(tmp_path, commits, watermark=True):
+    """A store as a crash leaves it: C{commits} messages queued, each in a
+    commit of its own, all still in the write-ahead log (the process died
+    before any checkpoint). Returns the crashed store file's path."""
+    live = str(tmp_path / "live" / STORE_FILE)
+    store = Store(live)
+    store._db.execute("PRAGMA wal_autocheckpoint = 0")
+    for n in range(commits):
+        store.enqueue("CB-1", "MeterValues", '[2,"m%d","MeterValues",{}]' % n, float(n))
+    if watermark:
+        store.save_watermark()
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    for suffix in ("", "-wal", "-watermark"):
+        if os.path.exists(live + suffix):
+            shutil.copy(live + suffix, str(crashed / STORE_FILE) + suffix)
+    store.close()
+    return str(crashed / STORE_FILE)
+
+
+def wal_frames(path):
+    size = os.path.getsize(path + "-wal")
+    return (size - 32) // (24 + PAGE)
+
+
+def damage_frame(path, frame):
+    """Flip a byte in the page of frame C{frame} (from 1) of the log."""
+    offset = 32 + (frame - 1) * (24 + PAGE) + 24 + 200
+    with open(path + "-wal", "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def open_and_log(path):
+    """Open the store; return it and the log lines it wrote."""
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        store = Store(path)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    return store, [(e["log_level"].name, formatEvent(e)) for e in events if "log_level" in e]
+
+
+def test_a_whole_log_is_whole(tmp_path):
+    """A log as a crash leaves it, undamaged: nothing to report, and every
+    message is there."""
+    path = crashed_store(tmp_path, 20)
+    assert wal_frames(path) > 20
+    assert check_wal(path + "-wal") is None
+    store, logged = open_and_log(path)
+    assert len(store.queued("CB-1")) == 20
+    assert [line for line in logged if line[0] == "critical"] == []
+    store.close()
+
+
+def test_damage_in_the_middle_of_the_log_is_said_and_kept(tmp_path):
+    """A frame damaged in the middle of the log: SQLite drops every commit
+    behind it. The store says so at open (critical: which frame, how many
+    commits), keeps a copy of the damaged log beside the store, and says how
+    many queued messages are gone compared with what had been queued."""
+    path = crashed_store(tmp_path, 20)
+    frames = wal_frames(path)
+    damage_frame(path, frames // 2)
+    damage = check_wal(path + "-wal")
+    assert damage is not None and damage.frame == frames // 2 and damage.lost_commits >= 5
+    store, logged = open_and_log(path)
+    kept = len(store.queued("CB-1"))
+    assert kept < 20  # SQLite did drop them
+    critical = [text for level, text in logged if level == "critical"]
+    assert len(critical) == 2, logged
+    assert "damaged" in critical[0] and "frame {} of {}".format(frames // 2, frames) in critical[0]
+    assert "Up to {} message(s)".format(20 - kept) in critical[1]
+    assert "the queue now holds {}".format(kept) in critical[1]
+    [copy] = glob.glob(path + "-wal.damaged-*")
+    assert check_wal(copy) is not None
+    store.close()
+    # Said once: the next start takes the store as it now is.
+    store, logged = open_and_log(path)
+    assert [line for line in logged if line[0] == "critical"] == []
+    store.close()
+
+
+def test_a_torn_last_transaction_is_no_damage(tmp_path):
+    """A crash in the middle of the last commit tears its frames; that commit
+    was never acknowledged, so losing it is right and nothing is reported."""
+    path = crashed_store(tmp_path, 20, watermark=False)
+    damage_frame(path, wal_frames(path))
+    assert check_wal(path + "-wal") is None
+    store, logged = open_and_log(path)
+    assert len(store.queued("CB-1")) == 19
+    assert [line for line in logged if line[0] == "critical"] == []
+    store.close()
+
+
+def test_a_restored_old_backup_says_what_is_gone(tmp_path):
+    """A store restored from a backup older than the watermark written
+    beside it: the start says how many messages queued since are gone."""
+    path = str(tmp_path / STORE_FILE)
+    store = Store(path)
+    for n in range(3):
+        store.enqueue("CB-1", "MeterValues", "m%d" % n, 0.0)
+    store.close()
+    shutil.copy(path, str(tmp_path / "backup"))
+    store = Store(path)
+    for n in range(7):
+        store.enqueue("CB-1", "MeterValues", "n%d" % n, 0.0)
+    store.close()
+    shutil.copy(str(tmp_path / "backup"), path)
+    store, logged = open_and_log(path)
+    [critical] = [text for level, text in logged if level == "critical"]
+    assert "store ends at 3" in critical and "Up to 7 message(s)" in critical
+    store.close()

@@ -157,16 +157,21 @@ def test_full_disk_in_a_group_tells_the_truth(grouped):
     assert on_disk(path)[-1] == "after"
 
 
-class CommitFails:
-    """The store's connection, except that COMMIT fails as on an I/O
-    error: SQLite offers no portable way to make just the COMMIT fail."""
+class FailingConnection:
+    """The store's connection, with the statements that C{fails(sql)}
+    picks raising C{error} instead of running."""
+
+    error = sqlite3.OperationalError("disk I/O error")
 
     def __init__(self, db):
         self._db = db
 
+    def fails(self, sql):
+        raise NotImplementedError
+
     def execute(self, sql, *args):
-        if sql == "COMMIT":
-            raise sqlite3.OperationalError("disk I/O error")
+        if self.fails(sql):
+            raise self.error
         return self._db.execute(sql, *args)
 
     @property
@@ -175,6 +180,14 @@ class CommitFails:
 
     def close(self):
         self._db.close()
+
+
+class CommitFails(FailingConnection):
+    """COMMIT fails as on an I/O error: SQLite offers no portable way to
+    make just the COMMIT fail."""
+
+    def fails(self, sql):
+        return sql == "COMMIT"
 
 
 def test_failed_commit_tells_every_waiter(grouped):
@@ -203,7 +216,9 @@ class GatewayRig:
         self.clock = task.Clock()
         self.scheduler = Scheduler()
         self.store = Store(str(tmp_path / "store.sqlite"), self.scheduler)
-        local = LocalCentralSystem(self.clock, 300, self.store.next_transaction_id)
+        # next_transaction_id: the store's, unless a test replaces it.
+        self.next_transaction_id = self.store.next_transaction_id
+        local = LocalCentralSystem(self.clock, 300, lambda: self.next_transaction_id())
         self.gateway = Gateway("CB-1", "CB-1", self.store, local, self.clock, 30, "accept")
         self.link = self.gateway.link = FakeLink()
         self.wallbox = RecordingConnection()
@@ -231,7 +246,7 @@ def test_gateway_with_a_full_disk_answers_an_error_and_loses_nothing(tmp_path):
     """With no room on disk the wallbox gets a CALLERROR for its
     transaction message (so that it keeps it and sends it again), the
     messages queued before stay queued, and once there is room again the
-    same message is taken."""
+    same message is taken, and the error shown is cleared."""
     rig = GatewayRig(tmp_path)
     rig.send("s1", "StartTransaction", START)
     rig.scheduler.run()
@@ -242,12 +257,14 @@ def test_gateway_with_a_full_disk_answers_an_error_and_loses_nothing(tmp_path):
     rig.scheduler.run()
     answer = rig.wallbox.frames[-1]
     assert answer[:3] == [4, "m1", "InternalError"]
-    assert "full" in rig.gateway.last_error
+    assert "full" in rig.gateway.status()["last_error"]
     assert [m.action for m in rig.store.queued("CB-1")] == ["StartTransaction"]
     free(rig.store)
     rig.send("m1", "MeterValues", big)
     rig.scheduler.run()
     assert rig.wallbox.frames[-1] == [3, "m1", {}]
+    # The store works again: the status API says so.
+    assert rig.gateway.status()["last_error"] is None
     assert [m.action for m in rig.store.queued("CB-1")] == ["StartTransaction", "MeterValues"]
     rig.store.close()
 
@@ -256,11 +273,11 @@ def test_damage_while_running_says_what_to_do(tmp_path):
     """A store that SQLite finds malformed in the middle of a write (a disk
     failure while running) gives an error that says what to do."""
 
-    class Malformed(CommitFails):
-        def execute(self, sql, *args):
-            if sql.startswith("INSERT"):
-                raise sqlite3.DatabaseError("database disk image is malformed")
-            return self._db.execute(sql, *args)
+    class Malformed(FailingConnection):
+        error = sqlite3.DatabaseError("database disk image is malformed")
+
+        def fails(self, sql):
+            return sql.startswith("INSERT")
 
     store = Store(str(tmp_path / "s.sqlite"))
     store._db = Malformed(store._db)
@@ -329,3 +346,154 @@ def test_a_failed_statement_leaves_the_group_standing(grouped):
     scheduler.run()
     assert stored.called and stored.result is None
     assert on_disk(path) == ["kept"]
+
+
+class DiskFull(FailingConnection):
+    """The store's connection on a disk that fills up and empties again:
+    while C{full}, every statement that writes, and COMMIT, fails as SQLite
+    fails on a full disk; with C{only} set, only the writes whose SQL holds
+    that text (a disk with room for small writes, not for others).
+    (C{max_page_count} cannot make an UPDATE or a DELETE fail: they need no
+    new page.)"""
+
+    WRITES = ("INSERT", "UPDATE", "DELETE", "COMMIT")
+    error = sqlite3.OperationalError("database or disk is full")
+
+    def __init__(self, db):
+        super().__init__(db)
+        self.full = False
+        self.only = None
+
+    def fails(self, sql):
+        return (
+            self.full
+            and sql.lstrip().upper().startswith(self.WRITES)
+            and (self.only is None or self.only in sql)
+        )
+
+
+BACKEND_START = {"transactionId": 4711, "idTagInfo": {"status": "Accepted"}}
+
+
+def replay_start_on_a_full_disk(tmp_path):
+    """A rig whose queued StartTransaction (answered locally while the
+    backend was away) reached the backend just as the disk filled up; the
+    backend has answered it. Returns the rig, the disk and the local id."""
+    rig = GatewayRig(tmp_path)
+    disk = rig.store._db = DiskFull(rig.store._db)
+    rig.send("b1", "BootNotification", {"chargePointVendor": "v", "chargePointModel": "m"})
+    rig.send("s1", "StartTransaction", START)
+    rig.scheduler.run()
+    local_id = rig.wallbox.frames[-1][2]["transactionId"]
+    rig.gateway.link_opened(rig.link)
+    boot = json.loads(rig.link.sent[-1])
+    rig.gateway.text_received(json.dumps([3, boot[1], {"status": "Accepted", "currentTime": "t", "interval": 60}]))
+    start = json.loads(rig.link.sent[-1])
+    assert start[2] == "StartTransaction"
+    disk.full = True
+    rig.gateway.text_received(json.dumps([3, start[1], BACKEND_START]))
+    rig.scheduler.run()
+    return rig, disk, local_id
+
+
+def starts_sent(rig):
+    return [text for text in rig.link.sent if json.loads(text)[2] == "StartTransaction"]
+
+
+def test_a_full_disk_never_sends_an_answered_start_transaction_again(tmp_path):
+    """The backend answered a queued StartTransaction, and the disk is full
+    so that its transaction id cannot be recorded (while smaller writes
+    still fit). That StartTransaction is not sent again (each copy would be
+    a new transaction at the backend), however much else happens: new
+    messages from the wallbox, retries, time. The status API says why the
+    queue waits."""
+    rig, disk, _ = replay_start_on_a_full_disk(tmp_path)
+    disk.only = "transaction_ids"
+    for n in range(5):
+        rig.send("m{}".format(n), "MeterValues", {"connectorId": 1, "meterValue": []})
+        rig.scheduler.run()
+        rig.clock.advance(10)
+        rig.scheduler.run()
+    assert len(starts_sent(rig)) == 1
+    assert "full" in rig.gateway.status()["last_error"]
+    rig.store.close()
+
+
+def test_answers_are_recorded_once_the_disk_has_room(tmp_path):
+    """Once the disk has room again, the backend's answer kept in memory is
+    written: the local transaction id maps to the backend's, the queue is
+    empty, a later message of the transaction goes out with the backend's
+    id, and the error shown is cleared."""
+    rig, disk, local_id = replay_start_on_a_full_disk(tmp_path)
+    rig.clock.advance(5)
+    disk.full = False
+    rig.clock.advance(60)
+    rig.scheduler.run()
+    assert rig.store.backend_transaction_id("CB-1", local_id) == 4711
+    assert rig.store.queued("CB-1") == []
+    assert rig.gateway.status()["last_error"] is None
+    stop = {"transactionId": local_id, "meterStop": 5, "timestamp": "2026-11-23T11:00:00Z"}
+    rig.send("x1", "StopTransaction", stop)
+    rig.scheduler.run()
+    sent = json.loads(rig.link.sent[-1])
+    assert sent[2] == "StopTransaction" and sent[3]["transactionId"] == 4711
+    assert len(starts_sent(rig)) == 1
+    rig.store.close()
+
+
+def test_a_failed_commit_of_a_delivery_does_not_send_it_again(tmp_path):
+    """The removal of a delivered message is committed with others at the
+    end of the turn. When that commit fails, the message is back in the
+    store, but it was answered: it is not sent again; the removal is
+    written again, and the next message goes out after that."""
+    rig = GatewayRig(tmp_path)
+    rig.send("s1", "StartTransaction", START)
+    rig.send("d1", "DataTransfer", {"vendorId": "x"})
+    rig.scheduler.run()
+    rig.gateway.link_opened(rig.link)
+    first = json.loads(rig.link.sent[-1])
+    assert first[2] == "StartTransaction"
+    real, rig.store._db = rig.store._db, CommitFails(rig.store._db)
+    rig.gateway.text_received(json.dumps([3, first[1], BACKEND_START]))
+    rig.scheduler.run()
+    assert [m.action for m in rig.store.queued("CB-1")] == ["StartTransaction", "DataTransfer"]
+    rig.store._db = real
+    rig.clock.advance(60)
+    rig.scheduler.run()
+    assert [json.loads(t)[2] for t in rig.link.sent] == ["StartTransaction", "DataTransfer"]
+    rig.gateway.text_received(json.dumps([3, json.loads(rig.link.sent[-1])[1], {"status": "Accepted"}]))
+    rig.scheduler.run()
+    assert rig.store.queued("CB-1") == []
+    rig.store.close()
+
+
+def test_a_start_that_cannot_get_a_local_id_is_withdrawn(tmp_path):
+    """The StartTransaction is on disk, but the disk is full before cfosproxy
+    can keep the local transaction id it would answer with. The wallbox gets
+    an error and sends the StartTransaction again later; the queued copy is
+    withdrawn, so that the backend gets the transaction once."""
+    rig = GatewayRig(tmp_path)
+    disk = rig.store._db = DiskFull(rig.store._db)
+
+    def next_id_on_a_full_disk():
+        disk.full = True
+        try:
+            return rig.store.next_transaction_id()
+        finally:
+            disk.full = False
+
+    rig.next_transaction_id = next_id_on_a_full_disk
+    rig.send("s1", "StartTransaction", START)
+    rig.scheduler.run()
+    assert rig.wallbox.frames[-1][:3] == [4, "s1", "InternalError"]
+    rig.next_transaction_id = rig.store.next_transaction_id
+    rig.send("s1", "StartTransaction", START)  # the wallbox tries again
+    rig.scheduler.run()
+    assert rig.wallbox.frames[-1][:2] == [3, "s1"]
+    rig.gateway.link_opened(rig.link)
+    rig.scheduler.run()
+    assert len(starts_sent(rig)) == 1
+    rig.gateway.text_received(json.dumps([3, json.loads(starts_sent(rig)[0])[1], BACKEND_START]))
+    rig.scheduler.run()
+    assert rig.store.queued("CB-1") == [] and len(starts_sent(rig)) == 1
+    rig.store.close()

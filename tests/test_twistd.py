@@ -92,6 +92,21 @@ def test_bad_config_fails_start(tmp_path, body, expected):
     assert expected in result.stderr + result.stdout
 
 
+def test_state_dir_that_cannot_be_used_names_the_key(tmp_path):
+    """A state_dir under a plain file fails the start with the file,
+    section and key named, and the reason."""
+    (tmp_path / "afile").write_text("")
+    config = write_config(str(tmp_path), "[manager]\nstate_dir = afile/var\n")
+    result = subprocess.run(
+        [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "cfosproxy", "--config", config],
+        cwd=str(tmp_path), env=daemon_env(), capture_output=True, text=True, timeout=60,
+    )
+    output = result.stderr + result.stdout
+    assert result.returncode == 1
+    assert "{}: [manager] state_dir: ".format(config) in output, output
+    assert "Not a directory" in output
+
+
 def test_missing_config_fails_start(tmp_path):
     """A config path that does not exist fails the start, naming the file."""
     missing = str(tmp_path / "nope.ini")
@@ -104,21 +119,29 @@ def test_missing_config_fails_start(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "plugin,template",
+    "plugin,key,template",
     [
         (
             "cfosproxy",
+            "server",
             "[server]\nlisten = tcp:{port}:interface=127.0.0.1\ntls = off\n"
             "[status]\nlisten = tcp:{free}:interface=127.0.0.1\n",
         ),
         (
+            "cfosproxy",
+            "status",
+            "[server]\nlisten = tcp:{free}:interface=127.0.0.1\ntls = off\n"
+            "[status]\nlisten = tcp:{port}:interface=127.0.0.1\n",
+        ),
+        (
             "cfoswallbox",
+            "modbus",
             "[ocpp]\nurl = ws://127.0.0.1:{free}/\n"
             "[modbus]\nlisten = tcp:{port}:interface=127.0.0.1\n",
         ),
     ],
 )
-def test_port_in_use_fails_start(tmp_path, plugin, template):
+def test_port_in_use_fails_start(tmp_path, plugin, key, template):
     """When its port is taken (the OCPP port of cfosproxy, the Modbus port
     of cfoswallbox), twistd does not run on without listening: it exits
     non-zero and says why."""
@@ -133,8 +156,12 @@ def test_port_in_use_fails_start(tmp_path, plugin, template):
             [sys.executable, "-c", TWISTD, "-n", "--pidfile=", plugin, "--config", config],
             cwd=str(tmp_path), env=daemon_env(), capture_output=True, text=True, timeout=60,
         )
+    output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "in use" in (result.stdout + result.stderr).lower()
+    assert "in use" in output.lower()
+    # One line that names the setting, not forty lines of traceback.
+    assert "Traceback" not in output, output
+    assert "{}: [{}] listen".format(config, key) in output, output
 
 
 def test_other_reactor_is_refused(tmp_path):
@@ -232,3 +259,33 @@ def test_sigterm_closes_wallboxes_with_1001(tmp_path):
     assert code == 1001, output
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "store closed" in output
+
+
+def test_start_warns_when_no_device_can_charge(tmp_path):
+    """A site max_current below every device's min_current is not an error,
+    but building the daemon logs a warning that names file, section and
+    key, so that the operator sees it in the first lines of the log."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    from cfosproxy.tap import Options, build_service
+
+    config = write_config(
+        str(tmp_path),
+        "[server]\nlisten = tcp:0:interface=127.0.0.1\ntls = off\n"
+        "[manager]\nmax_current = 4\nstate_dir = {}\n"
+        "[status]\nlisten = tcp:0:interface=127.0.0.1\n"
+        "[wallbox:garage-1]\ntype = ocpp\naddress = CB-0001\n".format(tmp_path / "var"),
+    )
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        options = Options()
+        options.parseOptions(["--config", config])
+        build_service(options)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    warnings = [formatEvent(e) for e in events if e.get("log_level").name == "warn"]
+    assert warnings == [
+        "{}: [manager] max_current: 4 A is below the min_current of every device; "
+        "no wallbox will ever be given current".format(config)
+    ]

@@ -11,6 +11,7 @@ from twisted.trial import unittest
 
 from cfosproxy import powerbrain
 from cfosproxy.modbus import ModbusWallbox
+from cfosproxy.services import ListenError
 from cfosproxy.wallbox.model import TEST_CAR, PowerBrainModel
 from cfosproxy.wallbox.modbusserver import (
     CannotListen,
@@ -283,14 +284,16 @@ class ServiceTests(ServerTestCase):
 
     @asyncio_test
     async def test_port_in_use_fails_the_start(self):
-        """When the port is taken, startService raises CannotListen naming
-        the address and the reason, so twistd fails the start (non-zero
-        exit) instead of running without Modbus; the reactor is untouched."""
+        """When the port is taken, startService raises ListenError naming
+        the setting, the address and the reason, so twistd fails the start
+        (non-zero exit, one line) instead of running without Modbus; the
+        reactor is untouched."""
         taken = await self.server(self.model())
         svc, fake = self.service(taken.port)
-        with self.assertRaises(CannotListen) as raised:
+        with self.assertRaises(ListenError) as raised:
             svc.startService()
         self.assertIn("127.0.0.1:{}".format(taken.port), str(raised.exception))
         self.assertIn("in use", str(raised.exception))
+        self.assertIn("[modbus] listen", str(raised.exception))
         self.assertFalse(svc.running)
         self.assertEqual(fake.stopped, 0)

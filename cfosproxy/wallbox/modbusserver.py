@@ -18,6 +18,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from cfosproxy import powerbrain
+from cfosproxy.services import ListenError
 from cfosproxy.wallbox.model import TEST_CAR
 
 # The blocks the device answers, as (first register, count); any other
@@ -214,8 +215,8 @@ class ModbusServerService(service.Service):
     pymodbus needs the asyncio loop running, and twistd starts services
     before the reactor runs: the server starts on the reactor's first turn.
 
-    A port that is already taken fails the start at once (L{CannotListen}
-    from C{startService}, so twistd exits non-zero): the port is tried with
+    A port that is already taken fails the start at once (L{ListenError}
+    from C{startService}, naming C{where}, so twistd exits non-zero): the port is tried with
     a socket of our own before the reactor runs. Should opening fail later
     all the same (a race with another process), that is logged (critical,
     with the reason) and the reactor is stopped: a virtual wallbox without
@@ -226,17 +227,25 @@ class ModbusServerService(service.Service):
 
     _log = Logger()
 
-    def __init__(self, model, *, host="127.0.0.1", port=4701, unit_id=1, reactor=None):
+    def __init__(
+        self, model, *, host="127.0.0.1", port=4701, unit_id=1, reactor=None,
+        where="[modbus] listen",
+    ):
         if reactor is None:
             # Imported here: importing a module must not install a reactor.
             from twisted.internet import reactor
         self.server = PowerBrainModbusServer(model, host=host, port=port, unit_id=unit_id)
         self._reactor = reactor
+        self._where = where
         self._call = None
         self._starting = None
 
     def startService(self):
-        _check_free(self.server.host, self.server.port)
+        try:
+            _check_free(self.server.host, self.server.port)
+        except CannotListen as e:
+            # One line naming the setting, not a traceback.
+            raise ListenError("{}: {}".format(self._where, e)) from None
         service.Service.startService(self)
         self._call = self._reactor.callLater(0, self._start)
 

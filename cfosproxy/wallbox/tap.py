@@ -83,7 +83,8 @@ def makeService(options):
 
     top = service.MultiService()
     ModbusServerService(
-        model, host=config.modbus.host, port=config.modbus.port, unit_id=config.modbus.unit_id
+        model, host=config.modbus.host, port=config.modbus.port, unit_id=config.modbus.unit_id,
+        where="{}: [modbus] listen".format(options["config"]),
     ).setServiceParent(top)
     holder["service"] = VirtualWallboxService(virtual, gateway, reactor)
     holder["service"].setServiceParent(top)
