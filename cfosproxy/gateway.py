@@ -634,23 +634,19 @@ class Gateway:
             self._write_records([message_id])
 
     def _write_records(self, message_ids):
+        # Plain callables, not a Deferred: this runs for every message
+        # the backend answers.
         try:
             for message_id in message_ids:
                 self._unrecorded[message_id]()
-            d = self.store.durable()
-        except StoreError:
-            d = defer.fail()
-        d.addCallbacks(
-            self._recorded,
-            self._not_recorded,
-            callbackArgs=(message_ids,),
-            errbackArgs=(message_ids,),
-        )
-        d.addErrback(
-            lambda f: self._log.failure("{cbid}: recording answers", f, cbid=self.chargebox_id)
+        except StoreError as e:
+            self._not_recorded(e)
+            return
+        self.store.when_durable(
+            lambda _: self._recorded(message_ids), self._not_recorded
         )
 
-    def _recorded(self, _, message_ids):
+    def _recorded(self, message_ids):
         for message_id in message_ids:
             self._unrecorded.pop(message_id, None)
         if self._record_timer is None:
@@ -658,9 +654,8 @@ class Gateway:
             self._store_works()
         self._pump()
 
-    def _not_recorded(self, failure, message_ids):
-        failure.trap(StoreError)
-        self._store_failed(failure.value)
+    def _not_recorded(self, error):
+        self._store_failed(error)
         if self._record_timer is not None:
             return
         delay = min(MIN_RECORD_RETRY * 2**self._record_failures, MAX_RECORD_RETRY)
@@ -671,7 +666,7 @@ class Gateway:
             "the queue waits",
             cbid=self.chargebox_id,
             count=len(self._unrecorded),
-            error=failure.value,
+            error=error,
             delay=delay,
         )
         self._record_timer = self._clock.callLater(delay, self._retry_records)

@@ -164,7 +164,7 @@ class Store:
         # An in-memory store (the virtual wallbox's) has no files beside it.
         self._on_disk = path != ":memory:"
         self._schedule_commit = schedule_commit
-        # While grouped writes wait for their commit: the Deferreds of
+        # While grouped writes wait for their commit: (stored, failed) of
         # those waiting for it (see durable()); None when none are open.
         self._group = None
         # Deferreds whose group is committed (or failed), to be told at the
@@ -410,8 +410,18 @@ class Store:
         if self._group is None:
             return defer.succeed(None)
         d = defer.Deferred()
-        self._group.append(d)
+        self._group.append((d.callback, d.errback))
         return d
+
+    def when_durable(self, stored, failed):
+        """Like L{durable}, with two plain callables instead of a Deferred
+        (for what runs for every message): C{stored(None)} once every
+        write so far is on disk (at once when none waits), or
+        C{failed(error)} with the L{StoreError} of a commit that failed."""
+        if self._group is None:
+            stored(None)
+        else:
+            self._group.append((stored, failed))
 
     def commit(self):
         """Commit the open group now, and tell those waiting for it.
@@ -444,9 +454,9 @@ class Store:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             error = _write_error(self.path, e)
-            self._settled.extend((d, error) for d in waiting)
+            self._settled.extend((waiter, error) for waiter in waiting)
             raise error from e
-        self._settled.extend((d, None) for d in waiting)
+        self._settled.extend((waiter, None) for waiter in waiting)
 
     def _abandon_group(self, error):
         """The open group's writes are undone: fail its waiters (at the
@@ -454,15 +464,19 @@ class Store:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
         waiting, self._group = self._group or [], None
-        self._settled.extend((d, error) for d in waiting)
+        self._settled.extend((waiter, error) for waiter in waiting)
 
     def _tell_settled(self):
         settled, self._settled = self._settled, []
-        for d, error in settled:
-            if error is None:
-                d.callback(None)
-            else:
-                d.errback(error)
+        for (stored, failed), error in settled:
+            # One waiter that raises must not keep the others from hearing.
+            try:
+                if error is None:
+                    stored(None)
+                else:
+                    failed(error)
+            except Exception:
+                self._log.failure("telling a waiter of the store's commit")
 
     def next_transaction_id(self):
         """Allocate a transaction id, unique on this site across restarts.

@@ -497,3 +497,20 @@ def test_a_start_that_cannot_get_a_local_id_is_withdrawn(tmp_path):
     rig.scheduler.run()
     assert rig.store.queued("CB-1") == [] and len(starts_sent(rig)) == 1
     rig.store.close()
+
+
+def test_a_waiter_that_raises_does_not_silence_the_others(grouped):
+    """Those waiting for one commit are all told, even when one of them
+    raises: the others' wallboxes still get their answers."""
+    store, scheduler, path = grouped
+    store.enqueue("CB-1", "MeterValues", "m", 0)
+    told = []
+
+    def broken(_):
+        raise RuntimeError("a bug in one waiter")
+
+    store.when_durable(broken, told.append)
+    store.when_durable(told.append, told.append)
+    store.durable().addCallback(told.append)
+    scheduler.run()
+    assert told == [None, None]
