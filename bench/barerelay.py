@@ -7,7 +7,7 @@ Every wallbox that connects gets its own WebSocket to the backend (the URL
 plus its ChargeBox-ID), and each text frame is forwarded as it is, both
 ways: no parsing, no sessions, no store, no load management. It runs on the
 reactor cfosproxy uses (asyncio) and reads and writes frames through the
-same path (L{cfosproxy.relaypath}), so what it costs per round trip is what
+same path (L{cfosproxy.ws.relaypath}), so what it costs per round trip is what
 the stack under cfosproxy costs at least, before it does any of cfosproxy's
 work. C{bench/relay.py} runs it next to cfosproxy.
 
@@ -30,7 +30,7 @@ from autobahn.twisted.websocket import (  # noqa: E402
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.endpoints import TCP4ClientEndpoint  # noqa: E402
 
-from cfosproxy.relaypath import FACTORY_OPTIONS, RelayPathMixin, use_integer_masking  # noqa: E402
+from cfosproxy.ws.relaypath import FACTORY_OPTIONS, RelayPathMixin, use_integer_masking  # noqa: E402
 
 SUBPROTOCOL = "ocpp1.6"
 

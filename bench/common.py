@@ -78,7 +78,7 @@ def make_certificates(directory):
     @return: C{(ca.pem, server.pem, server-key.pem)} paths.
     """
     sys.path.insert(0, ROOT)
-    from cfosproxy import certtool  # cfosproxy from this tree
+    from cfosproxy.ops import certtool  # cfosproxy from this tree
 
     for argv in (
         ["ca", "--out", directory, "--cn", "Bench CA"],

@@ -80,7 +80,7 @@ def main(argv=None):
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--tls", choices=("on", "detect"), default="on")
     # cfosproxy gives back what a burst of closed connections left within
-    # 10 s (cfosproxy.memory): the RSS after a round is read after that.
+    # 10 s (cfosproxy.ops.memory): the RSS after a round is read after that.
     parser.add_argument("--settle", type=float, default=15.0)
     parser.add_argument("--json")
     args = parser.parse_args(argv)

@@ -298,7 +298,7 @@ _BOOLEANS = {"yes": True, "true": True, "on": True, "1": True,
 _INT = re.compile(r"[+-]?[0-9]+")
 _FLOAT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
 # No ':': wallboxes that are not configured are shown as "unknown:<id>:<n>"
-# (cfosproxy.devices), a name no configured device can take.
+# (cfosproxy.core.devices), a name no configured device can take.
 _DEVICE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 

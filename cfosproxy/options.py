@@ -8,7 +8,7 @@ prints it and exits with status 1.
 
 from twisted.python import usage
 
-from cfosproxy import tls
+from cfosproxy.ws import tls
 from cfosproxy.config import ConfigError
 from cfosproxy.reactor import ReactorError, install_asyncio_reactor
 

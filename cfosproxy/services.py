@@ -7,7 +7,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from cfosproxy.session import CLOSE_GOING_AWAY
+from cfosproxy.core.session import CLOSE_GOING_AWAY
 
 # Wallboxes that do not complete the close handshake in this time are left to
 # the reactor, which drops their sockets when it stops.
@@ -80,7 +80,7 @@ class GatewayService(service.Service):
     backend link when the daemon stops.
 
     A link is otherwise started when its wallbox connects (see
-    L{cfosproxy.gateway.Gateway.wallbox_connected}).
+    L{cfosproxy.core.gateway.Gateway.wallbox_connected}).
     """
 
     def __init__(self, gateways):

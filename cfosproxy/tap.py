@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 from twisted.logger import Logger
 from twisted.python import usage
 
-from cfosproxy import tls
+from cfosproxy.ws import tls
 from cfosproxy.config import load_config
 from cfosproxy.options import ConfigFileOptions
-from cfosproxy.store import Store, StoreError
+from cfosproxy.store.database import Store, StoreError
 
 
 class Options(ConfigFileOptions):
@@ -44,7 +44,7 @@ class Options(ConfigFileOptions):
                 state_dir=self.config.manager.state_dir,
             )
         if self.config.manhole.listen:
-            from cfosproxy.manhole import AuthorizedKeysFile
+            from cfosproxy.ops.manhole import AuthorizedKeysFile
 
             AuthorizedKeysFile(self.config.manhole.authorized_keys).check()
         # The files of wss:// backends are read now, so that a mistake
@@ -88,8 +88,8 @@ def makeService(options):
     in L{build_service}, which the tests call in their own process)."""
     from twisted.internet import reactor
 
-    from cfosproxy.gctuning import tune_garbage_collection
-    from cfosproxy.relaypath import use_integer_masking
+    from cfosproxy.ops.gctuning import tune_garbage_collection
+    from cfosproxy.ws.relaypath import use_integer_masking
 
     tune_garbage_collection(reactor)
     use_integer_masking()
@@ -102,20 +102,20 @@ def build_service(options):
     listeners first, the store last)."""
     from twisted.internet import reactor
 
-    from cfosproxy.backend import BackendOutages
-    from cfosproxy.backendprofiles import BackendProfiles
-    from cfosproxy.chargepoint import ModbusChargePoint
-    from cfosproxy.devices import DeviceRegistry
-    from cfosproxy.gateway import GatewayObserver
-    from cfosproxy.hub import ChargePointHub
-    from cfosproxy.localcs import LocalCentralSystem
-    from cfosproxy.manager import LoadManager
-    from cfosproxy.memory import memory_release_service
-    from cfosproxy.metrics import MessageCounter, SiteCollector, chain, metrics_resource
-    from cfosproxy.modbus import ModbusLimitActuator, ModbusWallbox
-    from cfosproxy.modbusdevices import ModbusDevice
-    from cfosproxy.ocppcontrol import ChargingProfileActuator
-    from cfosproxy.server import WallboxServerFactory
+    from cfosproxy.ws.backend import BackendOutages
+    from cfosproxy.core.backendprofiles import BackendProfiles
+    from cfosproxy.modbus.chargepoint import ModbusChargePoint
+    from cfosproxy.core.devices import DeviceRegistry
+    from cfosproxy.core.gateway import GatewayObserver
+    from cfosproxy.core.hub import ChargePointHub
+    from cfosproxy.core.localcs import LocalCentralSystem
+    from cfosproxy.site.manager import LoadManager
+    from cfosproxy.ops.memory import memory_release_service
+    from cfosproxy.ops.metrics import MessageCounter, SiteCollector, chain, metrics_resource
+    from cfosproxy.modbus.wallbox import ModbusLimitActuator, ModbusWallbox
+    from cfosproxy.modbus.device import ModbusDevice
+    from cfosproxy.site.ocpplimits import ChargingProfileActuator
+    from cfosproxy.ws.server import WallboxServerFactory
     from cfosproxy.services import (
         CloseConnectionsService,
         GatewayService,
@@ -124,8 +124,8 @@ def build_service(options):
         ModbusService,
         OrderedMultiService,
     )
-    from cfosproxy.status import StatusSite, status_root
-    from cfosproxy.store import StoreService
+    from cfosproxy.ops.status import StatusSite, status_root
+    from cfosproxy.store.database import StoreService
 
     config = options.config
 
@@ -240,7 +240,7 @@ def build_service(options):
     )
 
     if config.manhole.listen:
-        from cfosproxy.manhole import admin_namespace, manhole_service
+        from cfosproxy.ops.manhole import admin_namespace, manhole_service
 
         manhole_service(
             listen=config.manhole.listen,
@@ -295,8 +295,8 @@ def build_service(options):
 
 def _gateway(wallbox, key, config, store, local, reactor, backend_profiles, tls_options, count, outages):
     """The gateway and backend link of one wallbox's C{gateway_url}."""
-    from cfosproxy.backend import BackendLink, backend_url
-    from cfosproxy.gateway import Gateway
+    from cfosproxy.ws.backend import BackendLink, backend_url
+    from cfosproxy.core.gateway import Gateway
 
     gateway = Gateway(
         key,

@@ -18,7 +18,7 @@ from twisted.internet.ssl import (
     trustRootFromCertificates,
 )
 
-from cfosproxy import certs
+from cfosproxy.ws import certs
 
 CLIENT_ORGANIZATION = "Tiefgarage Köln GmbH"
 

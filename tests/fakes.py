@@ -6,7 +6,7 @@ import json
 
 from zope.interface import implementer
 
-from cfosproxy.session import IWallboxConnection
+from cfosproxy.core.session import IWallboxConnection
 
 
 @implementer(IWallboxConnection)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from hypothesis import strategies as st
 
-from cfosproxy.localcs import CHARGE_POINT_ACTIONS
+from cfosproxy.core.localcs import CHARGE_POINT_ACTIONS
 
 # The ChargeBox-ID the fuzz tests connect as.
 CHARGEBOX_ID = "CB-FUZZ"

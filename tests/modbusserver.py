@@ -2,7 +2,7 @@
 (L{cfosproxy.wallbox.modbusserver}) in this process, with registers a test
 sets directly instead of a simulated car.
 
-It has the register map of L{cfosproxy.powerbrain} plus the virtual
+It has the register map of L{cfosproxy.modbus.powerbrain} plus the virtual
 wallbox's test register 8200 (any other register gets "illegal data
 address"), takes writes of 8093, 8094 and 8200 only (as the virtual wallbox
 does), logs every read and write request, and
@@ -14,7 +14,7 @@ import socket
 
 from pymodbus.constants import ExcCodes
 
-from cfosproxy import powerbrain
+from cfosproxy.modbus import powerbrain
 from cfosproxy.wallbox.model import TEST_CAR
 from cfosproxy.wallbox.modbusserver import BLOCKS, PowerBrainModbusServer
 

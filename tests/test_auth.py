@@ -4,7 +4,7 @@ import base64
 
 import pytest
 
-from cfosproxy.auth import parse_basic_authorization, password_matches
+from cfosproxy.core.auth import parse_basic_authorization, password_matches
 
 
 def basic(user, password):

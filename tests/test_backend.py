@@ -16,8 +16,8 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 from zope.interface import implementer
 
-from cfosproxy import certs
-from cfosproxy.backend import BackendLink, BackendOutages, IBackendHandler, backend_url
+from cfosproxy.ws import certs
+from cfosproxy.ws.backend import BackendLink, BackendOutages, IBackendHandler, backend_url
 from tests.certutil import TestPKI
 from tests.harness import asyncio_test, free_port, wait_deferred
 
@@ -182,7 +182,7 @@ class LinkTestCase(unittest.TestCase):
         return [
             e
             for e in self.events
-            if e.get("log_namespace", "").startswith("cfosproxy.backend")
+            if e.get("log_namespace", "").startswith("cfosproxy.ws.backend")
             and (level is None or e.get("log_level") == level)
         ]
 

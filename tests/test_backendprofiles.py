@@ -3,9 +3,9 @@
 import pytest
 from twisted.internet import defer, task
 
-from cfosproxy.backendprofiles import BackendProfiles
+from cfosproxy.core.backendprofiles import BackendProfiles
 from cfosproxy.config import config_from_string
-from cfosproxy.devices import DeviceRegistry
+from cfosproxy.core.devices import DeviceRegistry
 from cfosproxy.ocpp.errors import OcppError
 from cfosproxy.ocpp.frames import Call
 

@@ -16,13 +16,15 @@ from twisted.internet import defer, reactor
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
-from cfosproxy import flowcontrol, tls
+from cfosproxy.ws import flowcontrol
+
+from cfosproxy.ws import tls
 from cfosproxy.config import config_from_string
-from cfosproxy.devices import DeviceRegistry
-from cfosproxy.flowcontrol import WRITE_PAUSE_SIZE, buffered_bytes, write_buffer_limit
-from cfosproxy.hub import ChargePointHub
-from cfosproxy.server import WallboxServerFactory
-from cfosproxy.session import MAX_UNANSWERED
+from cfosproxy.core.devices import DeviceRegistry
+from cfosproxy.ws.flowcontrol import WRITE_PAUSE_SIZE, buffered_bytes, write_buffer_limit
+from cfosproxy.core.hub import ChargePointHub
+from cfosproxy.ws.server import WallboxServerFactory
+from cfosproxy.core.session import MAX_UNANSWERED
 from tests.certutil import TestPKI
 from tests.fuzzing import CHARGEBOX_ID
 from tests.harness import asyncio_test, eventually, wait_deferred

@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.trial import unittest
 
-from cfosproxy.certtool import main, safe_file_name
+from cfosproxy.ops.certtool import main, safe_file_name
 from tests.harness import RunningDaemon, asyncio_test
 from tests.wallboxes import connect, http_get
 

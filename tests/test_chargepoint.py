@@ -6,13 +6,13 @@ import json
 
 from twisted.internet import task
 
-from cfosproxy.chargepoint import ModbusChargePoint
+from cfosproxy.modbus.chargepoint import ModbusChargePoint
 from cfosproxy.config import config_from_string
-from cfosproxy.devices import DeviceRegistry
-from cfosproxy.gateway import Gateway
-from cfosproxy.localcs import LocalCentralSystem
-from cfosproxy.powerbrain import Reading
-from cfosproxy.store import Store
+from cfosproxy.core.devices import DeviceRegistry
+from cfosproxy.core.gateway import Gateway
+from cfosproxy.core.localcs import LocalCentralSystem
+from cfosproxy.modbus.powerbrain import Reading
+from cfosproxy.store.database import Store
 from tests.test_gateway import FakeLink
 
 CONFIG = """

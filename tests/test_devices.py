@@ -5,7 +5,7 @@ import json
 import pytest
 
 from cfosproxy.config import ConfigError, config_from_string
-from cfosproxy.devices import (
+from cfosproxy.core.devices import (
     MAX_OBSERVED_CONNECTORS,
     UNKNOWN_PREFIX,
     DeviceRegistry,

@@ -12,10 +12,10 @@ from twisted.internet import defer, reactor
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
-from cfosproxy import powerbrain
-from cfosproxy.backend import BackendLink
-from cfosproxy.gateway import TRANSACTION_ACTIONS
-from cfosproxy.modbus import ModbusWallbox
+from cfosproxy.modbus import powerbrain
+from cfosproxy.ws.backend import BackendLink
+from cfosproxy.core.gateway import TRANSACTION_ACTIONS
+from cfosproxy.modbus.wallbox import ModbusWallbox
 from tests.backendpeer import BackendPeer
 from tests.harness import RunningDaemon, asyncio_test, eventually, free_port, wait_deferred
 from tests.modbusserver import PowerBrainServer

@@ -7,7 +7,7 @@ import json
 from ocpp.v16 import call
 from twisted.trial import unittest
 
-from cfosproxy import powerbrain
+from cfosproxy.modbus import powerbrain
 from tests.backendpeer import BackendPeer
 from tests.harness import RunningDaemon, asyncio_test, eventually, free_port
 from tests.modbusserver import PowerBrainServer

@@ -35,10 +35,10 @@ from hypothesis import strategies as st
 from twisted.internet import task
 from zope.interface import implementer
 
-from cfosproxy.gateway import TRANSACTION_ACTIONS, Gateway
-from cfosproxy.localcs import LocalCentralSystem
-from cfosproxy.session import IWallboxConnection, OcppSession
-from cfosproxy.store import Store
+from cfosproxy.core.gateway import TRANSACTION_ACTIONS, Gateway
+from cfosproxy.core.localcs import LocalCentralSystem
+from cfosproxy.core.session import IWallboxConnection, OcppSession
+from cfosproxy.store.database import Store
 
 CALL_TIMEOUT = 30.0
 TIMESTAMP = "2026-11-23T10:00:00Z"
@@ -147,7 +147,7 @@ class Backend:
 class Link:
     """The gateway's backend link, as far as the gateway uses it: frames
     sent while it is open go to the backend, others nowhere (as
-    L{cfosproxy.backend.BackendLink.send_text} drops them)."""
+    L{cfosproxy.ws.backend.BackendLink.send_text} drops them)."""
 
     url = "ws://backend.example/ocpp/CB-1"
     last_error = None

@@ -21,11 +21,11 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from cfosproxy import flowcontrol
-from cfosproxy.backend import _BackendFactory
+from cfosproxy.ws import flowcontrol
+from cfosproxy.ws.backend import _BackendFactory
 from cfosproxy.config import config_from_string
-from cfosproxy.devices import DeviceRegistry
-from cfosproxy.flowcontrol import (
+from cfosproxy.core.devices import DeviceRegistry
+from cfosproxy.ws.flowcontrol import (
     PAUSE_LOG_WINDOW,
     UNANSWERED_CALLS,
     WRITE_BUFFER_FULL,
@@ -35,10 +35,10 @@ from cfosproxy.flowcontrol import (
     buffered_bytes,
     write_buffer_limit,
 )
-from cfosproxy.hub import ChargePointHub
-from cfosproxy.localcs import LocalCentralSystem
-from cfosproxy.server import WallboxServerFactory
-from cfosproxy.session import MAX_UNANSWERED
+from cfosproxy.core.hub import ChargePointHub
+from cfosproxy.core.localcs import LocalCentralSystem
+from cfosproxy.ws.server import WallboxServerFactory
+from cfosproxy.core.session import MAX_UNANSWERED
 from tests.fakes import switching_protocols
 
 CONFIG = """

@@ -12,9 +12,9 @@ from twisted.internet import task
 from twisted.logger import globalLogPublisher
 
 from cfosproxy.config import config_from_string
-from cfosproxy.devices import DeviceRegistry
-from cfosproxy.localcs import LocalCentralSystem
-from cfosproxy.session import OcppSession
+from cfosproxy.core.devices import DeviceRegistry
+from cfosproxy.core.localcs import LocalCentralSystem
+from cfosproxy.core.session import OcppSession
 from tests.fakes import RecordingConnection
 from tests.fuzzing import CHARGEBOX_ID, CONFIG, check_answers, frames
 

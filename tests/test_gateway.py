@@ -7,10 +7,10 @@ import json
 import pytest
 from twisted.internet import task
 
-from cfosproxy.gateway import BOOT_WAIT, MAX_ATTEMPTS, MIN_BOOT_RETRY, RETRY_DELAY, Gateway
-from cfosproxy.localcs import LocalCentralSystem
-from cfosproxy.session import OcppSession
-from cfosproxy.store import Store
+from cfosproxy.core.gateway import BOOT_WAIT, MAX_ATTEMPTS, MIN_BOOT_RETRY, RETRY_DELAY, Gateway
+from cfosproxy.core.localcs import LocalCentralSystem
+from cfosproxy.core.session import OcppSession
+from cfosproxy.store.database import Store
 from tests.fakes import RecordingConnection
 
 

@@ -6,7 +6,7 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 
 from cfosproxy import tap
-from cfosproxy.gctuning import FREEZE_AFTER, YOUNG_THRESHOLD, tune_garbage_collection
+from cfosproxy.ops.gctuning import FREEZE_AFTER, YOUNG_THRESHOLD, tune_garbage_collection
 
 
 @pytest.fixture
@@ -44,8 +44,8 @@ def test_twistd_entry_tunes_the_collector(monkeypatch):
     harness, which builds the same services in the test process, does not
     (it calls build_service)."""
     tuned = []
-    monkeypatch.setattr("cfosproxy.gctuning.tune_garbage_collection", tuned.append)
-    monkeypatch.setattr("cfosproxy.relaypath.use_integer_masking", lambda: None)
+    monkeypatch.setattr("cfosproxy.ops.gctuning.tune_garbage_collection", tuned.append)
+    monkeypatch.setattr("cfosproxy.ws.relaypath.use_integer_masking", lambda: None)
     monkeypatch.setattr(tap, "build_service", lambda options: ("service", options))
     assert tap.makeService("options") == ("service", "options")
     from twisted.internet import reactor

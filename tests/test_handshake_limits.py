@@ -3,7 +3,7 @@
 sends an endless HTTP request, while other wallboxes are served.
 
 The timeouts are shortened for the test (the open handshake timeout is a
-module constant of cfosproxy.server, the first-byte timeout a parameter of
+module constant of cfosproxy.ws.server, the first-byte timeout a parameter of
 tls.wrap_factory); the tests check that the server closes such connections,
 never how long that took.
 """
@@ -20,7 +20,9 @@ import tempfile
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
-from cfosproxy import server, tls
+from cfosproxy.ws import server
+
+from cfosproxy.ws import tls
 from tests.certutil import TestPKI
 from tests.harness import asyncio_test
 from tests.wallboxes import connect

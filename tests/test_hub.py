@@ -4,10 +4,10 @@ import base64
 
 from twisted.internet import task
 
-from cfosproxy.auth import ClientCertificate
+from cfosproxy.core.auth import ClientCertificate
 from cfosproxy.config import config_from_string
-from cfosproxy.devices import DeviceRegistry
-from cfosproxy.hub import ChargePointHub, Refusal
+from cfosproxy.core.devices import DeviceRegistry
+from cfosproxy.core.hub import ChargePointHub, Refusal
 from tests.fakes import RecordingConnection
 
 CONFIG = """

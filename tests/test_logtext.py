@@ -7,7 +7,7 @@ from urllib.parse import quote
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
-from cfosproxy.logtext import printable
+from cfosproxy.core.logtext import printable
 from tests.harness import RunningDaemon, asyncio_test
 from tests.wallboxes import connect, refused_status
 from tests.wallboxserver import WallboxServer

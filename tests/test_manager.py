@@ -13,8 +13,8 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from zope.interface import implementer
 
 from cfosproxy.config import config_from_string
-from cfosproxy.devices import DeviceRegistry
-from cfosproxy.manager import (
+from cfosproxy.core.devices import DeviceRegistry
+from cfosproxy.site.manager import (
     BOOT_GRACE,
     FAILURE_REMINDER,
     RECALCULATION_RETRY,
@@ -24,8 +24,8 @@ from cfosproxy.manager import (
     LoadManager,
 )
 from cfosproxy.ocpp.frames import Call, CallResult
-from cfosproxy.session import CallTimeout, SessionClosed
-from cfosproxy.sharing import Request, share, to_deciamps
+from cfosproxy.core.session import CallTimeout, SessionClosed
+from cfosproxy.site.sharing import Request, share, to_deciamps
 
 
 @implementer(ILimitActuator)
@@ -527,7 +527,7 @@ class CapturedLog:
         return [
             (formatEvent(e), e.get("log_failure"))
             for e in self.events
-            if e.get("log_namespace", "").startswith("cfosproxy.manager")
+            if e.get("log_namespace", "").startswith("cfosproxy.site.manager")
             and e["log_level"] >= min_level
         ]
 

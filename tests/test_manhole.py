@@ -11,7 +11,7 @@ from twisted.internet import defer, protocol, reactor
 from twisted.trial import unittest
 
 from cfosproxy.config import ConfigError
-from cfosproxy.manhole import (
+from cfosproxy.ops.manhole import (
     HOST_KEY_FILE,
     ManholeConfigError,
     admin_namespace,

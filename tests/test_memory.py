@@ -6,9 +6,9 @@ import gc
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
-from cfosproxy import memory
-from cfosproxy.memory import CLOSED_BEFORE_RELEASE, MemoryRelease
-from cfosproxy.server import WallboxServerProtocol
+from cfosproxy.ops import memory
+from cfosproxy.ops.memory import CLOSED_BEFORE_RELEASE, MemoryRelease
+from cfosproxy.ws.server import WallboxServerProtocol
 from tests.harness import RunningDaemon, asyncio_test, eventually
 from tests.wallboxes import connect
 from tests.wallboxserver import WallboxServer

@@ -7,8 +7,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.web.test.requesthelper import DummyRequest
 
 from cfosproxy.config import config_from_string
-from cfosproxy.devices import DeviceRegistry
-from cfosproxy.metrics import MessageCounter, SiteCollector, chain, metrics_resource
+from cfosproxy.core.devices import DeviceRegistry
+from cfosproxy.ops.metrics import MessageCounter, SiteCollector, chain, metrics_resource
 from cfosproxy.ocpp.frames import Call, CallError, CallResult
 
 SITE = """

@@ -8,17 +8,17 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from cfosproxy.config import WallboxConfig
-from cfosproxy.devices import Device
-from cfosproxy.manager import ILimitActuator
-from cfosproxy.modbus import (
+from cfosproxy.core.devices import Device
+from cfosproxy.site.manager import ILimitActuator
+from cfosproxy.modbus.wallbox import (
     ModbusLimitActuator,
     ModbusWallbox,
     ModbusWriteError,
     WallboxOffline,
     WritesDisabled,
 )
-from cfosproxy.powerbrain import Reading
-from cfosproxy.session import SessionClosed
+from cfosproxy.modbus.powerbrain import Reading
+from cfosproxy.core.session import SessionClosed
 from tests.harness import asyncio_test, eventually, free_port, wait_deferred
 from tests.modbusserver import PowerBrainServer
 
@@ -292,7 +292,7 @@ class OfflineTests(ModbusTestCase):
         ours = [
             (e["log_level"].name, formatEvent(e))
             for e in events
-            if e.get("log_namespace", "").startswith("cfosproxy.modbus")
+            if e.get("log_namespace", "").startswith("cfosproxy.modbus.wallbox")
         ]
         self.assertEqual(
             [level for level, _ in ours if level != "debug"], ["info", "warn", "info"]

@@ -3,9 +3,9 @@
 from twisted.internet import task
 
 from cfosproxy.config import config_from_string
-from cfosproxy.devices import DeviceRegistry
-from cfosproxy.modbusdevices import ModbusDevice
-from cfosproxy.powerbrain import Reading
+from cfosproxy.core.devices import DeviceRegistry
+from cfosproxy.modbus.device import ModbusDevice
+from cfosproxy.modbus.powerbrain import Reading
 
 
 class FakeManager:

@@ -2,7 +2,7 @@
 
 from twisted.internet import task
 
-from cfosproxy.passwordbackoff import PasswordBackoff, address_key
+from cfosproxy.core.passwordbackoff import PasswordBackoff, address_key
 
 
 def backoff(allowed=3, max_backoff=60, **kwargs):

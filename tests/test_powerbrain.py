@@ -2,8 +2,8 @@
 
 from twisted.trial import unittest
 
-from cfosproxy import powerbrain
-from cfosproxy.powerbrain import (
+from cfosproxy.modbus import powerbrain
+from cfosproxy.modbus.powerbrain import (
     Reading,
     decode_reading,
     decode_state,

@@ -15,9 +15,9 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from cfosproxy.backend import _BackendProtocol
-from cfosproxy.server import WallboxServerProtocol
-from cfosproxy.relaypath import (
+from cfosproxy.ws.backend import _BackendProtocol
+from cfosproxy.ws.server import WallboxServerProtocol
+from cfosproxy.ws.relaypath import (
     IntegerMasker,
     RelayPathMixin,
     use_integer_masking,
@@ -274,7 +274,7 @@ def test_twistd_entry_uses_integer_masking(monkeypatch):
 
     monkeypatch.setattr(autobahn.websocket.protocol, "create_xor_masker",
                         autobahn.websocket.protocol.create_xor_masker)
-    monkeypatch.setattr("cfosproxy.gctuning.tune_garbage_collection", lambda reactor: None)
+    monkeypatch.setattr("cfosproxy.ops.gctuning.tune_garbage_collection", lambda reactor: None)
     monkeypatch.setattr(tap, "build_service", lambda options: "service")
     tap.makeService("options")
     assert autobahn.websocket.protocol.create_xor_masker is IntegerMasker

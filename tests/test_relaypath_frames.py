@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from twisted.internet import reactor, task
 from twisted.internet.testing import StringTransport
 
-from cfosproxy.relaypath import FACTORY_OPTIONS, RelayPathMixin
+from cfosproxy.ws.relaypath import FACTORY_OPTIONS, RelayPathMixin
 from tests.fakes import switching_protocols
 
 LIMIT = 300  # max_message_size for these tests: frames above it close with 1009

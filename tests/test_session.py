@@ -7,7 +7,7 @@ from twisted.trial import unittest
 
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.frames import CallResult
-from cfosproxy.session import MAX_UNANSWERED, CallTimeout, OcppSession, SessionClosed
+from cfosproxy.core.session import MAX_UNANSWERED, CallTimeout, OcppSession, SessionClosed
 from tests.fakes import RecordingConnection
 
 

@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cfosproxy.sharing import Request, share, to_deciamps
+from cfosproxy.site.sharing import Request, share, to_deciamps
 
 
 def test_two_devices_share_evenly():

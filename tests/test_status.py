@@ -12,9 +12,9 @@ from twisted.trial import unittest
 from twisted.web import resource
 from twisted.web.test.requesthelper import DummyRequest
 
-from cfosproxy import status
+from cfosproxy.ops import status
 from cfosproxy.config import ConfigError, config_from_string
-from cfosproxy.status import (
+from cfosproxy.ops.status import (
     MAX_REQUEST_HEAD,
     REQUEST_DEADLINE,
     StatusSite,

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from cfosproxy.store import STORE_FILE, DeadLetter, QueuedMessage, Store, StoreError
+from cfosproxy.store.database import STORE_FILE, DeadLetter, QueuedMessage, Store, StoreError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -301,7 +301,7 @@ def test_state_dir_that_cannot_be_made_gives_store_error(tmp_path):
 # wait (never closing the store) until killed.
 CHILD = """
 import sys
-from cfosproxy.store import Store
+from cfosproxy.store.database import Store
 store = Store(sys.argv[1])
 for n in range(200):
     message = store.enqueue("box", "MeterValues", "message %d" % n, float(n))

@@ -13,8 +13,8 @@ import sys
 import pytest
 from twisted.logger import formatEvent, globalLogPublisher
 
-from cfosproxy.store import STORE_FILE, Store, StoreError
-from cfosproxy.walcheck import check_wal
+from cfosproxy.store.database import STORE_FILE, Store, StoreError
+from cfosproxy.store.walcheck import check_wal
 from tests.harness import TWISTD, daemon_env, free_port
 
 PAGE = 4096
@@ -210,7 +210,7 @@ def test_a_file_checked_moments_ago_is_not_read_again(tmp_path, monkeypatch):
     """The daemon checks the store before twistd forks and opens it again
     after: the second open skips the page-by-page check, the first one
     makes it."""
-    from cfosproxy import store as store_module
+    from cfosproxy.store import database as store_module
 
     checks = []
     real = store_module.Store._check

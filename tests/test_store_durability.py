@@ -14,10 +14,10 @@ import sqlite3
 import pytest
 from twisted.internet import task
 
-from cfosproxy.gateway import LOCAL_TRANSACTION_IDS, Gateway
-from cfosproxy.localcs import LocalCentralSystem
-from cfosproxy.session import OcppSession
-from cfosproxy.store import Store, StoreError
+from cfosproxy.core.gateway import LOCAL_TRANSACTION_IDS, Gateway
+from cfosproxy.core.localcs import LocalCentralSystem
+from cfosproxy.core.session import OcppSession
+from cfosproxy.store.database import Store, StoreError
 from tests.fakes import RecordingConnection
 from tests.test_gateway import START, FakeLink
 

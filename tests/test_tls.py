@@ -28,7 +28,9 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from cfosproxy import certs, tls
+from cfosproxy.ws import certs
+
+from cfosproxy.ws import tls
 from tests.certutil import TestPKI
 
 ADDRESS = IPv4Address("TCP", "192.0.2.7", 40000)

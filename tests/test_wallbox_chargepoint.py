@@ -3,7 +3,7 @@
 from twisted.internet import task
 
 from cfosproxy.config import WallboxConfig
-from cfosproxy.devices import Device
+from cfosproxy.core.devices import Device
 from cfosproxy.ocpp.frames import Call, CallResult
 from cfosproxy.wallbox.chargepoint import VirtualChargePoint
 

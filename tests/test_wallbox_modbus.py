@@ -9,8 +9,8 @@ from pymodbus.constants import ExcCodes
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from cfosproxy import powerbrain
-from cfosproxy.modbus import ModbusWallbox
+from cfosproxy.modbus import powerbrain
+from cfosproxy.modbus.wallbox import ModbusWallbox
 from cfosproxy.services import ListenError
 from cfosproxy.wallbox.model import TEST_CAR, PowerBrainModel
 from cfosproxy.wallbox.modbusserver import (

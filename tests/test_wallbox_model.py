@@ -4,7 +4,7 @@ its registers show, on a task.Clock."""
 from twisted.internet import task
 from twisted.trial import unittest
 
-from cfosproxy import powerbrain
+from cfosproxy.modbus import powerbrain
 from cfosproxy.wallbox.model import TEST_CAR, PowerBrainModel
 
 HOUR = 3600.0

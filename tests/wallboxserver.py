@@ -11,13 +11,13 @@ import itertools
 
 from twisted.internet import defer
 
-from cfosproxy import tls
+from cfosproxy.ws import tls
 from cfosproxy.config import config_from_string
-from cfosproxy.devices import DeviceRegistry
-from cfosproxy.hub import ChargePointHub
-from cfosproxy.localcs import LocalCentralSystem
-from cfosproxy.server import WallboxServerFactory
-from cfosproxy.session import CLOSE_GOING_AWAY
+from cfosproxy.core.devices import DeviceRegistry
+from cfosproxy.core.hub import ChargePointHub
+from cfosproxy.core.localcs import LocalCentralSystem
+from cfosproxy.ws.server import WallboxServerFactory
+from cfosproxy.core.session import CLOSE_GOING_AWAY
 from tests.fuzzing import CHARGEBOX_ID, CONFIG
 
 

@@ -1,13 +1,13 @@
 """The OCPP side of the virtual Power Brain (sans-IO).
 
 The same charge point as a Modbus wallbox shown to a backend
-(L{cfosproxy.chargepoint.ModbusChargePoint}), here driven by the simulated
+(L{cfosproxy.modbus.chargepoint.ModbusChargePoint}), here driven by the simulated
 device, plus what a real wallbox does that cfosproxy's emulation leaves to
 cfosproxy: it holds the charging profiles it is sent and limits itself by
 their composite schedule.
 """
 
-from cfosproxy.chargepoint import CONNECTOR_ID, ModbusChargePoint
+from cfosproxy.modbus.chargepoint import CONNECTOR_ID, ModbusChargePoint
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.frames import Call
 from cfosproxy.ocpp.profileset import ProfileSet

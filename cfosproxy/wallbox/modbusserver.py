@@ -1,6 +1,6 @@
 """The virtual Power Brain's Modbus TCP server, and a service that runs it.
 
-A pymodbus C{SimDevice} holds the register map of L{cfosproxy.powerbrain}
+A pymodbus C{SimDevice} holds the register map of L{cfosproxy.modbus.powerbrain}
 plus L{cfosproxy.wallbox.model.TEST_CAR}; an access hook serves every read
 from the model and turns every write into a model input. pymodbus is asyncio
 only: the server is created and awaited on the running asyncio loop (the
@@ -17,7 +17,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from cfosproxy import powerbrain
+from cfosproxy.modbus import powerbrain
 from cfosproxy.services import ListenError
 from cfosproxy.wallbox.model import TEST_CAR
 

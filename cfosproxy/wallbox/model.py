@@ -14,7 +14,7 @@ connector) both allow it and a car is plugged in, and not at all below
 
 import math
 
-from cfosproxy import powerbrain
+from cfosproxy.modbus import powerbrain
 
 VOLTS_PER_PHASE = 230.0
 PHASES = 3
@@ -177,7 +177,7 @@ class PowerBrainModel:
 
     def registers(self):
         """C{{register: value}} for every register the device has: the
-        Power Brain's map (L{cfosproxy.powerbrain}) and L{TEST_CAR}.
+        Power Brain's map (L{cfosproxy.modbus.powerbrain}) and L{TEST_CAR}.
 
         Call L{update} first for values as of now.
         """

@@ -5,8 +5,8 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from cfosproxy.powerbrain import Reading
-from cfosproxy.store import Store
+from cfosproxy.modbus.powerbrain import Reading
+from cfosproxy.store.database import Store
 
 TICK = 1.0
 

@@ -2,7 +2,7 @@
 
 from urllib.parse import urlsplit
 
-from cfosproxy import tls
+from cfosproxy.ws import tls
 from cfosproxy.options import ConfigFileOptions
 from cfosproxy.wallbox.config import load_wallbox_config
 
@@ -35,11 +35,11 @@ def makeService(options):
     from twisted.application import service
     from twisted.internet import reactor
 
-    from cfosproxy.backend import BackendLink, backend_url
+    from cfosproxy.ws.backend import BackendLink, backend_url
     from cfosproxy.config import WallboxConfig
-    from cfosproxy.devices import Device
-    from cfosproxy.gateway import Gateway
-    from cfosproxy.localcs import LocalCentralSystem
+    from cfosproxy.core.devices import Device
+    from cfosproxy.core.gateway import Gateway
+    from cfosproxy.core.localcs import LocalCentralSystem
     from cfosproxy.wallbox.chargepoint import VirtualChargePoint
     from cfosproxy.wallbox.model import PowerBrainModel
     from cfosproxy.wallbox.modbusserver import ModbusServerService

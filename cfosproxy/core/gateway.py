@@ -1,7 +1,7 @@
 """One wallbox leg and one backend leg: the OCPP gateway, free of I/O.
 
 A L{Gateway} stands between a wallbox's L{OcppSession} and an external
-backend (billing), reached through a link (L{cfosproxy.backend.BackendLink}
+backend (billing), reached through a link (L{cfosproxy.ws.backend.BackendLink}
 in the daemon). What it does, per message:
 
 - Transaction messages from the wallbox (StartTransaction, StopTransaction,
@@ -40,11 +40,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from cfosproxy.errors import StoreError
+from cfosproxy.core.errors import StoreError
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.frames import Call, CallError, CallResult, parse_frame
 from cfosproxy.ocpp.ids import new_unique_id
-from cfosproxy.session import CallTimeout, IWallboxConnection, OcppSession, SessionClosed
+from cfosproxy.core.session import CallTimeout, IWallboxConnection, OcppSession, SessionClosed
 
 # The messages OCPP 1.6 §3.7 asks a charge point to deliver reliably, in
 # order; DataTransfer joins them because payment terminals bill with it.
@@ -139,9 +139,9 @@ class Gateway:
     @param chargebox_id: the wallbox's ChargeBox-ID.
     @param link_id: the client id presented to the backend; also the name of
         this gateway's queue in the store.
-    @param store: the L{cfosproxy.store.Store} (or a callable returning it,
+    @param store: the L{cfosproxy.store.database.Store} (or a callable returning it,
         for a store that opens when the daemon starts).
-    @param local: the L{cfosproxy.localcs.LocalCentralSystem}, for answers
+    @param local: the L{cfosproxy.core.localcs.LocalCentralSystem}, for answers
         given while the backend is away.
     @param clock: L{IReactorTime}.
     @param call_timeout: seconds a CALL to the backend may stay unanswered.

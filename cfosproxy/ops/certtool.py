@@ -24,7 +24,9 @@ import sys
 
 from cryptography import x509
 
-from cfosproxy import certs, tls
+from cfosproxy.ws import certs
+
+from cfosproxy.ws import tls
 
 PROG = "cfosproxy-certs"
 

@@ -37,9 +37,9 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cfosproxy import certs
-from cfosproxy.auth import ClientCertificate
-from cfosproxy.logtext import printable
+from cfosproxy.ws import certs
+from cfosproxy.core.auth import ClientCertificate
+from cfosproxy.core.logtext import printable
 
 _log = Logger()
 

@@ -2,7 +2,7 @@
 
 An L{OcppSession} takes the text frames its peer sends and produces the
 frames to send back through an L{IWallboxConnection}; the Autobahn adapters
-in L{cfosproxy.server} and L{cfosproxy.backend} are implementations, a list in
+in L{cfosproxy.ws.server} and L{cfosproxy.ws.backend} are implementations, a list in
 a test is another.
 
 Toward the peer there is at most one outstanding CALL: toward a wallbox, the
@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python import failure
 from zope.interface import Attribute, Interface
 
-from cfosproxy.logtext import printable
+from cfosproxy.core.logtext import printable
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.frames import (
     Call,

@@ -23,7 +23,7 @@ from twisted.cred import portal
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from cfosproxy.certs import write_private_key
+from cfosproxy.ws.certs import write_private_key
 from cfosproxy.config import ConfigError
 from cfosproxy.services import ListeningService
 
@@ -77,7 +77,7 @@ def admin_namespace(*, registry, manager, hub):
 
     - C{devices()}: every device as the status API shows it (a list of dicts).
     - C{disable(name)} / C{enable(name)}: switch a managed device off or on,
-      as L{cfosproxy.manager.LoadManager.set_enabled} does; the shell prints
+      as L{cfosproxy.site.manager.LoadManager.set_enabled} does; the shell prints
       the result when the returned Deferred fires.
     - C{send(cbid, action, payload)}: send an OCPP CALL to a connected
       wallbox, e.g. C{send("CB-0001", "TriggerMessage", {"requestedMessage":

@@ -18,7 +18,7 @@ timeout. So, for each connection:
   closed with a log line saying why.
 - L{ReadPauses} keeps the reasons for which reading is paused: this one,
   and the session's own back-pressure (too many of the peer's CALLs
-  unanswered, L{cfosproxy.session.MAX_UNANSWERED}). The peer is read again
+  unanswered, L{cfosproxy.core.session.MAX_UNANSWERED}). The peer is read again
   only when every reason is gone. Pausing is logged once, then summed up at
   most once a minute: a peer that pauses and resumes thousands of times must
   not flood the log.

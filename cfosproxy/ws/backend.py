@@ -25,9 +25,9 @@ from twisted.logger import (
 )
 from zope.interface import Interface, implementer
 
-from cfosproxy.flowcontrol import FlowControlMixin
-from cfosproxy.relaypath import FACTORY_OPTIONS, RelayPathMixin
-from cfosproxy.tls import HostVerificationError, client_tls_options
+from cfosproxy.ws.flowcontrol import FlowControlMixin
+from cfosproxy.ws.relaypath import FACTORY_OPTIONS, RelayPathMixin
+from cfosproxy.ws.tls import HostVerificationError, client_tls_options
 
 SUBPROTOCOL = "ocpp1.6"
 CLOSE_HANDSHAKE_TIMEOUT = 5
@@ -177,7 +177,7 @@ class BackendLink:
             the C{certificate} file.
         @param tls_options: for C{wss://}, the client TLS options already
             made from C{ca}, C{certificate} and C{private_key} with
-            L{cfosproxy.tls.client_tls_options} (the daemon makes them when
+            L{cfosproxy.ws.tls.client_tls_options} (the daemon makes them when
             it reads its configuration); None: made here.
         @param outages: the L{BackendOutages} this link reports to, shared
             by the links of a daemon; None: one of its own.

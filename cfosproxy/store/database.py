@@ -28,8 +28,8 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from cfosproxy.errors import StoreError
-from cfosproxy.walcheck import check_wal
+from cfosproxy.core.errors import StoreError
+from cfosproxy.store.walcheck import check_wal
 
 STORE_FILE = "cfosproxy.sqlite"
 

@@ -2,7 +2,7 @@
 
 Pure: no I/O. Holding registers, big-endian words (the high word first) and
 big-endian bytes within a word, as the Power Brain's documentation gives them.
-L{cfosproxy.modbus} talks to the device; L{cfosproxy.wallbox} plays one.
+L{cfosproxy.modbus.wallbox} talks to the device; L{cfosproxy.wallbox} plays one.
 """
 
 import math

@@ -1,24 +1,24 @@
 """Limits for OCPP wallboxes: the manager's charging profiles.
 
-Implements L{cfosproxy.manager.ILimitActuator} by sending SetChargingProfile
+Implements L{cfosproxy.site.manager.ILimitActuator} by sending SetChargingProfile
 and ClearChargingProfile through the wallbox's one call queue.
 """
 
 from twisted.internet import defer
 from zope.interface import implementer
 
-from cfosproxy.manager import ILimitActuator, LimitRefused
+from cfosproxy.site.manager import ILimitActuator, LimitRefused
 from cfosproxy.ocpp.errors import OcppError
 from cfosproxy.ocpp.profiles import clear_manager_profile, manager_profile
 from cfosproxy.ocpp.schedules import Period, minimum, to_charging_schedule
-from cfosproxy.session import SessionClosed
+from cfosproxy.core.session import SessionClosed
 
 
 @implementer(ILimitActuator)
 class ChargingProfileActuator:
     """Limits a device on its connector with the manager's TxDefaultProfile.
 
-    @param hub: the L{cfosproxy.hub.ChargePointHub} holding the sessions.
+    @param hub: the L{cfosproxy.core.hub.ChargePointHub} holding the sessions.
     @param clock: L{IReactorTime}, for the schedule's start time.
     @param backend_profiles: the L{BackendProfiles} of gateway wallboxes, or
         None: a backend's schedule is combined with the local limit.

@@ -41,9 +41,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from cfosproxy import powerbrain
-from cfosproxy.manager import ILimitActuator
-from cfosproxy.session import SessionClosed
+from cfosproxy.modbus import powerbrain
+from cfosproxy.site.manager import ILimitActuator
+from cfosproxy.core.session import SessionClosed
 
 # Retry delays of a device that does not answer.
 BACKOFF_START = 1.0

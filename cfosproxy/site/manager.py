@@ -1,7 +1,7 @@
 """Load management: the site current, shared among the devices that charge.
 
 Sans-IO. The manager reads what wallboxes report (as a session observer),
-decides grants with L{cfosproxy.sharing.share}, and sets each device's limit
+decides grants with L{cfosproxy.site.sharing.share}, and sets each device's limit
 through an L{ILimitActuator} (OCPP charging profiles; Modbus registers).
 
 The fuse is the point, so the manager keeps, per device, the most that the
@@ -28,8 +28,8 @@ from twisted.python.failure import Failure
 from zope.interface import Interface
 
 from cfosproxy.ocpp.frames import CallResult
-from cfosproxy.session import SessionClosed
-from cfosproxy.sharing import Request, share, to_deciamps
+from cfosproxy.core.session import SessionClosed
+from cfosproxy.site.sharing import Request, share, to_deciamps
 
 # After connecting, a wallbox normally sends a BootNotification; the default
 # profile goes out after it. A wallbox that reconnects without booting gets
@@ -74,14 +74,14 @@ class LoadManager:
     """Grants current to devices and keeps the site under its limit.
 
     @param config: the daemon's L{cfosproxy.config.Config}.
-    @param registry: the L{cfosproxy.devices.DeviceRegistry}.
+    @param registry: the L{cfosproxy.core.devices.DeviceRegistry}.
     @param actuators: C{{device type: ILimitActuator}}; devices of other
         types are shown but not managed.
     @param clock: L{IReactorTime}.
     @param save_enabled: C{callable(name, enabled)} that keeps the flag on
         disk.
     @param sharing: the function that splits the site current, with the
-        signature of L{cfosproxy.sharing.share} (replaceable in tests).
+        signature of L{cfosproxy.site.sharing.share} (replaceable in tests).
     """
 
     _log = Logger()

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from cfosproxy.auth import (
+from cfosproxy.core.auth import (
     certificate_identity_problem,
     parse_basic_authorization,
     password_matches,
 )
-from cfosproxy.logtext import printable
-from cfosproxy.passwordbackoff import PasswordBackoff
-from cfosproxy.session import CLOSE_NORMAL, OcppSession
+from cfosproxy.core.logtext import printable
+from cfosproxy.core.passwordbackoff import PasswordBackoff
+from cfosproxy.core.session import CLOSE_NORMAL, OcppSession
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class ChargePointHub:
     """Admits wallboxes and owns their sessions.
 
     @param server_config: the L{cfosproxy.config.ServerConfig}.
-    @param registry: the L{cfosproxy.devices.DeviceRegistry}.
+    @param registry: the L{cfosproxy.core.devices.DeviceRegistry}.
     @param responder: answers wallbox CALLs (see L{OcppSession}); or a
         callable C{responder(chargebox_id)} returning the responder of that
         wallbox (its gateway, or the local central system).
@@ -75,7 +75,7 @@ class ChargePointHub:
         @param authorization: the C{Authorization} header value or None.
         @param tls: whether the connection is TLS.
         @param certificate: the client certificate as a
-            L{cfosproxy.auth.ClientCertificate}, or None.
+            L{cfosproxy.core.auth.ClientCertificate}, or None.
         @param address: the client's IP address, for the back-off after
             wrong passwords.
         @return: None to admit, or a L{Refusal}.

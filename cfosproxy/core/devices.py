@@ -65,14 +65,14 @@ class Device:
     power_w: float | None = None
     boot: dict = field(default_factory=dict)
     last_seen: float | None = None
-    # Load management (see cfosproxy.manager):
+    # Load management (see cfosproxy.site.manager):
     enabled: bool = True
     charging_since: float | None = None
     grant: float = 0.0
     accepted_limit: float | None = None
     pending_limit: float | None = None
     profile_error: str | None = None
-    # The device's L{cfosproxy.gateway.Gateway}, when it has a backend.
+    # The device's L{cfosproxy.core.gateway.Gateway}, when it has a backend.
     gateway: object = None
 
     @property

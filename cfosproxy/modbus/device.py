@@ -1,14 +1,14 @@
 """Joins a Modbus wallbox to the site: the registry's view of it, the load
 manager, and (with a gateway) its OCPP charge point. Sans-IO."""
 
-from cfosproxy.powerbrain import OCPP_STATUS
+from cfosproxy.modbus.powerbrain import OCPP_STATUS
 
 
 class ModbusDevice:
-    """Passes what a L{cfosproxy.modbus.ModbusWallbox} reads on.
+    """Passes what a L{cfosproxy.modbus.wallbox.ModbusWallbox} reads on.
 
-    @param device: the registry's L{cfosproxy.devices.Device}.
-    @param manager: the L{cfosproxy.manager.LoadManager}.
+    @param device: the registry's L{cfosproxy.core.devices.Device}.
+    @param manager: the L{cfosproxy.site.manager.LoadManager}.
     @param clock: L{IReactorTime}.
     @param chargepoint: the device's L{ModbusChargePoint}, or None.
     @param backend_limit: C{backend_limit(device)}: a backend's limit now,

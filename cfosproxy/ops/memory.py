@@ -5,7 +5,7 @@ objects sit in reference cycles (Autobahn's protocol and the Deferred it
 resolves with itself when closed, Twisted's TLS layer and its OpenSSL
 connection, the tracebacks of the failures it was closed with). Python's
 cycle collector frees them at its next full collection, which with the
-daemon's settings (L{cfosproxy.gctuning}) may come long after a burst of
+daemon's settings (L{cfosproxy.ops.gctuning}) may come long after a burst of
 connections closed; and glibc's C{malloc} keeps what is freed in its heap
 instead of giving it back to the system. After 3,000 silent TLS
 connections had been closed, cfosproxy's RSS stayed 100 MB above what it

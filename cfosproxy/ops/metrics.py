@@ -71,7 +71,7 @@ class MessageCounter:
         self.messages[(direction, _action_label(action), outcome)] += 1
 
     def modbus_online(self, wallbox, online):
-        """A L{cfosproxy.modbus.ModbusWallbox} went online or offline (the
+        """A L{cfosproxy.modbus.wallbox.ModbusWallbox} went online or offline (the
         signature of its C{on_online} callback); counts the offlines."""
         if not online:
             self.modbus_offline[wallbox.name] += 1
@@ -95,12 +95,12 @@ def _gauge(name, documentation, labels=()):
 class SiteCollector:
     """A prometheus_client collector that reads the site's state when scraped.
 
-    @param registry: the L{cfosproxy.devices.DeviceRegistry}.
-    @param hub: the L{cfosproxy.hub.ChargePointHub} (only C{sessions} is read).
+    @param registry: the L{cfosproxy.core.devices.DeviceRegistry}.
+    @param hub: the L{cfosproxy.core.hub.ChargePointHub} (only C{sessions} is read).
     @param modbus_wallboxes: a mapping of device name to
-        L{cfosproxy.modbus.ModbusWallbox}.
+        L{cfosproxy.modbus.wallbox.ModbusWallbox}.
     @param counter: the L{MessageCounter} the hub tells of every exchange.
-    @param manager: the L{cfosproxy.manager.LoadManager}, or None.
+    @param manager: the L{cfosproxy.site.manager.LoadManager}, or None.
     """
 
     def __init__(self, registry, hub, modbus_wallboxes, counter, manager=None):

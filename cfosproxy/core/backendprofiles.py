@@ -3,7 +3,7 @@
 Sans-IO. A backend's SetChargingProfile is not passed to the wallbox: it is
 kept here as the backend's limit, and the wallbox gets the manager's own
 profile with, per period, the minimum of the backend's composite schedule
-and the local grant (see L{cfosproxy.ocppcontrol}). The backend gets the
+and the local grant (see L{cfosproxy.site.ocpplimits}). The backend gets the
 wallbox's answer to that profile. ClearChargingProfile removes the backend's
 part, and the local limit alone applies again. So the wallbox never holds a
 profile the manager does not know about.
@@ -29,8 +29,8 @@ HORIZON = 24 * 3600.0
 class BackendProfiles:
     """The backends' profiles per device, and their answers.
 
-    @param registry: the L{cfosproxy.devices.DeviceRegistry}.
-    @param manager: the L{cfosproxy.manager.LoadManager}.
+    @param registry: the L{cfosproxy.core.devices.DeviceRegistry}.
+    @param manager: the L{cfosproxy.site.manager.LoadManager}.
     @param clock: L{IReactorTime}.
     """
 

@@ -15,7 +15,7 @@ from urllib.parse import unquote_to_bytes
 from twisted.logger import Logger, LogLevel
 from twisted.web import http, pages, resource, server
 
-from cfosproxy.logtext import printable
+from cfosproxy.core.logtext import printable
 
 JSON_TYPE = b"application/json; charset=utf-8"
 
@@ -37,7 +37,7 @@ class HealthResource(resource.Resource):
 
     @param listeners: a mapping of listener name to an object with a
         C{running} attribute (a Twisted service).
-    @param manager: the L{cfosproxy.manager.LoadManager}, or None.
+    @param manager: the L{cfosproxy.site.manager.LoadManager}, or None.
     """
 
     isLeaf = True
@@ -73,7 +73,7 @@ class DevicesResource(resource.Resource):
     """C{GET /api/devices}, C{GET /api/devices/<name>}, and
     C{POST /api/devices/<name>/enable|disable}.
 
-    @param manager: the L{cfosproxy.manager.LoadManager}.
+    @param manager: the L{cfosproxy.site.manager.LoadManager}.
     @param token: the bearer token for POST; empty refuses every POST.
     """
 

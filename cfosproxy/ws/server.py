@@ -1,6 +1,6 @@
 """The WebSocket server that wallboxes connect to (a thin Autobahn adapter).
 
-Everything that decides lives in L{cfosproxy.hub} and L{cfosproxy.session};
+Everything that decides lives in L{cfosproxy.core.hub} and L{cfosproxy.core.session};
 this module translates between Autobahn's callbacks and those objects.
 """
 
@@ -11,11 +11,11 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
-from cfosproxy import tls
-from cfosproxy.flowcontrol import FlowControlMixin
-from cfosproxy.logtext import printable
-from cfosproxy.relaypath import FACTORY_OPTIONS, RelayPathMixin
-from cfosproxy.session import IWallboxConnection
+from cfosproxy.ws import tls
+from cfosproxy.ws.flowcontrol import FlowControlMixin
+from cfosproxy.core.logtext import printable
+from cfosproxy.ws.relaypath import FACTORY_OPTIONS, RelayPathMixin
+from cfosproxy.core.session import IWallboxConnection
 
 SUBPROTOCOL = "ocpp1.6"
 
@@ -107,7 +107,7 @@ class WallboxServerProtocol(RelayPathMixin, FlowControlMixin, WebSocketServerPro
 
     def _refuse(self, code, reason, chargebox_id, detail=""):
         if code == 429:
-            # One line when the back-off starts (cfosproxy.passwordbackoff),
+            # One line when the back-off starts (cfosproxy.core.passwordbackoff),
             # not one per refused attempt of a flood.
             level = LogLevel.debug
         elif code == 403:
@@ -178,7 +178,7 @@ class WallboxServerProtocol(RelayPathMixin, FlowControlMixin, WebSocketServerPro
 
     def connectionLost(self, reason):
         super().connectionLost(reason)
-        # Counted for cfosproxy.memory, which frees what closed
+        # Counted for cfosproxy.ops.memory, which frees what closed
         # connections leave behind once enough of them have closed.
         self.factory.closed_connections += 1
 
@@ -205,10 +205,10 @@ class WallboxServerProtocol(RelayPathMixin, FlowControlMixin, WebSocketServerPro
 class WallboxServerFactory(WebSocketServerFactory):
     """Builds L{WallboxServerProtocol}s for one L{ChargePointHub}.
 
-    @ivar hub: the L{cfosproxy.hub.ChargePointHub}; kept on its own
+    @ivar hub: the L{cfosproxy.core.hub.ChargePointHub}; kept on its own
         attribute because Autobahn owns C{self.server} and C{self.log}.
     @ivar closed_connections: how many of its connections have closed so
-        far (see L{cfosproxy.memory}).
+        far (see L{cfosproxy.ops.memory}).
     """
 
     protocol = WallboxServerProtocol

@@ -1,14 +1,14 @@
 """A Modbus wallbox shown to a backend as an OCPP 1.6 charge point.
 
 Sans-IO. A cFos Power Brain without OCPP is read and steered over Modbus
-(L{cfosproxy.modbus}); toward its backend this module plays the charge
+(L{cfosproxy.modbus.wallbox}); toward its backend this module plays the charge
 point: BootNotification (vendor cFos, model Power Brain, serial from 8008),
 Heartbeat, StatusNotification from the charging state, plug-in → Authorize
 with the configured id tag → StartTransaction (meterStart from 8058) →
 MeterValues → unplug → StopTransaction, and the backend's calls.
 
 It stands where a wallbox's session stands in front of a
-L{cfosproxy.gateway.Gateway}: its own CALLs go to C{gateway.answer()}, the
+L{cfosproxy.core.gateway.Gateway}: its own CALLs go to C{gateway.answer()}, the
 backend's CALLs come to L{ModbusChargePoint.send_call}. So an outage of the
 backend, the queue on disk and the replay work exactly as for an OCPP
 wallbox.
@@ -22,7 +22,7 @@ from cfosproxy.ocpp.frames import Call, CallError, CallResult
 from cfosproxy.ocpp.ids import new_unique_id
 from cfosproxy.ocpp.schedules import Period, minimum, to_charging_schedule
 from cfosproxy.ocpp.times import ocpp_time
-from cfosproxy.powerbrain import OCPP_STATUS
+from cfosproxy.modbus.powerbrain import OCPP_STATUS
 
 CONNECTOR_ID = 1
 DEFAULT_HEARTBEAT = 300
@@ -45,8 +45,8 @@ PLUGGED = frozenset({"B", "C", "D"})
 class ModbusChargePoint:
     """The OCPP charge point of one Modbus device.
 
-    @param device: the registry's L{cfosproxy.devices.Device}.
-    @param gateway: the device's L{cfosproxy.gateway.Gateway}.
+    @param device: the registry's L{cfosproxy.core.devices.Device}.
+    @param gateway: the device's L{cfosproxy.core.gateway.Gateway}.
     @param clock: L{IReactorTime}.
     @param on_allowed_changed: called with no argument when whether the
         device may charge (a transaction, availability) changed, so that the

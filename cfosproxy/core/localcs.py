@@ -6,7 +6,7 @@ Sans-IO: a clock for the time of day, a callable for transaction ids.
 
 from twisted.logger import Logger
 
-from cfosproxy.errors import StoreError
+from cfosproxy.core.errors import StoreError
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.schemas import validate_call
 from cfosproxy.ocpp.times import ocpp_time

@@ -1,0 +1,6 @@
+"""Wallboxes over Modbus TCP: the Power Brain register map, the polling
+client, its limit actuator and the OCPP charge point it is made to look like.
+
+Adapters around L{cfosproxy.core} and L{cfosproxy.site}: may import them,
+Twisted and pymodbus.
+"""
