@@ -6,12 +6,12 @@ import json
 
 from zope.interface import implementer
 
-from cfosproxy.core.session import IWallboxConnection
+from cfosproxy.core.interfaces import IPeerConnection
 
 
-@implementer(IWallboxConnection)
+@implementer(IPeerConnection)
 class RecordingConnection:
-    """An L{IWallboxConnection} that keeps what was sent, as parsed JSON."""
+    """An L{IPeerConnection} that keeps what was sent, as parsed JSON."""
 
     peer = "192.0.2.10:50000"
 

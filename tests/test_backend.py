@@ -17,7 +17,8 @@ from websockets.exceptions import ConnectionClosed
 from zope.interface import implementer
 
 from cfosproxy.ws import certs
-from cfosproxy.ws.backend import BackendLink, BackendOutages, IBackendHandler, backend_url
+from cfosproxy.core.interfaces import IBackendHandler
+from cfosproxy.ws.backend import BackendLink, BackendOutages, backend_url
 from tests.certutil import TestPKI
 from tests.harness import asyncio_test, free_port, wait_deferred
 

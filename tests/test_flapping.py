@@ -37,7 +37,8 @@ from zope.interface import implementer
 
 from cfosproxy.core.gateway import TRANSACTION_ACTIONS, Gateway
 from cfosproxy.core.localcs import LocalCentralSystem
-from cfosproxy.core.session import IWallboxConnection, OcppSession
+from cfosproxy.core.interfaces import IPeerConnection
+from cfosproxy.core.session import OcppSession
 from cfosproxy.store.database import Store
 
 CALL_TIMEOUT = 30.0
@@ -187,7 +188,7 @@ class Sent:
     answers: list = field(default_factory=list)
 
 
-@implementer(IWallboxConnection)
+@implementer(IPeerConnection)
 class Wallbox:
     """A charge point, scripted: it sends one CALL at a time, the next one
     C{gap} seconds after the answer to the last, and uses the transaction id
@@ -217,7 +218,7 @@ class Wallbox:
     def done(self):
         return not self.script and self._outstanding is None
 
-    # IWallboxConnection: what the session sends to the wallbox.
+    # IPeerConnection: what the session sends to the wallbox.
 
     def send_text(self, text):
         frame = json.loads(text)

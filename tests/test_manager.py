@@ -19,12 +19,11 @@ from cfosproxy.site.manager import (
     FAILURE_REMINDER,
     RECALCULATION_RETRY,
     RETRY_DELAY,
-    ILimitActuator,
-    LimitRefused,
     LoadManager,
 )
 from cfosproxy.ocpp.frames import Call, CallResult
-from cfosproxy.core.session import CallTimeout, SessionClosed
+from cfosproxy.core.errors import CallTimeout, LimitRefused, PeerGone
+from cfosproxy.core.interfaces import ILimitActuator
 from cfosproxy.site.sharing import Request, share, to_deciamps
 
 
@@ -116,7 +115,7 @@ class FakeWallboxes:
 
     def drop(self, name):
         _, d = self.pending.pop(name)
-        d.errback(SessionClosed(name))
+        d.errback(PeerGone(name))
         self.turn()
 
 

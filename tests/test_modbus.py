@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from cfosproxy.config import WallboxConfig
 from cfosproxy.core.devices import Device
-from cfosproxy.site.manager import ILimitActuator
+from cfosproxy.core.interfaces import ILimitActuator
 from cfosproxy.modbus.wallbox import (
     ModbusLimitActuator,
     ModbusWallbox,
@@ -18,7 +18,7 @@ from cfosproxy.modbus.wallbox import (
     WritesDisabled,
 )
 from cfosproxy.modbus.powerbrain import Reading
-from cfosproxy.core.session import SessionClosed
+from cfosproxy.core.errors import PeerGone
 from tests.harness import asyncio_test, eventually, free_port, wait_deferred
 from tests.modbusserver import PowerBrainServer
 
@@ -466,7 +466,7 @@ class ActuatorTests(ModbusTestCase):
 
     @asyncio_test
     async def test_offline_and_unknown(self):
-        """A limit for an offline device fails with SessionClosed (the
+        """A limit for an offline device fails with PeerGone (the
         manager then waits until the device is back); a device without a
         poller fails with WallboxOffline."""
         server = await self.server()
@@ -475,7 +475,7 @@ class ActuatorTests(ModbusTestCase):
         device = self.device(server)
         await server.stop()
         await until(lambda: not wallbox.online)
-        await fails_with(actuator.set_limit(device, 10), SessionClosed)
+        await fails_with(actuator.set_limit(device, 10), PeerGone)
         other = Device(
             name="pb-2", type="modbus", address="x", connector_id=1, config=device.config
         )

@@ -7,7 +7,8 @@ from twisted.trial import unittest
 
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.frames import CallResult
-from cfosproxy.core.session import MAX_UNANSWERED, CallTimeout, OcppSession, SessionClosed
+from cfosproxy.core.errors import CallTimeout, PeerGone
+from cfosproxy.core.session import MAX_UNANSWERED, OcppSession
 from tests.fakes import RecordingConnection
 
 
@@ -162,14 +163,14 @@ class SessionTests(unittest.TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_connection_lost_fails_waiting_calls(self):
-        """Calls outstanding or queued fail with SessionClosed when the
+        """Calls outstanding or queued fail with PeerGone when the
         connection goes; later calls fail at once; no timer is left."""
         first = self.session.call("Reset", {"type": "Soft"})
         second = self.session.call("ClearCache", {})
         self.session.connection_lost()
-        self.failureResultOf(first, SessionClosed)
-        self.failureResultOf(second, SessionClosed)
-        self.failureResultOf(self.session.call("ClearCache", {}), SessionClosed)
+        self.failureResultOf(first, PeerGone)
+        self.failureResultOf(second, PeerGone)
+        self.failureResultOf(self.session.call("ClearCache", {}), PeerGone)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_answer_to_unknown_id_is_dropped(self):

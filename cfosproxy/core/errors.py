@@ -8,3 +8,16 @@ Twisted services.
 
 class StoreError(Exception):
     """The store cannot be opened or written; the message says which file."""
+
+
+class CallTimeout(Exception):
+    """The peer did not answer a CALL within its timeout."""
+
+
+class PeerGone(Exception):
+    """The peer went away before a CALL could be answered: its connection
+    closed, or (a Modbus wallbox) the device is offline."""
+
+
+class LimitRefused(Exception):
+    """The device answered, and did not accept the limit."""

@@ -44,7 +44,9 @@ from cfosproxy.core.errors import StoreError
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.frames import Call, CallError, CallResult, parse_frame
 from cfosproxy.ocpp.ids import new_unique_id
-from cfosproxy.core.session import CallTimeout, IWallboxConnection, OcppSession, SessionClosed
+from cfosproxy.core.errors import CallTimeout, PeerGone
+from cfosproxy.core.interfaces import IPeerConnection
+from cfosproxy.core.session import OcppSession
 
 # The messages OCPP 1.6 §3.7 asks a charge point to deliver reliably, in
 # order; DataTransfer joins them because payment terminals bill with it.
@@ -95,9 +97,9 @@ MIN_RECORD_RETRY = 1.0
 MAX_RECORD_RETRY = 30.0
 
 
-@implementer(IWallboxConnection)
+@implementer(IPeerConnection)
 class _LinkConnection:
-    """An L{IWallboxConnection} over a backend link, for the backend leg's
+    """An L{IPeerConnection} over a backend link, for the backend leg's
     L{OcppSession}."""
 
     def __init__(self, link, gone):
@@ -295,7 +297,7 @@ class Gateway:
         return answer
 
     def _backend_silent(self, failure, call):
-        failure.trap(CallTimeout, SessionClosed)
+        failure.trap(CallTimeout, PeerGone)
         self.last_error = "no answer to {}".format(call.action)
         if call.action == "BootNotification" and failure.check(CallTimeout):
             self._boot_unanswered(self._call_timeout)
@@ -359,7 +361,7 @@ class Gateway:
                 d = self.backend.send_call(call)
                 d.addCallbacks(
                     self._backend_answered,
-                    lambda f: f.trap(CallTimeout, SessionClosed),
+                    lambda f: f.trap(CallTimeout, PeerGone),
                     callbackArgs=(call,),
                 )
 
@@ -711,7 +713,7 @@ class Gateway:
         self._retry_later()
 
     def _not_delivered(self, failure, message, call):
-        failure.trap(CallTimeout, SessionClosed)
+        failure.trap(CallTimeout, PeerGone)
         self._in_flight = None
         self.last_error = "no answer to {}".format(call.action)
         waiter = self._waiters.pop(message.id, None)
@@ -806,7 +808,7 @@ class Gateway:
         )
 
     def _boot_not_answered(self, failure, timeout):
-        failure.trap(CallTimeout, SessionClosed)
+        failure.trap(CallTimeout, PeerGone)
         if failure.check(CallTimeout):
             self._boot_unanswered(timeout)
 
@@ -989,7 +991,7 @@ def _whole_seconds(value):
 
 
 def _unanswered_by_wallbox(failure):
-    failure.trap(CallTimeout, SessionClosed)
+    failure.trap(CallTimeout, PeerGone)
     raise OcppError(ErrorCode.GenericError, "the charge point did not answer")
 
 

@@ -1,7 +1,7 @@
 """One OCPP-J connection, free of I/O: a wallbox's, or a backend link.
 
 An L{OcppSession} takes the text frames its peer sends and produces the
-frames to send back through an L{IWallboxConnection}; the Autobahn adapters
+frames to send back through an L{IPeerConnection}; the Autobahn adapters
 in L{cfosproxy.ws.server} and L{cfosproxy.ws.backend} are implementations, a list in
 a test is another.
 
@@ -16,8 +16,8 @@ from collections import deque
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import failure
-from zope.interface import Attribute, Interface
 
+from cfosproxy.core.errors import CallTimeout, PeerGone
 from cfosproxy.core.logtext import printable
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.frames import (
@@ -43,41 +43,12 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 
 
-class IWallboxConnection(Interface):
-    """What a session needs of the socket under it."""
-
-    peer = Attribute("the remote address as text, for logs")
-
-    def send_text(text):
-        """Send one text frame to the wallbox."""
-
-    def close(code, reason):
-        """Close the connection with a WebSocket close code and reason."""
-
-    def pause_reading():
-        """Stop reading from the peer for now: too many of its CALLs wait
-        for their answers (back-pressure: TCP's flow control then holds the
-        peer back). The connection logs it."""
-
-    def resume_reading():
-        """Read from the peer again, as far as this session is concerned
-        (the connection may hold reading back for reasons of its own)."""
-
-
-class CallTimeout(Exception):
-    """The wallbox did not answer a CALL within the call timeout."""
-
-
-class SessionClosed(Exception):
-    """The connection closed before the CALL could be answered."""
-
-
 class OcppSession:
     """The OCPP side of one connection.
 
     @param chargebox_id: the wallbox's ChargeBox-ID (for a backend link: the
         client id), for logs and observers.
-    @param connection: an L{IWallboxConnection}.
+    @param connection: an L{IPeerConnection}.
     @param responder: answers the peer's CALLs: C{answer(call)} returns the
         result payload, or a whole L{CallResult} / L{CallError} frame to send
         as it is (a backend's answer relayed byte for byte), or a Deferred of
@@ -242,10 +213,10 @@ class OcppSession:
             boot, say); None: the call timeout.
         @return: a Deferred that fires with the wallbox's L{CallResult} or
             L{CallError} frame, or fails with L{CallTimeout} or
-            L{SessionClosed}.
+            L{PeerGone}.
         """
         if self.closed:
-            return defer.fail(SessionClosed(self.chargebox_id))
+            return defer.fail(PeerGone(self.chargebox_id))
         d = defer.Deferred()
         pending = _PendingCall(call, d)
         if timeout is not None and timeout > self._call_timeout:
@@ -259,7 +230,7 @@ class OcppSession:
 
         @return: a Deferred firing with the CALLRESULT payload, or failing
             with L{OcppError} (the wallbox's CALLERROR), L{CallTimeout} or
-            L{SessionClosed}.
+            L{PeerGone}.
         """
         d = self.send_call(Call(new_unique_id(), action, payload))
         d.addCallback(_result_payload)
@@ -334,7 +305,7 @@ class OcppSession:
             waiting.insert(0, self._outstanding)
             self._outstanding = None
         for pending in waiting:
-            pending.deferred.errback(SessionClosed(self.chargebox_id))
+            pending.deferred.errback(PeerGone(self.chargebox_id))
 
 
 class _PendingCall:

@@ -42,8 +42,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from cfosproxy.modbus import powerbrain
-from cfosproxy.site.manager import ILimitActuator
-from cfosproxy.core.session import SessionClosed
+from cfosproxy.core.errors import PeerGone
+from cfosproxy.core.interfaces import ILimitActuator
 
 # Retry delays of a device that does not answer.
 BACKOFF_START = 1.0
@@ -586,7 +586,7 @@ class ModbusLimitActuator:
 
         A failed write fails the Deferred with L{ModbusWriteError} (no
         answer, or the device refused); for an offline device with
-        L{SessionClosed}, which tells the manager to wait until the device
+        L{PeerGone}, which tells the manager to wait until the device
         is back (it writes the limit again then), as for an OCPP wallbox
         whose connection is gone.
         """
@@ -614,4 +614,4 @@ class ModbusLimitActuator:
 
 def _offline_as_gone(failure, device):
     failure.trap(WallboxOffline)
-    raise SessionClosed(device.name)
+    raise PeerGone(device.name)

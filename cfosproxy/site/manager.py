@@ -25,10 +25,9 @@ import itertools
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Interface
 
 from cfosproxy.ocpp.frames import CallResult
-from cfosproxy.core.session import SessionClosed
+from cfosproxy.core.errors import LimitRefused, PeerGone
 from cfosproxy.site.sharing import Request, share, to_deciamps
 
 # After connecting, a wallbox normally sends a BootNotification; the default
@@ -46,28 +45,6 @@ RECALCULATION_RETRY = 10.0
 # A failure is logged with its traceback the first time; the same kind of
 # failure again is said in one line, at most this often (seconds).
 FAILURE_REMINDER = 600.0
-
-
-class ILimitActuator(Interface):
-    """Sets the current limit of one kind of device."""
-
-    def set_limit(device, amps):
-        """Limit C{device} to C{amps}.
-
-        @return: a Deferred that fires once the device accepted the limit, or
-            fails with L{LimitRefused} (it said no) or another error (no
-            answer, connection gone).
-        """
-
-    def lift(device):
-        """Remove every limit the manager set in C{device}.
-
-        @return: a Deferred that fires when done.
-        """
-
-
-class LimitRefused(Exception):
-    """The device answered, and did not accept the limit."""
 
 
 class LoadManager:
@@ -527,7 +504,7 @@ class LoadManager:
     def _limit_failed(self, failure, device, amps):
         device.pending_limit = None
         self._settled(device, False)
-        if failure.check(SessionClosed):
+        if failure.check(PeerGone):
             # The connection is gone: nothing more goes out until the wallbox
             # reconnects and its profile is installed again. Until then the
             # limit counts as if the wallbox took it.

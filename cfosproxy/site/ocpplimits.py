@@ -7,11 +7,11 @@ and ClearChargingProfile through the wallbox's one call queue.
 from twisted.internet import defer
 from zope.interface import implementer
 
-from cfosproxy.site.manager import ILimitActuator, LimitRefused
+from cfosproxy.core.errors import LimitRefused, PeerGone
+from cfosproxy.core.interfaces import ILimitActuator
 from cfosproxy.ocpp.errors import OcppError
 from cfosproxy.ocpp.profiles import clear_manager_profile, manager_profile
 from cfosproxy.ocpp.schedules import Period, minimum, to_charging_schedule
-from cfosproxy.core.session import SessionClosed
 
 
 @implementer(ILimitActuator)
@@ -32,7 +32,7 @@ class ChargingProfileActuator:
     def _call(self, device, action, payload):
         session = self._hub.sessions.get(device.address)
         if session is None:
-            return defer.fail(SessionClosed(device.address))
+            return defer.fail(PeerGone(device.address))
         d = session.call(action, payload)
         d.addErrback(_refused_by_callerror, action)
         return d

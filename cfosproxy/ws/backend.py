@@ -1,7 +1,7 @@
 """The link from cfosproxy to one external OCPP backend (a thin Autobahn adapter).
 
 A L{BackendLink} keeps one WebSocket to the backend open: it connects,
-reconnects with backoff and tells an L{IBackendHandler} (the sans-IO gateway)
+reconnects with backoff and tells an L{cfosproxy.core.interfaces.IBackendHandler} (the gateway)
 what happens. Everything that decides about frames lives in the handler.
 """
 
@@ -23,7 +23,7 @@ from twisted.logger import (
     LogLevelFilterPredicate,
     globalLogPublisher,
 )
-from zope.interface import Interface, implementer
+from zope.interface import implementer
 
 from cfosproxy.ws.flowcontrol import FlowControlMixin
 from cfosproxy.ws.relaypath import FACTORY_OPTIONS, RelayPathMixin
@@ -105,27 +105,6 @@ class BackendOutages:
                 backend=backend,
                 seconds=self._clock.seconds() - since,
             )
-
-
-class IBackendHandler(Interface):
-    """What a L{BackendLink} reports to (the gateway)."""
-
-    def link_opened(link):
-        """The WebSocket to the backend is open with subprotocol ocpp1.6.
-
-        @param link: the L{BackendLink}, now able to L{BackendLink.send_text}.
-        """
-
-    def link_closed(reason):
-        """The open WebSocket closed; the link reconnects unless stopped.
-
-        Not called for attempts that never opened.
-
-        @param reason: a human-readable C{str}.
-        """
-
-    def text_received(text):
-        """The backend sent the text frame C{text} (a C{str})."""
 
 
 class BackendLink:

@@ -15,7 +15,7 @@ from cfosproxy.ws import tls
 from cfosproxy.ws.flowcontrol import FlowControlMixin
 from cfosproxy.core.logtext import printable
 from cfosproxy.ws.relaypath import FACTORY_OPTIONS, RelayPathMixin
-from cfosproxy.core.session import IWallboxConnection
+from cfosproxy.core.interfaces import IPeerConnection
 
 SUBPROTOCOL = "ocpp1.6"
 
@@ -45,7 +45,7 @@ def chargebox_id_from_path(path):
     return unquote(segment, errors="strict") if segment else ""
 
 
-@implementer(IWallboxConnection)
+@implementer(IPeerConnection)
 class WallboxServerProtocol(RelayPathMixin, FlowControlMixin, WebSocketServerProtocol):
     """One wallbox's WebSocket.
 
@@ -182,7 +182,7 @@ class WallboxServerProtocol(RelayPathMixin, FlowControlMixin, WebSocketServerPro
         # connections leave behind once enough of them have closed.
         self.factory.closed_connections += 1
 
-    # -- IWallboxConnection --------------------------------------------------
+    # -- IPeerConnection --------------------------------------------------
 
     def send_text(self, text):
         self.sendMessage(text.encode("utf-8"), isBinary=False)
