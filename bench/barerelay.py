@@ -30,9 +30,20 @@ from autobahn.twisted.websocket import (  # noqa: E402
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.endpoints import TCP4ClientEndpoint  # noqa: E402
 
+from cfosproxy.ws import internals  # noqa: E402
 from cfosproxy.ws.relaypath import FACTORY_OPTIONS, RelayPathMixin, use_integer_masking  # noqa: E402
 
 SUBPROTOCOL = "ocpp1.6"
+
+
+def text_of(protocol, payload):
+    """The message as text, or None after failing the connection with 1007
+    (the UTF-8 check is the relay's own, as in cfosproxy)."""
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        internals.fail_invalid_payload(protocol, "text message is not valid UTF-8")
+        return None
 
 
 class BackendLeg(RelayPathMixin, WebSocketClientProtocol):
@@ -43,7 +54,7 @@ class BackendLeg(RelayPathMixin, WebSocketClientProtocol):
 
     def onMessage(self, payload, isBinary):
         # As cfosproxy does: the UTF-8 check is the relay's own.
-        if isBinary or self.text_of(payload) is not None:
+        if isBinary or text_of(self, payload) is not None:
             self.factory.wallbox.sendMessage(payload, isBinary)
 
     def onClose(self, wasClean, code, reason):
@@ -78,7 +89,7 @@ class WallboxSide(RelayPathMixin, WebSocketServerProtocol):
         self._waiting = None
 
     def onMessage(self, payload, isBinary):
-        if not isBinary and self.text_of(payload) is None:
+        if not isBinary and text_of(self, payload) is None:
             return
         if self.leg is None:
             self._waiting.append((payload, isBinary))

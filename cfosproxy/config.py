@@ -68,6 +68,7 @@ class ServerConfig:
     boot_wait: float = 5.0
     password_failures: int = 10
     password_backoff_max: int = 60
+    fast_path: bool = True
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ class GatewayService(service.Service):
     backend link when the daemon stops.
 
     A link is otherwise started when its wallbox connects (see
-    L{cfosproxy.core.gateway.Gateway.wallbox_connected}).
+    L{cfosproxy.core.gateway.Gateway.session_opened}).
     """
 
     def __init__(self, gateways):
@@ -117,6 +117,23 @@ class ModbusService(service.Service):
         for chargepoint in self._chargepoints:
             chargepoint.stop()
         return defer.gatherResults([wallbox.stop() for wallbox in self._wallboxes])
+
+
+# Twisted listens with a backlog of 50 connections. After a power cut or a
+# restart, hundreds of wallboxes reconnect at once; the ones that overflow
+# the queue wait for TCP's retries (1, 3, 7 seconds), which made up most of
+# the time a storm of 1,000 took to be admitted. The kernel caps the value
+# at net.core.somaxconn.
+OCPP_BACKLOG = 1024
+
+
+def with_backlog(description, backlog=OCPP_BACKLOG):
+    """The endpoint string C{description} with C{backlog} for a TCP port
+    that does not set its own."""
+    kind = description.split(":", 1)[0]
+    if kind in ("tcp", "tcp6") and "backlog=" not in description:
+        return "{}:backlog={:d}".format(description, backlog)
+    return description
 
 
 class ListenError(SystemExit):

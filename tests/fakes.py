@@ -6,7 +6,7 @@ import json
 
 from zope.interface import implementer
 
-from cfosproxy.core.interfaces import IPeerConnection
+from cfosproxy.core.interfaces import IPeerConnection, IWallboxHandler
 
 
 @implementer(IPeerConnection)
@@ -38,6 +38,21 @@ class RecordingConnection:
 
     def last(self):
         return json.loads(self.sent[-1])
+
+
+@implementer(IWallboxHandler)
+class AnsweringHandler:
+    """An L{IWallboxHandler} that only answers (subclasses give C{answer}):
+    sessions opening and closing are nothing to it."""
+
+    def answer(self, call):
+        raise NotImplementedError
+
+    def session_opened(self, session):
+        pass
+
+    def session_closed(self, session):
+        pass
 
 
 def switching_protocols(request, subprotocol=None):

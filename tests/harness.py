@@ -1,7 +1,8 @@
 """End-to-end helpers: the real daemon on real loopback sockets.
 
 The daemon is built exactly as ``twistd cfosproxy`` builds it (``Options`` +
-``makeService``) and started in this process; the wallboxes are the ``ocpp``
+``build_daemon``, without the process-wide tuning of ``makeService``) and
+started in this process; the wallboxes are the ``ocpp``
 package's ChargePoint over ``websockets``, on the same asyncio loop.
 """
 
@@ -18,7 +19,8 @@ import textwrap
 
 from twisted.internet import defer
 
-from cfosproxy.tap import Options, build_service
+from cfosproxy.tap import Options
+from cfosproxy.wiring.daemon import build_daemon
 
 
 def free_port():
@@ -91,7 +93,7 @@ class RunningDaemon:
     def _start(self):
         options = Options()
         options.parseOptions(["--config", self.config_path])
-        self.service = build_service(options)
+        self.service = build_daemon(options)
         self.service.startService()
 
     @defer.inlineCallbacks

@@ -26,29 +26,23 @@ PASSWORD = "s3cret-Passw0rd"
 TIMEOUT = 5
 
 
-class BackendURLTests(unittest.TestCase):
-    """L{backend_url}: gateway URL + client id."""
+# L{backend_url}: gateway URL + client id.
+def test_slash_added():
+    """A / is put between the URL and the client id."""
+    assert backend_url("ws://example.com:8080/ocpp", "CB-1") == "ws://example.com:8080/ocpp/CB-1"
 
-    def test_slash_added(self):
-        """A / is put between the URL and the client id."""
-        self.assertEqual(
-            backend_url("ws://example.com:8080/ocpp", "CB-1"),
-            "ws://example.com:8080/ocpp/CB-1",
-        )
 
-    def test_slash_kept(self):
-        """A URL ending in / gets no second one; path and port stay."""
-        self.assertEqual(
-            backend_url("wss://example.com:9443/steve/websocket/", "CB-1"),
-            "wss://example.com:9443/steve/websocket/CB-1",
-        )
+def test_slash_kept():
+    """A URL ending in / gets no second one; path and port stay."""
+    assert (
+        backend_url("wss://example.com:9443/steve/websocket/", "CB-1")
+        == "wss://example.com:9443/steve/websocket/CB-1"
+    )
 
-    def test_client_id_percent_encoded(self):
-        """The client id stays one path segment, whatever it holds."""
-        self.assertEqual(
-            backend_url("ws://h/ocpp", "Box 1/ä?#"),
-            "ws://h/ocpp/Box%201%2F%C3%A4%3F%23",
-        )
+
+def test_client_id_percent_encoded():
+    """The client id stays one path segment, whatever it holds."""
+    assert backend_url("ws://h/ocpp", "Box 1/ä?#") == "ws://h/ocpp/Box%201%2F%C3%A4%3F%23"
 
 
 @implementer(IBackendHandler)
@@ -324,6 +318,25 @@ class ConnectionTests(LinkTestCase):
         self.assertEqual(len(self.link_log(LogLevel.warn)), 1)
         connected = [e for e in self.link_log(LogLevel.info) if "Connected" in formatEvent(e)]
         self.assertEqual(len(connected), 2)
+
+    @asyncio_test
+    async def test_sending_on_a_closing_link_reports_it_closed(self):
+        """A frame sent while the close handshake runs is not sent, and the
+        handler hears at once that the link closed (its session would
+        otherwise wait a whole call timeout for an answer that cannot
+        come); the close itself is reported when it is done."""
+        backend = await self.backend()
+        handler = RecordingHandler()
+        link = self.link(backend.url(), handler)
+        self.assertEqual((await handler.next())[0], "opened")
+        await backend.next_connection()
+        link.close(1000, "bye")
+        self.assertFalse(link.send_text('[2,"x","Heartbeat",{}]'))
+        self.assertEqual(
+            handler.events.get_nowait(), ("closed", "the link to the backend is closing")
+        )
+        kind, _ = await handler.next()
+        self.assertEqual(kind, "closed")
 
     @asyncio_test
     async def test_stop_closes_with_going_away(self):

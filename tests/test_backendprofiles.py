@@ -29,15 +29,15 @@ class FakeManager:
 
 
 class FakeGateway:
+    """What L{BackendProfiles.handle} uses of a gateway: its ChargeBox-ID,
+    and passing a CALL on to the wallbox (recorded here)."""
+
     chargebox_id = "CB-1"
 
     def __init__(self):
         self.forwarded = []
-        self.wallbox = self
 
-    closed = False
-
-    def send_call(self, call):
+    def pass_to_wallbox(self, call):
         self.forwarded.append(call)
         return defer.succeed("forwarded")
 
@@ -54,7 +54,9 @@ def setup(manager):
     clock = task.Clock()
     clock.advance(1_795_428_000)  # 2026-11-23T10:00Z, after the startSchedule
     registry = DeviceRegistry(config_from_string(CONFIG), clock)
-    return BackendProfiles(registry, manager, clock), registry.get("a"), clock, FakeGateway()
+    profiles = BackendProfiles()
+    profiles.serve(registry, manager)
+    return profiles, registry.get("a"), clock, FakeGateway()
 
 
 def test_set_keeps_limit_and_reapplies():

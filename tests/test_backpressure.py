@@ -26,6 +26,7 @@ from cfosproxy.core.hub import ChargePointHub
 from cfosproxy.ws.server import WallboxServerFactory
 from cfosproxy.core.session import MAX_UNANSWERED
 from tests.certutil import TestPKI
+from tests.fakes import AnsweringHandler
 from tests.fuzzing import CHARGEBOX_ID
 from tests.harness import asyncio_test, eventually, wait_deferred
 from tests.wallboxserver import WallboxServer
@@ -45,7 +46,7 @@ address = CB-1
 FLOOD = 200
 
 
-class HoldingResponder:
+class HoldingResponder(AnsweringHandler):
     """Answers nothing until told to: each CALL's Deferred waits in order,
     as behind a backend that has gone quiet."""
 
@@ -63,7 +64,7 @@ class BackPressureTests(unittest.TestCase):
         config = config_from_string(CONFIG)
         self.responder = HoldingResponder()
         hub = ChargePointHub(
-            config.server, DeviceRegistry(config, reactor), self.responder, reactor
+            config.server, DeviceRegistry(config, reactor), lambda _: self.responder, reactor
         )
         self.factory = WallboxServerFactory(hub, config.server)
         self.listener = reactor.listenTCP(0, self.factory, interface="127.0.0.1")

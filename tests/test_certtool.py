@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import tempfile
 
+import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.trial import unittest
@@ -80,173 +81,170 @@ def summary(cert):
     }
 
 
-class Workspace:
-    """A temporary directory removed after the test."""
-
-    def make_dir(self):
-        directory = pathlib.Path(tempfile.mkdtemp(prefix="cfosproxy-certtool-"))
-        self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
-        return directory
-
-    def make_pki(self, directory, *, org="Example GmbH", dns=("cfosproxy.local",),
-                 ips=("192.168.1.10",), client_org=UTF8_ORG):
-        """CA, server and CB-0001 client made by the tool into C{directory}."""
-        out = str(directory)
-        ca = ["--ca", out + "/ca.pem", "--ca-key", out + "/ca-key.pem", "--out", out]
-        self.assertEqual(run("ca", "--out", out, "--cn", "Site CA", "--org", org)[0], 0)
-        names = [a for d in dns for a in ("--dns", d)] + [a for i in ips for a in ("--ip", i)]
-        self.assertEqual(run("server", *ca, *names)[0], 0)
-        self.assertEqual(run("client", *ca, "--cn", "CB-0001", "--org", client_org)[0], 0)
+def make_pki(directory, *, org="Example GmbH", dns=("cfosproxy.local",),
+             ips=("192.168.1.10",), client_org=UTF8_ORG):
+    """CA, server and CB-0001 client made by the tool into C{directory}."""
+    out = str(directory)
+    ca = ["--ca", out + "/ca.pem", "--ca-key", out + "/ca-key.pem", "--out", out]
+    assert run("ca", "--out", out, "--cn", "Site CA", "--org", org)[0] == 0
+    names = [a for d in dns for a in ("--dns", d)] + [a for i in ips for a in ("--ip", i)]
+    assert run("server", *ca, *names)[0] == 0
+    assert run("client", *ca, "--cn", "CB-0001", "--org", client_org)[0] == 0
 
 
-class FileTests(Workspace, unittest.TestCase):
-    """The certificates and keys the three subcommands write."""
-
-    def setUp(self):
-        self.dir = self.make_dir()
-        self.make_pki(self.dir)
-
-    def test_key_modes(self):
-        """Every key file is readable by the owner only; certificates are
-        world-readable."""
-        for name in ("ca-key.pem", "server-key.pem", "CB-0001-key.pem"):
-            self.assertEqual((self.dir / name).stat().st_mode & 0o777, 0o600, name)
-        for name in ("ca.pem", "server.pem", "CB-0001.pem"):
-            self.assertEqual((self.dir / name).stat().st_mode & 0o777, 0o644, name)
-
-    def test_ca(self):
-        """The CA is self-signed, named as asked, and a CA."""
-        ca = load(self.dir / "ca.pem")
-        self.assertEqual(attribute(ca, NameOID.COMMON_NAME), ["Site CA"])
-        self.assertEqual(attribute(ca, NameOID.ORGANIZATION_NAME), ["Example GmbH"])
-        self.assertEqual(ca.issuer, ca.subject)
-        self.assertTrue(extension(ca, x509.BasicConstraints).ca)
-
-    def test_server(self):
-        """The server certificate: one certificate in the file, signed by the
-        CA, not a CA, SAN with the DNS name and the IP, EKU serverAuth, CN the
-        first name by default."""
-        ca = load(self.dir / "ca.pem")
-        pem = (self.dir / "server.pem").read_bytes()
-        self.assertEqual(len(x509.load_pem_x509_certificates(pem)), 1)
-        server = load(self.dir / "server.pem")
-        server.verify_directly_issued_by(ca)
-        self.assertEqual(attribute(server, NameOID.COMMON_NAME), ["cfosproxy.local"])
-        san = extension(server, x509.SubjectAlternativeName)
-        self.assertEqual(san.get_values_for_type(x509.DNSName), ["cfosproxy.local"])
-        self.assertEqual(
-            san.get_values_for_type(x509.IPAddress), [ipaddress.ip_address("192.168.1.10")]
-        )
-        self.assertEqual(list(extension(server, x509.ExtendedKeyUsage)), [ExtendedKeyUsageOID.SERVER_AUTH])
-        self.assertFalse(extension(server, x509.BasicConstraints).ca)
-
-    def test_client_utf8(self):
-        """The client certificate: CN the charge box id, a UTF-8 organization
-        that round-trips, EKU clientAuth only, signed by the CA, not a CA."""
-        client = load(self.dir / "CB-0001.pem")
-        client.verify_directly_issued_by(load(self.dir / "ca.pem"))
-        self.assertEqual(attribute(client, NameOID.COMMON_NAME), ["CB-0001"])
-        self.assertEqual(attribute(client, NameOID.ORGANIZATION_NAME), [UTF8_ORG])
-        self.assertEqual(list(extension(client, x509.ExtendedKeyUsage)), [ExtendedKeyUsageOID.CLIENT_AUTH])
-        self.assertFalse(extension(client, x509.BasicConstraints).ca)
-        self.assertIsNone(extension(client, x509.SubjectAlternativeName))
-
-    def test_safe_file_names(self):
-        """A charge box id with path separators or a leading dot stays a
-        plain file name inside --out."""
-        for cn in ("../evil", "a/b", "a\\b", ".hidden", ".."):
-            name = safe_file_name(cn)
-            self.assertNotIn(os.sep, name)
-            self.assertNotIn("/", name)
-            self.assertNotIn("\\", name)
-            self.assertFalse(name.startswith("."), name)
-        self.assertEqual(safe_file_name("CB-0001"), "CB-0001")
+# The certificates and keys the three subcommands write.
+@pytest.fixture
+def pki(tmp_path):
+    """A directory with the CA, server and client the tool made."""
+    make_pki(tmp_path)
+    return tmp_path
 
 
-class ErrorTests(Workspace, unittest.TestCase):
-    """Expected errors: one line on stderr, exit 1 (failure) or 2 (usage)."""
-
-    def setUp(self):
-        self.dir = self.make_dir()
-        self.out = str(self.dir)
-        self.assertEqual(run("ca", "--out", self.out)[0], 0)
-
-    def test_no_overwrite_without_force(self):
-        """An existing CA is not replaced unless --force is given."""
-        before = (self.dir / "ca-key.pem").read_bytes()
-        status, _, err = run("ca", "--out", self.out)
-        self.assertEqual(status, 1)
-        self.assertIn("--force", err)
-        self.assertNotIn("Traceback", err)
-        self.assertEqual((self.dir / "ca-key.pem").read_bytes(), before)
-        self.assertEqual(run("ca", "--out", self.out, "--force")[0], 0)
-        self.assertNotEqual((self.dir / "ca-key.pem").read_bytes(), before)
-
-    def test_unreadable_ca_key(self):
-        """A CA key that cannot be read: exit 1, the message names the file."""
-        missing = str(self.dir / "missing-key.pem")
-        status, _, err = run(
-            "server", "--ca", self.out + "/ca.pem", "--ca-key", missing,
-            "--out", self.out, "--dns", "localhost",
-        )
-        self.assertEqual(status, 1)
-        self.assertIn(missing, err)
-        self.assertNotIn("Traceback", err)
-        self.assertFalse((self.dir / "server.pem").exists())
-
-    def test_mismatching_ca_key(self):
-        """A key that is not the CA's: exit 1, nothing written."""
-        other = self.dir / "other"
-        self.assertEqual(run("ca", "--out", str(other))[0], 0)
-        status, _, err = run(
-            "client", "--ca", self.out + "/ca.pem", "--ca-key", str(other / "ca-key.pem"),
-            "--out", self.out, "--cn", "CB-0001", "--org", "X",
-        )
-        self.assertEqual(status, 1)
-        self.assertIn("does not belong", err)
-        self.assertFalse((self.dir / "CB-0001.pem").exists())
-
-    def test_server_needs_a_name(self):
-        """server without --dns or --ip is a usage error (exit 2)."""
-        status, _, err = run(
-            "server", "--ca", self.out + "/ca.pem", "--ca-key", self.out + "/ca-key.pem",
-            "--out", self.out,
-        )
-        self.assertEqual(status, 2)
-        self.assertIn("--dns or --ip", err)
-
-    def test_bad_ip_is_usage_error(self):
-        """A malformed --ip is a usage error (exit 2)."""
-        status, _, _ = run(
-            "server", "--ca", self.out + "/ca.pem", "--ca-key", self.out + "/ca-key.pem",
-            "--out", self.out, "--ip", "300.1.2.3",
-        )
-        self.assertEqual(status, 2)
+def test_key_modes(pki):
+    """Every key file is readable by the owner only; certificates are
+    world-readable."""
+    for name in ("ca-key.pem", "server-key.pem", "CB-0001-key.pem"):
+        assert (pki / name).stat().st_mode & 0o777 == 0o600, name
+    for name in ("ca.pem", "server.pem", "CB-0001.pem"):
+        assert (pki / name).stat().st_mode & 0o777 == 0o644, name
 
 
-class OpenSSLRecipeTests(Workspace, unittest.TestCase):
-    """The tool and the README's OpenSSL recipe make equivalent certificates."""
-
-    def setUp(self):
-        if shutil.which("openssl") is None or shutil.which("bash") is None:
-            raise unittest.SkipTest("openssl (and bash, for the recipe's <(...)) not on PATH")
-
-    def test_same_extensions(self):
-        """Same subjects, SAN types and values, EKU and CA flag for CA,
-        server and client, from the recipe and from the tool."""
-        recipe, tool = self.make_dir(), self.make_dir()
-        subprocess.run(["bash", "-c", OPENSSL_RECIPE], cwd=recipe, check=True, capture_output=True)
-        self.make_pki(tool, client_org="Example GmbH")
-        for theirs, ours in (("ca.pem", "ca.pem"), ("server.pem", "server.pem"),
-                             ("cb-0001.pem", "CB-0001.pem")):
-            expected, actual = load(recipe / theirs), load(tool / ours)
-            self.assertEqual(summary(actual), summary(expected), ours)
-            # Attribute order differs ("/CN=.../O=..." there), the content not.
-            self.assertEqual(set(actual.subject), set(expected.subject), ours)
-        self.assertTrue(summary(load(tool / "ca.pem"))["ca"])
+def test_ca(pki):
+    """The CA is self-signed, named as asked, and a CA."""
+    ca = load(pki / "ca.pem")
+    assert attribute(ca, NameOID.COMMON_NAME) == ["Site CA"]
+    assert attribute(ca, NameOID.ORGANIZATION_NAME) == ["Example GmbH"]
+    assert ca.issuer == ca.subject
+    assert extension(ca, x509.BasicConstraints).ca
 
 
-class EndToEndTests(Workspace, unittest.TestCase):
+def test_server(pki):
+    """The server certificate: one certificate in the file, signed by the
+    CA, not a CA, SAN with the DNS name and the IP, EKU serverAuth, CN the
+    first name by default."""
+    ca = load(pki / "ca.pem")
+    pem = (pki / "server.pem").read_bytes()
+    assert len(x509.load_pem_x509_certificates(pem)) == 1
+    server = load(pki / "server.pem")
+    server.verify_directly_issued_by(ca)
+    assert attribute(server, NameOID.COMMON_NAME) == ["cfosproxy.local"]
+    san = extension(server, x509.SubjectAlternativeName)
+    assert san.get_values_for_type(x509.DNSName) == ["cfosproxy.local"]
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("192.168.1.10")]
+    assert list(extension(server, x509.ExtendedKeyUsage)) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert not extension(server, x509.BasicConstraints).ca
+
+
+def test_client_utf8(pki):
+    """The client certificate: CN the charge box id, a UTF-8 organization
+    that round-trips, EKU clientAuth only, signed by the CA, not a CA."""
+    client = load(pki / "CB-0001.pem")
+    client.verify_directly_issued_by(load(pki / "ca.pem"))
+    assert attribute(client, NameOID.COMMON_NAME) == ["CB-0001"]
+    assert attribute(client, NameOID.ORGANIZATION_NAME) == [UTF8_ORG]
+    assert list(extension(client, x509.ExtendedKeyUsage)) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert not extension(client, x509.BasicConstraints).ca
+    assert extension(client, x509.SubjectAlternativeName) is None
+
+
+def test_safe_file_names():
+    """A charge box id with path separators or a leading dot stays a
+    plain file name inside --out."""
+    for cn in ("../evil", "a/b", "a\\b", ".hidden", ".."):
+        name = safe_file_name(cn)
+        assert os.sep not in name
+        assert "/" not in name
+        assert "\\" not in name
+        assert not name.startswith("."), name
+    assert safe_file_name("CB-0001") == "CB-0001"
+
+
+# Expected errors: one line on stderr, exit 1 (failure) or 2 (usage).
+@pytest.fixture
+def ca_dir(tmp_path):
+    """A directory with a CA the tool made."""
+    assert run("ca", "--out", str(tmp_path))[0] == 0
+    return tmp_path
+
+
+def test_no_overwrite_without_force(ca_dir):
+    """An existing CA is not replaced unless --force is given."""
+    before = (ca_dir / "ca-key.pem").read_bytes()
+    status, _, err = run("ca", "--out", str(ca_dir))
+    assert status == 1
+    assert "--force" in err
+    assert "Traceback" not in err
+    assert (ca_dir / "ca-key.pem").read_bytes() == before
+    assert run("ca", "--out", str(ca_dir), "--force")[0] == 0
+    assert (ca_dir / "ca-key.pem").read_bytes() != before
+
+
+def test_unreadable_ca_key(ca_dir):
+    """A CA key that cannot be read: exit 1, the message names the file."""
+    missing = str(ca_dir / "missing-key.pem")
+    status, _, err = run(
+        "server", "--ca", str(ca_dir / "ca.pem"), "--ca-key", missing,
+        "--out", str(ca_dir), "--dns", "localhost",
+    )
+    assert status == 1
+    assert missing in err
+    assert "Traceback" not in err
+    assert not (ca_dir / "server.pem").exists()
+
+
+def test_mismatching_ca_key(ca_dir):
+    """A key that is not the CA's: exit 1, nothing written."""
+    other = ca_dir / "other"
+    assert run("ca", "--out", str(other))[0] == 0
+    status, _, err = run(
+        "client", "--ca", str(ca_dir / "ca.pem"), "--ca-key", str(other / "ca-key.pem"),
+        "--out", str(ca_dir), "--cn", "CB-0001", "--org", "X",
+    )
+    assert status == 1
+    assert "does not belong" in err
+    assert not (ca_dir / "CB-0001.pem").exists()
+
+
+def test_server_needs_a_name(ca_dir):
+    """server without --dns or --ip is a usage error (exit 2)."""
+    status, _, err = run(
+        "server", "--ca", str(ca_dir / "ca.pem"), "--ca-key", str(ca_dir / "ca-key.pem"),
+        "--out", str(ca_dir),
+    )
+    assert status == 2
+    assert "--dns or --ip" in err
+
+
+def test_bad_ip_is_usage_error(ca_dir):
+    """A malformed --ip is a usage error (exit 2)."""
+    status, _, _ = run(
+        "server", "--ca", str(ca_dir / "ca.pem"), "--ca-key", str(ca_dir / "ca-key.pem"),
+        "--out", str(ca_dir), "--ip", "300.1.2.3",
+    )
+    assert status == 2
+
+
+# The tool and the README's OpenSSL recipe make equivalent certificates.
+def test_same_extensions(tmp_path):
+    """Same subjects, SAN types and values, EKU and CA flag for CA,
+    server and client, from the recipe and from the tool."""
+    if shutil.which("openssl") is None or shutil.which("bash") is None:
+        pytest.skip("openssl (and bash, for the recipe's <(...)) not on PATH")
+    recipe, tool = tmp_path / "recipe", tmp_path / "tool"
+    recipe.mkdir()
+    tool.mkdir()
+    subprocess.run(["bash", "-c", OPENSSL_RECIPE], cwd=recipe, check=True, capture_output=True)
+    make_pki(tool, client_org="Example GmbH")
+    for theirs, ours in (("ca.pem", "ca.pem"), ("server.pem", "server.pem"),
+                         ("cb-0001.pem", "CB-0001.pem")):
+        expected, actual = load(recipe / theirs), load(tool / ours)
+        assert summary(actual) == summary(expected), ours
+        # Attribute order differs ("/CN=.../O=..." there), the content not.
+        assert set(actual.subject) == set(expected.subject), ours
+    assert summary(load(tool / "ca.pem"))["ca"]
+
+
+class EndToEndTests(unittest.TestCase):
     """The tool's certificates in a real wss connection to cfosproxy."""
 
     @asyncio_test
@@ -255,8 +253,9 @@ class EndToEndTests(Workspace, unittest.TestCase):
         client certificate from the tool's CA; a wss client trusting that CA
         and presenting the tool's client certificate is served, and the
         status API shows the certificate's subject."""
-        pki = self.make_dir()
-        self.make_pki(pki, dns=("localhost",), ips=("127.0.0.1",))
+        pki = pathlib.Path(tempfile.mkdtemp(prefix="cfosproxy-certtool-"))
+        self.addCleanup(shutil.rmtree, pki, ignore_errors=True)
+        make_pki(pki, dns=("localhost",), ips=("127.0.0.1",))
         daemon = RunningDaemon(
             self,
             server=(

@@ -12,7 +12,7 @@ from cfosproxy.core.devices import DeviceRegistry
 from cfosproxy.core.gateway import Gateway
 from cfosproxy.core.localcs import LocalCentralSystem
 from cfosproxy.modbus.powerbrain import Reading
-from cfosproxy.store.database import Store
+from cfosproxy.store import Store
 from tests.test_gateway import FakeLink
 
 CONFIG = """
@@ -40,8 +40,11 @@ class Rig:
         self.store = Store(str(tmp_path / "s.sqlite"))
         ids = iter(range(1, 1000))
         local = LocalCentralSystem(self.clock, 300, lambda: next(ids))
-        self.gateway = Gateway("pb", "pb", self.store, local, self.clock, 30, "cache")
-        self.link = self.gateway.link = FakeLink()
+        self.link = FakeLink()
+        self.gateway = Gateway(
+            "pb", "pb", lambda: self.store, local, self.clock, 30, "cache",
+            link=lambda handler: self.link,
+        )
         self.device.gateway = self.gateway
         self.allowed_changes = 0
         self.answers = []

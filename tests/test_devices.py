@@ -206,3 +206,16 @@ def test_configuration_refuses_names_of_unknown_wallboxes(name):
     with pytest.raises(ConfigError) as caught:
         config_from_string("[wallbox:{}]\ntype = ocpp\naddress = CB-0001\n".format(name))
     assert caught.value.section == "wallbox:" + name
+
+
+def test_devices_are_made_with_their_gateways():
+    """A configured device given a gateway has it from the start, and its
+    status shows the gateway's; a device given none has none."""
+
+    class FakeGateway:
+        def status(self):
+            return {"link": "connected"}
+
+    reg = DeviceRegistry(config_from_string(TWO_CONNECTORS), Clock(), gateways={"left": FakeGateway()})
+    assert reg.get("left").as_json()["gateway"] == {"link": "connected"}
+    assert reg.get("right").as_json()["gateway"] is None

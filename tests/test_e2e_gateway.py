@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from tests.backendpeer import BackendPeer
 from tests.harness import RunningDaemon, asyncio_test, eventually, free_port
-from tests.wallboxes import connect, http_get, start_wallbox, stop_wallbox
+from tests.wallboxes import connect, exchange, http_get, start_wallbox, stop_wallbox
 
 
 def gateway_config(backend_port, extra="", path="/ocpp/"):
@@ -17,21 +17,6 @@ def gateway_config(backend_port, extra="", path="/ocpp/"):
         "[wallbox:garage-1]\ntype = ocpp\naddress = CB-0001\n"
         "gateway_url = ws://127.0.0.1:{}{}\n{}".format(backend_port, path, extra)
     )
-
-
-async def exchange(ws, text):
-    """Send one raw frame, return the raw answer (skipping CALLs to us)."""
-    unique_id = json.loads(text)[1]
-    await ws.send(text)
-    while True:
-        answer = await asyncio.wait_for(ws.recv(), 15)
-        frame = json.loads(answer)
-        if frame[0] == 2:
-            # A CALL from cfosproxy (the manager's profile): accept it.
-            await ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
-            continue
-        if frame[1] == unique_id:
-            return answer
 
 
 SIGNED_METER_VALUES = (

@@ -39,7 +39,7 @@ from cfosproxy.core.gateway import TRANSACTION_ACTIONS, Gateway
 from cfosproxy.core.localcs import LocalCentralSystem
 from cfosproxy.core.interfaces import IPeerConnection
 from cfosproxy.core.session import OcppSession
-from cfosproxy.store.database import Store
+from cfosproxy.store import Store
 
 CALL_TIMEOUT = 30.0
 TIMESTAMP = "2026-11-23T10:00:00Z"
@@ -147,8 +147,9 @@ class Backend:
 
 class Link:
     """The gateway's backend link, as far as the gateway uses it: frames
-    sent while it is open go to the backend, others nowhere (as
-    L{cfosproxy.ws.backend.BackendLink.send_text} drops them)."""
+    sent while it is open go to the backend; one sent while it is not is
+    dropped and the gateway hears that the link closed (as
+    L{cfosproxy.ws.backend.BackendLink.send_text} does)."""
 
     url = "ws://backend.example/ocpp/CB-1"
     last_error = None
@@ -163,8 +164,13 @@ class Link:
     def stop(self):
         pass
 
+    @property
+    def peer(self):
+        return self.url
+
     def send_text(self, text):
         if self.backend.connection is None:
+            self.backend.gateway.link_closed("the link to the backend is closing")
             return False
         self.backend.receive(text)
         return True
@@ -212,7 +218,7 @@ class Wallbox:
         self._ids = (str(n) for n in itertools.count(1))
         self._outstanding = None
         self._meter = itertools.count(1000, 250)
-        self.session = OcppSession("CB-1", self, gateway, (), clock, CALL_TIMEOUT)
+        self.session = OcppSession("CB-1", self, gateway.answer, (), clock, CALL_TIMEOUT)
 
     @property
     def done(self):
@@ -320,12 +326,15 @@ class Simulation:
         self.clock.advance(1_700_000_000)
         self.directory, self.store = temporary_store(self.clock)
         local = LocalCentralSystem(self.clock, 300, self.store.next_transaction_id)
-        self.gateway = Gateway("CB-1", "CB-1", self.store, local, self.clock, CALL_TIMEOUT, "accept")
         self.backend = Backend(self.clock, delay, first_id)
+        self.link = Link(self.backend)
+        self.gateway = Gateway(
+            "CB-1", "CB-1", lambda: self.store, local, self.clock, CALL_TIMEOUT, "accept",
+            link=lambda handler: self.link,
+        )
         self.backend.gateway = self.gateway
-        self.link = self.gateway.link = Link(self.backend)
         self.wallbox = Wallbox(self.clock, self.gateway, script, gap)
-        self.gateway.wallbox_connected(self.wallbox.session)
+        self.gateway.session_opened(self.wallbox.session)
         self.flaps = list(flaps)
 
     def close(self):

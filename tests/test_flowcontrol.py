@@ -39,7 +39,7 @@ from cfosproxy.core.hub import ChargePointHub
 from cfosproxy.core.localcs import LocalCentralSystem
 from cfosproxy.ws.server import WallboxServerFactory
 from cfosproxy.core.session import MAX_UNANSWERED
-from tests.fakes import switching_protocols
+from tests.fakes import AnsweringHandler, switching_protocols
 
 CONFIG = """
 [server]
@@ -165,7 +165,7 @@ class Wallbox:
         if responder is None:
             responder = LocalCentralSystem(self.clock, 300, itertools.count(1).__next__)
         self.hub = ChargePointHub(
-            config.server, DeviceRegistry(config, self.clock), responder, self.clock
+            config.server, DeviceRegistry(config, self.clock), lambda _: responder, self.clock
         )
         factory = WallboxServerFactory(self.hub, config.server)
         factory.setProtocolOptions(**NO_AUTOBAHN_TIMERS)
@@ -375,7 +375,7 @@ def test_the_backend_leg_is_bounded_too(log):
         clock.advance(0)
 
 
-class HoldingResponder:
+class HoldingResponder(AnsweringHandler):
     """Answers each CALL when the test says so, as a slow backend does."""
 
     def __init__(self):

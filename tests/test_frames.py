@@ -1,5 +1,6 @@
 """Parsing and serialising OCPP-J frames (cfosproxy.ocpp.frames)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -87,13 +88,15 @@ def test_ocmf_signed_data_survives_parsing():
     assert "\\/" in frame.to_text()
 
 
-def test_with_unique_id_renumbers_and_drops_raw():
-    """A renumbered frame is serialised anew under its new id; the rest is unchanged."""
+def test_frame_without_its_text_is_serialised_anew():
+    """A received frame copied under a new id and without its received text
+    is written as compact JSON under that id; the rest is unchanged."""
     frame = parse_frame('[2, "backend-7", "Reset", {"type": "Soft"}]')
-    renumbered = frame.with_unique_id("local-1")
-    assert renumbered.raw is None
+    renumbered = dataclasses.replace(frame, unique_id="local-1", raw=None)
     assert renumbered.to_text() == '[2,"local-1","Reset",{"type":"Soft"}]'
-    assert parse_frame('[4,"a","X","d",{}]').with_unique_id("b") == CallError("b", "X", "d")
+    error = dataclasses.replace(parse_frame('[4,"a","X","d",{}]'), unique_id="b", raw=None)
+    assert error == CallError("b", "X", "d")
+    assert error.to_text() == '[4,"b","X","d",{}]'
 
 
 def test_new_unique_ids_are_36_characters_and_distinct():
@@ -233,4 +236,4 @@ def test_serialised_frames_parse_back_equal(frame, indent):
     parsed = parse_frame(text)
     assert parsed == frame
     assert parsed.to_text() == text
-    assert parse_frame(parsed.with_unique_id(parsed.unique_id).to_text()) == frame
+    assert parse_frame(dataclasses.replace(parsed, raw=None).to_text()) == frame

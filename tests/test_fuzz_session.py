@@ -51,7 +51,7 @@ def new_session(connection, clock):
     config = config_from_string(CONFIG.format(server=""))
     local = LocalCentralSystem(clock, 300, itertools.count(1).__next__)
     registry = DeviceRegistry(config, clock)
-    return OcppSession(CHARGEBOX_ID, connection, local, [registry], clock, 30)
+    return OcppSession(CHARGEBOX_ID, connection, local.answer, [registry], clock, 30)
 
 
 @settings(max_examples=60, deadline=None)

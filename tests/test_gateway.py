@@ -7,10 +7,11 @@ import json
 import pytest
 from twisted.internet import task
 
-from cfosproxy.core.gateway import BOOT_WAIT, MAX_ATTEMPTS, MIN_BOOT_RETRY, RETRY_DELAY, Gateway
+from cfosproxy.core.backendboot import BOOT_WAIT, MIN_BOOT_RETRY
+from cfosproxy.core.gateway import MAX_ATTEMPTS, RETRY_DELAY, Gateway
 from cfosproxy.core.localcs import LocalCentralSystem
 from cfosproxy.core.session import OcppSession
-from cfosproxy.store.database import Store
+from cfosproxy.store import Store
 from tests.fakes import RecordingConnection
 
 
@@ -59,14 +60,14 @@ class Rig:
         self.store = Store(str(tmp_path / "store.sqlite"))
         ids = itertools.count(1)
         local = LocalCentralSystem(self.clock, 300, lambda: next(ids))
+        self.link = FakeLink()
         self.gateway = Gateway(
-            "CB-1", "CB-1", self.store, local, self.clock, 30, offline_authorize, count=count,
-            connector_ids=connector_ids,
+            "CB-1", "CB-1", lambda: self.store, local, self.clock, 30, offline_authorize,
+            link=lambda handler: self.link, count=count, connector_ids=connector_ids,
         )
-        self.link = self.gateway.link = FakeLink()
         self.wallbox = RecordingConnection()
-        self.session = OcppSession("CB-1", self.wallbox, self.gateway, (), self.clock, 30)
-        self.gateway.wallbox_connected(self.session)
+        self.session = OcppSession("CB-1", self.wallbox, self.gateway.answer, (), self.clock, 30)
+        self.gateway.session_opened(self.session)
 
     def wallbox_sends(self, unique_id, action, payload):
         self.session.text_received(json.dumps([2, unique_id, action, payload]))
@@ -205,7 +206,7 @@ def test_backend_call_without_wallbox(tmp_path):
     """A backend CALL while the wallbox is not connected gets a CALLERROR."""
     rig = Rig(tmp_path)
     rig.open_link()
-    rig.gateway.wallbox_disconnected()
+    rig.gateway.session_closed(rig.session)
     rig.gateway.text_received('[2,"r1","Reset",{"type":"Soft"}]')
     assert rig.link.last()[:3] == [4, "r1", "GenericError"]
 
@@ -224,7 +225,7 @@ def test_link_stops_when_idle(tmp_path):
     messages waiting it is kept."""
     rig = Rig(tmp_path)
     rig.wallbox_sends("s1", "StartTransaction", START)
-    rig.gateway.wallbox_disconnected()
+    rig.gateway.session_closed(rig.session)
     assert rig.link.stopped == 0
     rig.open_link()
     rig.backend_answers(rig.link.last()[1], {"transactionId": 9, "idTagInfo": {"status": "Accepted"}})
@@ -270,12 +271,19 @@ def test_backend_messages_counted(tmp_path):
 
 def test_a_closing_link_ends_the_backend_leg_at_once(tmp_path):
     """A link that can no longer send (its close handshake runs: the wallbox
-    left and came straight back) does not make the wallbox wait a whole
-    call timeout: its CALL is answered locally at once, a transaction
-    message is queued, and the gateway waits for the link to open again."""
+    left and came straight back) reports the link closed from within the
+    send, as L{cfosproxy.ws.backend.BackendLink.send_text} does. The wallbox
+    does not wait a whole call timeout: its CALL is answered locally at
+    once, a transaction message is queued, and the gateway waits for the
+    link to open again."""
     rig = Rig(tmp_path)
     rig.open_link()
-    rig.link.send_text = lambda text: False
+
+    def closing(text):
+        rig.gateway.link_closed("the link to the backend is closing")
+        return False
+
+    rig.link.send_text = closing
     answer = rig.wallbox_sends("b1", "BootNotification", {"chargePointVendor": "v", "chargePointModel": "m"})
     assert answer[:2] == [3, "b1"] and answer[2]["status"] == "Accepted"
     assert rig.gateway.backend is None

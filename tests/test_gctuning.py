@@ -1,6 +1,7 @@
 """The daemon sets Python's garbage collector for many small messages."""
 
 import gc
+from types import SimpleNamespace
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
@@ -42,12 +43,15 @@ def test_older_generations_keep_their_thresholds(restored_gc):
 def test_twistd_entry_tunes_the_collector(monkeypatch):
     """twistd's makeService tunes the collector for the daemon; the test
     harness, which builds the same services in the test process, does not
-    (it calls build_service)."""
+    (it calls build_daemon)."""
     tuned = []
     monkeypatch.setattr("cfosproxy.ops.gctuning.tune_garbage_collection", tuned.append)
     monkeypatch.setattr("cfosproxy.ws.relaypath.use_integer_masking", lambda: None)
-    monkeypatch.setattr(tap, "build_service", lambda options: ("service", options))
-    assert tap.makeService("options") == ("service", "options")
+    monkeypatch.setattr("cfosproxy.wiring.daemon.build_daemon", lambda options: ("service", options))
+    # What twistd hands the entry, as far as it reads it: the fast path's
+    # switch, for the frame masking.
+    options = SimpleNamespace(config=SimpleNamespace(server=SimpleNamespace(fast_path=True)))
+    assert tap.makeService(options) == ("service", options)
     from twisted.internet import reactor
 
     assert tuned == [reactor]

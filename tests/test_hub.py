@@ -8,7 +8,7 @@ from cfosproxy.core.auth import ClientCertificate
 from cfosproxy.config import config_from_string
 from cfosproxy.core.devices import DeviceRegistry
 from cfosproxy.core.hub import ChargePointHub, Refusal
-from tests.fakes import RecordingConnection
+from tests.fakes import AnsweringHandler, RecordingConnection
 
 CONFIG = """
 [server]
@@ -24,7 +24,7 @@ address = CB-1
 def hub(text=CONFIG, clock=None):
     config = config_from_string(text)
     clock = clock or task.Clock()
-    return ChargePointHub(config.server, DeviceRegistry(config, clock), object(), clock)
+    return ChargePointHub(config.server, DeviceRegistry(config, clock), lambda _: AnsweringHandler(), clock)
 
 
 def certificate(cn=None, *, serial_numbers=(), dns_names=(), common_names=None):
@@ -246,3 +246,38 @@ def test_no_backoff_when_disabled():
     for _ in range(50):
         assert h.admit("CB-1", basic("CB-1", "falsch"), False, None, "192.0.2.7").code == 401
     assert h.admit("CB-1", basic("CB-1", "geheim"), False, None, "192.0.2.7") is None
+
+
+class TellingHandler(AnsweringHandler):
+    """Records the sessions it is told of."""
+
+    def __init__(self):
+        self.events = []
+
+    def session_opened(self, session):
+        self.events.append(("opened", session))
+
+    def session_closed(self, session):
+        self.events.append(("closed", session))
+
+
+def test_the_handler_is_attached_to_the_session_it_answers():
+    """The hub gives each wallbox's session its handler's answers, tells the
+    handler when the session opens and closes; a replaced session's close
+    is not told (the handler already has the new one)."""
+    config = config_from_string(CONFIG)
+    clock = task.Clock()
+    handlers = {}
+    the_hub = ChargePointHub(
+        config.server,
+        DeviceRegistry(config, clock),
+        lambda chargebox_id: handlers.setdefault(chargebox_id, TellingHandler()),
+        clock,
+    )
+    first = the_hub.open("CB-1", RecordingConnection())
+    second = the_hub.open("CB-1", RecordingConnection())
+    the_hub.closed(first, 1000, "replaced")
+    the_hub.closed(second, 1000, "")
+    assert handlers["CB-1"].events == [
+        ("opened", first), ("opened", second), ("closed", second)
+    ]

@@ -3,7 +3,7 @@
 from twisted.internet.endpoints import serverFromString
 from twisted.internet import reactor
 
-from cfosproxy.tap import OCPP_BACKLOG, with_backlog
+from cfosproxy.services import OCPP_BACKLOG, with_backlog
 
 
 def test_tcp_gets_the_large_backlog():

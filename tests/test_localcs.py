@@ -93,7 +93,7 @@ def test_start_transaction_without_a_store_is_an_error():
     """When no transaction id can be kept (a full disk), StartTransaction
     is answered InternalError, so that the wallbox sends it again later,
     instead of an id that might be handed out twice."""
-    from cfosproxy.store.database import StoreError
+    from cfosproxy.store import StoreError
 
     def no_room():
         raise StoreError("cannot write store /var/lib/cfosproxy/cfosproxy.sqlite: database or disk is full")

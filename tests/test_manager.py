@@ -142,10 +142,11 @@ class Site:
         # out Decimals, which sending cannot count with floats.
         self.sharing_broken = False
         self.manager = LoadManager(
-            config, self.registry, {"ocpp": self.wallboxes}, self.clock,
+            config, self.registry, self.clock,
             lambda name, enabled: self.saved.__setitem__(name, enabled),
             sharing=self._share,
         )
+        self.manager.connect_actuators({"ocpp": self.wallboxes})
         self.wallboxes.turn = lambda: self.clock.advance(0)
         if check_raises:
             self.wallboxes.site = self
@@ -748,6 +749,20 @@ def test_a_device_the_actuator_chokes_on_does_not_stop_the_others():
     assert site.device("A").as_json()["profile_error"] is None
 
 
+def allowed_limit(manager, device, devices, site_limit):
+    """The limit C{device} may have once everything is answered: its grant,
+    or the room the manager's L{LoadManager.exposure} of the other
+    C{devices} leaves it within C{site_limit}, or 0 when that room is below
+    its minimum (a car does not charge below it)."""
+    others = sum(to_deciamps(manager.exposure(d)) for d in devices if d is not device)
+    room = to_deciamps(site_limit) - others
+    if to_deciamps(device.grant) <= room:
+        return device.grant
+    if room > 0 and room >= to_deciamps(device.config.min_current):
+        return room / 10
+    return 0.0
+
+
 class FuseMachine(RuleBasedStateMachine):
     """Random sequences of wallbox events. Every raise the manager sends is
     checked at that moment: with it, what the wallboxes may draw (what they
@@ -866,7 +881,7 @@ class FuseMachine(RuleBasedStateMachine):
         assert all(d.grant == 0 for d in devices if d not in charging)
         for device in devices:
             if device.connected and device.enabled:
-                allowed = self.site.manager.allowed_limit(device, devices)
+                allowed = allowed_limit(self.site.manager, device, devices, self.site_limit)
                 assert device.accepted_limit == allowed, (device.name, device.accepted_limit, allowed)
 
     def teardown(self):
@@ -921,3 +936,15 @@ def test_reapply_resends_and_reports():
     assert d.result is True
     site.disconnect("A")
     assert site.manager.reapply("A").result is False
+
+
+def test_devices_are_managed_once_their_actuators_are_connected():
+    """A manager steers no device before its actuators are connected, and
+    once they are, the devices of their types: also when it was asked
+    which devices it manages before."""
+    clock = task.Clock()
+    config = config_from_string(config_text(devices=("A", "B")))
+    manager = LoadManager(config, DeviceRegistry(config, clock), clock, lambda name, enabled: None)
+    assert manager.managed() == []
+    manager.connect_actuators({"ocpp": FakeWallboxes()})
+    assert [device.name for device in manager.managed()] == ["A", "B"]

@@ -5,6 +5,7 @@ import shutil
 import stat
 import tempfile
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.ssh import channel, connection, keys, session, transport, userauth
 from twisted.internet import defer, protocol, reactor
@@ -19,6 +20,8 @@ from cfosproxy.ops.manhole import (
     manhole_service,
 )
 from tests.harness import free_port
+
+pytestmark = pytest.mark.usefixtures("logged_errors", "no_reactor_timers")
 
 
 def make_key():
@@ -184,84 +187,85 @@ class LoginTests(unittest.TestCase):
         self.assertNotIn(b"garage-1", client.output)
 
 
-class HostKeyTests(unittest.TestCase):
-    """The host key is made once, private, and kept."""
+# The host key is made once, private, and kept.
+def test_generated_once_and_reused(tmp_path):
+    """The first build writes state_dir/manhole-host-key with mode 0600;
+    a second build (a restart) uses the same key."""
+    directory = str(tmp_path)
+    authorized_keys = os.path.join(directory, "authorized_keys")
+    with open(authorized_keys, "wb") as f:
+        f.write(make_key().public().toString("openssh") + b"\n")
+    state_dir = os.path.join(directory, "var")
 
-    def test_generated_once_and_reused(self):
-        """The first build writes state_dir/manhole-host-key with mode 0600;
-        a second build (a restart) uses the same key."""
-        directory = temp_dir(self)
-        authorized_keys = os.path.join(directory, "authorized_keys")
-        with open(authorized_keys, "wb") as f:
-            f.write(make_key().public().toString("openssh") + b"\n")
-        state_dir = os.path.join(directory, "var")
+    def build():
+        manhole_service(
+            listen="tcp:0:interface=127.0.0.1",
+            authorized_keys=authorized_keys,
+            state_dir=state_dir,
+            namespace={},
+        )
+        return ensure_host_key(state_dir).fingerprint()
 
-        def build():
-            manhole_service(
-                listen="tcp:0:interface=127.0.0.1",
-                authorized_keys=authorized_keys,
-                state_dir=state_dir,
-                namespace={},
-            )
-            return ensure_host_key(state_dir).fingerprint()
-
-        first = build()
-        path = os.path.join(state_dir, HOST_KEY_FILE)
-        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
-        self.assertEqual(build(), first)
+    first = build()
+    path = os.path.join(state_dir, HOST_KEY_FILE)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert build() == first
 
 
-class AuthorizedKeysTests(unittest.TestCase):
-    """A key file that cannot be read stops the start with a clear error."""
-
-    def assertUnreadable(self, path):
-        with self.assertRaises(ManholeConfigError) as caught:
-            manhole_service(
-                listen="tcp:0:interface=127.0.0.1",
-                authorized_keys=path,
-                state_dir=os.path.join(temp_dir(self), "var"),
-                namespace={},
-            )
-        self.assertIsInstance(caught.exception, ConfigError)
-        self.assertIn("[manhole] authorized_keys", str(caught.exception))
-        self.assertIn(path, str(caught.exception))
-
-    def test_missing_file(self):
-        """A missing authorized_keys file names the key and the file."""
-        self.assertUnreadable(os.path.join(temp_dir(self), "authorized_keys"))
-
-    def test_directory(self):
-        """A path that cannot be read as a file (a directory here; chmod 000
-        would not stop root) names the key and the file."""
-        self.assertUnreadable(temp_dir(self))
+# A key file that cannot be read stops the start with a clear error.
+def assert_unreadable(path, state_dir):
+    """Building the manhole with C{path} as authorized_keys fails with a
+    config error that names the key and C{path}."""
+    with pytest.raises(ManholeConfigError) as caught:
+        manhole_service(
+            listen="tcp:0:interface=127.0.0.1",
+            authorized_keys=path,
+            state_dir=state_dir,
+            namespace={},
+        )
+    assert isinstance(caught.value, ConfigError)
+    assert "[manhole] authorized_keys" in str(caught.value)
+    assert path in str(caught.value)
 
 
-class NamespaceTests(unittest.TestCase):
-    """The helpers an admin calls in the shell."""
+def test_missing_file(tmp_path):
+    """A missing authorized_keys file names the key and the file."""
+    assert_unreadable(str(tmp_path / "authorized_keys"), str(tmp_path / "var"))
 
-    def test_enable_disable(self):
-        """disable() and enable() switch the device through the manager and
-        return its Deferred."""
-        manager = FakeManager()
-        ns = admin_namespace(registry=[], manager=manager, hub=FakeHub({}))
-        self.assertEqual(self.successResultOf(ns["disable"]("garage-1")), "garage-1")
-        self.successResultOf(ns["enable"]("garage-1"))
-        self.assertEqual(manager.calls, [("garage-1", False), ("garage-1", True)])
-        self.assertIs(ns["manager"], manager)
 
-    def test_devices(self):
-        """devices() lists every device as the status API shows it."""
-        ns = admin_namespace(registry=[FakeDevice("a"), FakeDevice("b")], manager=None, hub=None)
-        self.assertEqual([d["name"] for d in ns["devices"]()], ["a", "b"])
+def test_directory(tmp_path):
+    """A path that cannot be read as a file (a directory here; chmod 000
+    would not stop root) names the key and the file."""
+    directory = tmp_path / "keys"
+    directory.mkdir()
+    assert_unreadable(str(directory), str(tmp_path / "var"))
 
-    def test_send(self):
-        """send() sends a CALL to a connected wallbox; to one that is not
-        connected it raises a KeyError that says so."""
-        wallbox = FakeSession()
-        ns = admin_namespace(registry=[], manager=None, hub=FakeHub({"CB-0001": wallbox}))
-        result = self.successResultOf(ns["send"]("CB-0001", "Reset", {"type": "Soft"}))
-        self.assertEqual(result, {"status": "Accepted"})
-        self.assertEqual(wallbox.calls, [("Reset", {"type": "Soft"})])
-        with self.assertRaises(KeyError) as caught:
-            ns["send"]("CB-0009", "Reset", {"type": "Soft"})
-        self.assertIn("no wallbox 'CB-0009' is connected", str(caught.exception))
+
+# The helpers an admin calls in the shell.
+def test_enable_disable():
+    """disable() and enable() switch the device through the manager and
+    return its Deferred."""
+    manager = FakeManager()
+    ns = admin_namespace(registry=[], manager=manager, hub=FakeHub({}))
+    assert ns["disable"]("garage-1").result == "garage-1"
+    assert ns["enable"]("garage-1").result == "garage-1"
+    assert manager.calls == [("garage-1", False), ("garage-1", True)]
+    assert ns["manager"] is manager
+
+
+def test_devices():
+    """devices() lists every device as the status API shows it."""
+    ns = admin_namespace(registry=[FakeDevice("a"), FakeDevice("b")], manager=None, hub=None)
+    assert [d["name"] for d in ns["devices"]()] == ["a", "b"]
+
+
+def test_send():
+    """send() sends a CALL to a connected wallbox; to one that is not
+    connected it raises a KeyError that says so."""
+    wallbox = FakeSession()
+    ns = admin_namespace(registry=[], manager=None, hub=FakeHub({"CB-0001": wallbox}))
+    assert ns["send"]("CB-0001", "Reset", {"type": "Soft"}).result == {"status": "Accepted"}
+    assert wallbox.calls == [("Reset", {"type": "Soft"})]
+    with pytest.raises(KeyError) as caught:
+        ns["send"]("CB-0009", "Reset", {"type": "Soft"})
+    assert "no wallbox 'CB-0009' is connected" in str(caught.value)

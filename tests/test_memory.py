@@ -3,6 +3,7 @@ and not before."""
 
 import gc
 
+import pytest
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
@@ -12,6 +13,8 @@ from cfosproxy.ws.server import WallboxServerProtocol
 from tests.harness import RunningDaemon, asyncio_test, eventually
 from tests.wallboxes import connect
 from tests.wallboxserver import WallboxServer
+
+pytestmark = pytest.mark.usefixtures("logged_errors", "no_reactor_timers")
 
 
 class Counting:
@@ -30,65 +33,80 @@ class Counting:
         self.trims.append(pad)
 
 
-class MemoryReleaseTests(unittest.TestCase):
-    def setUp(self):
-        self.counting = Counting()
-        self.release = MemoryRelease(
-            lambda: self.counting.closed, self.counting.collect, self.counting.trim
-        )
-        self.log = []
+@pytest.fixture
+def counting():
+    """A fresh L{Counting}."""
+    return Counting()
 
-        def observer(event):
-            self.log.append(formatEvent(event))
 
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
+@pytest.fixture
+def release(counting):
+    """A release over C{counting}'s count, collection and trim."""
+    return MemoryRelease(lambda: counting.closed, counting.collect, counting.trim)
 
-    def test_released_once_enough_connections_closed(self):
-        """Fewer closed connections than the threshold: nothing happens.
-        At the threshold: one full collection, one trim, one log line; then
-        nothing until as many again have closed."""
-        self.counting.closed = CLOSED_BEFORE_RELEASE - 1
-        self.release.check()
-        self.assertEqual(self.counting.collections, 0)
-        self.counting.closed = CLOSED_BEFORE_RELEASE
-        self.release.check()
-        self.assertEqual((self.counting.collections, self.counting.trims), (1, [0]))
-        self.assertEqual(len([line for line in self.log if "Freed the memory" in line]), 1)
-        self.counting.closed += CLOSED_BEFORE_RELEASE - 1
-        self.release.check()
-        self.assertEqual(self.counting.collections, 1)
-        self.counting.closed += 1
-        self.release.check()
-        self.assertEqual(self.counting.collections, 2)
 
-    def test_counted_from_the_start(self):
-        """Connections closed before the release was made are not counted."""
-        self.counting.closed = 5 * CLOSED_BEFORE_RELEASE
-        release = MemoryRelease(lambda: self.counting.closed, self.counting.collect, None)
-        release.check()
-        self.assertEqual(self.counting.collections, 0)
+@pytest.fixture
+def log():
+    """The text of every log line while the test runs."""
+    lines = []
 
-    def test_a_failure_is_logged_not_raised(self):
-        """A release that fails is logged, and the timer that calls it goes
-        on (it does not raise)."""
+    def observer(event):
+        lines.append(formatEvent(event))
 
-        def broken():
-            raise MemoryError("no")
+    globalLogPublisher.addObserver(observer)
+    yield lines
+    globalLogPublisher.removeObserver(observer)
 
-        release = MemoryRelease(lambda: self.counting.closed, broken, None)
-        self.counting.closed = CLOSED_BEFORE_RELEASE
-        release.check()
-        self.assertTrue(any("releasing the memory" in line for line in self.log))
-        self.flushLoggedErrors(MemoryError)
 
-    def test_without_malloc_trim(self):
-        """Where the C library has no malloc_trim, the collection alone
-        runs."""
-        release = MemoryRelease(lambda: self.counting.closed, self.counting.collect, None)
-        self.counting.closed = CLOSED_BEFORE_RELEASE
-        release.check()
-        self.assertEqual((self.counting.collections, self.counting.trims), (1, []))
+def test_released_once_enough_connections_closed(counting, release, log):
+    """Fewer closed connections than the threshold: nothing happens.
+    At the threshold: one full collection, one trim, one log line; then
+    nothing until as many again have closed."""
+    counting.closed = CLOSED_BEFORE_RELEASE - 1
+    release.check()
+    assert counting.collections == 0
+    counting.closed = CLOSED_BEFORE_RELEASE
+    release.check()
+    assert (counting.collections, counting.trims) == (1, [0])
+    assert len([line for line in log if "Freed the memory" in line]) == 1
+    counting.closed += CLOSED_BEFORE_RELEASE - 1
+    release.check()
+    assert counting.collections == 1
+    counting.closed += 1
+    release.check()
+    assert counting.collections == 2
+
+
+def test_counted_from_the_start(counting):
+    """Connections closed before the release was made are not counted."""
+    counting.closed = 5 * CLOSED_BEFORE_RELEASE
+    release = MemoryRelease(lambda: counting.closed, counting.collect, None)
+    release.check()
+    assert counting.collections == 0
+
+
+def test_a_failure_is_logged_not_raised(counting, log, logged_errors):
+    """A release that fails is logged, and the timer that calls it goes
+    on (it does not raise)."""
+
+    def broken():
+        raise MemoryError("no")
+
+    release = MemoryRelease(lambda: counting.closed, broken, None)
+    counting.closed = CLOSED_BEFORE_RELEASE
+    release.check()
+    assert any("releasing the memory" in line for line in log)
+    assert [failure.type for failure in logged_errors] == [MemoryError]
+    logged_errors.clear()
+
+
+def test_without_malloc_trim(counting):
+    """Where the C library has no malloc_trim, the collection alone
+    runs."""
+    release = MemoryRelease(lambda: counting.closed, counting.collect, None)
+    counting.closed = CLOSED_BEFORE_RELEASE
+    release.check()
+    assert (counting.collections, counting.trims) == (1, [])
 
 
 def protocols_alive():

@@ -1,29 +1,49 @@
-"""Frames go onto the socket at once when nothing waits before them, and
-through Twisted's buffer otherwise, in order."""
+"""The fast path's pieces: frames go onto the socket at once when nothing
+waits before them, and through Twisted's buffer otherwise, in order (also
+under TLS); both WebSocket legs take the fast path unless told not to; and
+the daemon masks frames with integers only when the fast path is on."""
 
 import socket
+from types import SimpleNamespace
 
 import autobahn.websocket.protocol
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.xormasker import create_xor_masker as autobahn_masker
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.twisted.websocket import (
+    WebSocketAdapterProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
 from twisted.internet import error, tcp
+from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import optionsForClientTLS
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from cfosproxy.ws.backend import _BackendProtocol
-from cfosproxy.ws.server import WallboxServerProtocol
-from cfosproxy.ws.relaypath import (
-    IntegerMasker,
-    RelayPathMixin,
-    use_integer_masking,
-    write_now,
-    write_through_under_tls,
+from cfosproxy.config import ServerConfig
+from cfosproxy.ws.backend import (
+    BackendLink,
+    _BackendFactory,
+    _BackendProtocol,
+    _PlainBackendProtocol,
 )
+from cfosproxy.ws.server import (
+    PlainWallboxServerProtocol,
+    WallboxServerFactory,
+    WallboxServerProtocol,
+)
+from cfosproxy.ws.relaypath import RelayPathMixin, use_integer_masking
+from cfosproxy.ws.wireframes import IntegerMasker
+from cfosproxy.ws.writethrough import write_now, write_through_under_tls
+
+
+class _Connection(tcp.Connection):
+    """Twisted's TCP connection, with the addresses a connected one has."""
+
+    def getPeer(self):
+        return IPv4Address("TCP", "192.0.2.10", 443)
+
+    def getHost(self):
+        return IPv4Address("TCP", "127.0.0.1", 50000)
 
 
 def connection():
@@ -34,7 +54,7 @@ def connection():
     ours.setblocking(False)
     theirs.settimeout(1)
     reactor = MemoryReactor()
-    conn = tcp.Connection(ours, Protocol(), reactor)
+    conn = _Connection(ours, Protocol(), reactor)
     conn.connected = True
     return conn, theirs, reactor
 
@@ -163,19 +183,83 @@ def test_plain_transports_are_left_alone_by_the_tls_write_through():
     assert "write" not in vars(conn)
 
 
-def test_both_websocket_legs_take_the_lean_path():
-    """The wallbox side and the backend side of cfosproxy send and receive
-    frames through L{RelayPathMixin}."""
+def test_both_websocket_legs_take_the_fast_path():
+    """By default the wallbox side and the backend side of cfosproxy send
+    and receive frames through L{RelayPathMixin}."""
     for protocol in (WallboxServerProtocol, _BackendProtocol):
-        # The mixin comes before Autobahn's class, so its methods are the
+        # The mixin comes before Autobahn's classes, so its methods are the
         # ones Autobahn calls.
+        assert protocol.sendMessage is RelayPathMixin.sendMessage
         assert protocol.sendData is RelayPathMixin.sendData
         assert protocol.onMessageEnd is RelayPathMixin.onMessageEnd
-        assert protocol.connectionMade is RelayPathMixin.connectionMade
         assert protocol.__mro__.index(RelayPathMixin) < protocol.__mro__.index(
-            WebSocketProtocol
+            WebSocketAdapterProtocol
         )
     assert _BackendProtocol.dataReceived is RelayPathMixin.dataReceived
+    assert WallboxServerFactory(None, ServerConfig()).protocol is WallboxServerProtocol
+    assert _BackendFactory("ws://localhost/CB-1").protocol is _BackendProtocol
+
+
+def test_without_the_fast_path_nothing_of_it_is_installed():
+    """With C{fast_path} off, both factories build protocols without
+    L{RelayPathMixin} and leave Autobahn's UTF-8 check on."""
+    factories = [
+        WallboxServerFactory(None, ServerConfig(), fast_path=False),
+        _BackendFactory("ws://localhost/CB-1", fast_path=False),
+    ]
+    assert [factory.protocol for factory in factories] == [
+        PlainWallboxServerProtocol,
+        _PlainBackendProtocol,
+    ]
+    for factory in factories:
+        assert not factory.fast_path
+        assert RelayPathMixin not in factory.protocol.__mro__
+        assert factory.utf8validateIncoming
+    on = WallboxServerFactory(None, ServerConfig())
+    assert on.fast_path and not on.utf8validateIncoming
+
+
+def test_the_backend_link_passes_fast_path_on(monkeypatch):
+    """A L{BackendLink} builds its factory with its C{fast_path}, on unless
+    told otherwise."""
+    built = []
+
+    class Recording(_BackendFactory):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr("cfosproxy.ws.backend._BackendFactory", Recording)
+    options = dict(
+        url="ws://localhost/CB-1", client_id="CB-1", password="", ca="",
+        certificate="", private_key="", handler=None, reactor=MemoryReactorClock(),
+    )
+    BackendLink(**options)
+    BackendLink(fast_path=False, **options)
+    assert [factory.protocol for factory in built] == [_BackendProtocol, _PlainBackendProtocol]
+
+
+def tls_client_over(conn, factory):
+    """Connect C{factory}'s protocol through Twisted's TLS layer over the
+    TCP connection C{conn}; return the protocol."""
+    tls_factory = TLSMemoryBIOFactory(optionsForClientTLS("cfosproxy.invalid"), True, factory)
+    tls = tls_factory.buildProtocol(None)
+    conn.protocol = tls
+    tls.makeConnection(conn)
+    return tls.wrappedProtocol
+
+
+def test_write_through_under_tls_comes_with_the_fast_path_only():
+    """Under TLS, a protocol on the fast path makes its TCP connection send
+    at once; one without leaves the connection's write() as Twisted's."""
+    for fast_path in (True, False):
+        conn, _, reactor = connection()
+        factory = _BackendFactory("wss://localhost/CB-1", fast_path=fast_path, reactor=reactor)
+        factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0)
+        factory.link = None
+        protocol = tls_client_over(conn, factory)
+        assert isinstance(protocol, RelayPathMixin) == fast_path
+        assert ("write" in vars(conn)) == fast_path
 
 
 class Recorder(RelayPathMixin, WebSocketServerProtocol):
@@ -225,27 +309,6 @@ def test_messages_arrive_whole_without_an_observer_event():
     assert "message" not in protocol.fired
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    mask=st.binary(min_size=4, max_size=4),
-    payload=st.binary(max_size=5000),
-    cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=5),
-)
-def test_integer_masking_equals_autobahns(mask, payload, cuts):
-    """L{IntegerMasker} gives the same bytes as Autobahn's own masker, for
-    any key and payload, also when the payload comes in pieces."""
-    reference = autobahn_masker(mask, len(payload))
-    ours = IntegerMasker(mask, len(payload))
-    pieces, last = [], 0
-    for cut in sorted(min(c, len(payload)) for c in cuts) + [len(payload)]:
-        pieces.append(payload[last:cut])
-        last = cut
-    assert b"".join(ours.process(p) for p in pieces) == reference.process(payload)
-    assert ours.pointer() == len(payload)
-    ours.reset()
-    assert ours.pointer() == 0
-
-
 def test_masked_frames_round_trip_with_integer_masking(monkeypatch):
     """With integer masking in place, a client's masked frame is unmasked
     by the server side to the text that was sent (Autobahn's parser and
@@ -267,14 +330,22 @@ def test_masked_frames_round_trip_with_integer_masking(monkeypatch):
     assert protocol.messages == [(b'[2,"m","Heartbeat",{}]', False)]
 
 
+def daemon_options(fast_path):
+    """What twistd hands the daemon's entry, as far as it reads it."""
+    return SimpleNamespace(config=SimpleNamespace(server=SimpleNamespace(fast_path=fast_path)))
+
+
 def test_twistd_entry_uses_integer_masking(monkeypatch):
-    """The daemon's entry installs integer masking; building the services
-    alone (as the tests do) leaves Autobahn as it is."""
+    """The daemon's entry installs integer masking when the fast path is
+    on, and leaves Autobahn's masker alone when it is off; building the
+    services alone (as the tests do) leaves Autobahn as it is."""
     from cfosproxy import tap
 
-    monkeypatch.setattr(autobahn.websocket.protocol, "create_xor_masker",
-                        autobahn.websocket.protocol.create_xor_masker)
+    autobahns = autobahn.websocket.protocol.create_xor_masker
+    monkeypatch.setattr(autobahn.websocket.protocol, "create_xor_masker", autobahns)
     monkeypatch.setattr("cfosproxy.ops.gctuning.tune_garbage_collection", lambda reactor: None)
-    monkeypatch.setattr(tap, "build_service", lambda options: "service")
-    tap.makeService("options")
+    monkeypatch.setattr("cfosproxy.wiring.daemon.build_daemon", lambda options: "service")
+    tap.makeService(daemon_options(fast_path=False))
+    assert autobahn.websocket.protocol.create_xor_masker is autobahns
+    tap.makeService(daemon_options(fast_path=True))
     assert autobahn.websocket.protocol.create_xor_masker is IntegerMasker

@@ -1,10 +1,14 @@
 """Whole text frames read and written by L{RelayPathMixin} itself behave
 exactly as through Autobahn's parser and writer: the same messages, the
 same answers on the wire (pongs, close frames with 1002 or 1009), whatever
-the frames and however the bytes are split into reads."""
+the frames and however the bytes are split into reads. With the fast path
+off (C{[server] fast_path = no}) the factories' hookup leaves nothing
+behind that would make a difference either."""
 
+import contextlib
 import struct
 
+import autobahn.websocket.protocol
 import pytest
 from autobahn.exception import Disconnected, PayloadExceededError
 from autobahn.twisted.websocket import (
@@ -18,8 +22,10 @@ from hypothesis import strategies as st
 from twisted.internet import reactor, task
 from twisted.internet.testing import StringTransport
 
-from cfosproxy.ws.relaypath import FACTORY_OPTIONS, RelayPathMixin
+from cfosproxy.ws.peer import PeerFactoryMixin
+from cfosproxy.ws.relaypath import FACTORY_OPTIONS, RelayPathMixin, use_integer_masking
 from tests.fakes import switching_protocols
+from tests.wsframes import raw_frame
 
 LIMIT = 300  # max_message_size for these tests: frames above it close with 1009
 OPTIONS = dict(
@@ -90,12 +96,46 @@ class AutobahnClient(_Recording, WebSocketClientProtocol):
     """The same client side on Autobahn's own path."""
 
 
-def open_server(protocol_class):
-    """A server protocol after a completed handshake, and its transport
-    (emptied of the handshake's answer)."""
+class RecordingServerFactory(PeerFactoryMixin, WebSocketServerFactory):
+    """Chooses between the recording server protocols as cfosproxy's
+    server factory chooses between its own."""
+
+    protocol = DirectServer
+    plain_protocol = AutobahnServer
+
+
+class RecordingClientFactory(PeerFactoryMixin, WebSocketClientFactory):
+    """Chooses between the recording client protocols as cfosproxy's
+    backend factory chooses between its own."""
+
+    protocol = DirectClient
+    plain_protocol = AutobahnClient
+
+
+def server_factory(protocol_class, options=OPTIONS):
+    """A server factory for C{protocol_class}."""
     factory = WebSocketServerFactory()
-    factory.setProtocolOptions(**OPTIONS)
+    factory.setProtocolOptions(**options)
     factory.protocol = protocol_class
+    return factory
+
+
+def client_factory(protocol_class, options=OPTIONS):
+    """A client factory for C{protocol_class}."""
+    factory = WebSocketClientFactory("ws://localhost/CB-1")
+    factory.setProtocolOptions(**options)
+    factory.protocol = protocol_class
+    return factory
+
+
+def open_server(protocol_class, factory=None):
+    """A server protocol after a completed handshake, and its transport
+    (emptied of the handshake's answer).
+
+    @param factory: the factory to build it; by default one with
+        L{OPTIONS} for C{protocol_class}.
+    """
+    factory = factory or server_factory(protocol_class)
     protocol = factory.buildProtocol(None)
     transport = Wire()
     protocol.makeConnection(transport)
@@ -105,11 +145,14 @@ def open_server(protocol_class):
     return protocol, transport
 
 
-def open_client(protocol_class):
-    """A client protocol after a completed handshake, and its transport."""
-    factory = WebSocketClientFactory("ws://localhost/CB-1")
-    factory.setProtocolOptions(serverConnectionDropTimeout=0, **OPTIONS)
-    factory.protocol = protocol_class
+def open_client(protocol_class, factory=None):
+    """A client protocol after a completed handshake, and its transport.
+
+    @param factory: the factory to build it; by default one with
+        L{OPTIONS} for C{protocol_class}.
+    """
+    factory = factory or client_factory(protocol_class)
+    factory.setProtocolOptions(serverConnectionDropTimeout=0)
     protocol = factory.buildProtocol(None)
     transport = Wire()
     protocol.makeConnection(transport)
@@ -127,20 +170,8 @@ def frame(opcode, payload, fin=True, mask=None, rsv=0, length_form=None):
     @param length_form: C{None} for the shortest length encoding, 126 or
         127 for a 16- or 64-bit length whatever the size.
     """
-    size = len(payload)
-    form = length_form or (size if size < 126 else 126 if size <= 0xFFFF else 127)
     first = (0x80 if fin else 0) | (rsv << 4) | opcode
-    mask_bit = 0x80 if mask is not None else 0
-    if form == 126:
-        header = struct.pack("!BBH", first, mask_bit | 126, size)
-    elif form == 127:
-        header = struct.pack("!BBQ", first, mask_bit | 127, size)
-    else:
-        header = struct.pack("!BB", first, mask_bit | size)
-    if mask is None:
-        return header + payload
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return header + mask + body
+    return raw_frame(first, payload, mask, length_form)
 
 
 def parse_frames(data):
@@ -221,30 +252,68 @@ def outcome(protocol, transport):
 
 SIDES = {
     # The wallbox leg: a client's frames, masked.
-    "server": (open_server, DirectServer, AutobahnServer, True),
+    "server": (open_server, RecordingServerFactory, server_factory, AutobahnServer, True),
     # The backend leg: a server's frames, unmasked.
-    "client": (open_client, DirectClient, AutobahnClient, False),
+    "client": (open_client, RecordingClientFactory, client_factory, AutobahnClient, False),
 }
 
 
+@contextlib.contextmanager
+def masking_as_in_the_daemon(fast_path):
+    """Autobahn's masker as the daemon sets it (integer masking with the
+    fast path on), and back to what it was after."""
+    masker = autobahn.websocket.protocol.create_xor_masker
+    if fast_path:
+        use_integer_masking()
+    try:
+        yield
+    finally:
+        autobahn.websocket.protocol.create_xor_masker = masker
+
+
+def pair(side, fast_path):
+    """The protocol under test, as cfosproxy's factories hook up the fast
+    path (on or off), and Autobahn alone with the same options; each opened,
+    with its transport."""
+    opened, hookup, reference, autobahn_class, _ = SIDES[side]
+    factory = hookup()
+    factory.setProtocolOptions(**OPTIONS)
+    factory.use_fast_path(fast_path)
+    assert factory.fast_path == fast_path
+    # Autobahn's UTF-8 check is the one option the hookup changes: on for
+    # both, or off for both (the protocol's own check is tested elsewhere).
+    same = dict(OPTIONS, utf8validateIncoming=factory.utf8validateIncoming)
+    plain = reference(autobahn_class, same)
+    return opened(None, factory), opened(None, plain)
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast path on", "fast path off"])
 @pytest.mark.parametrize("side", sorted(SIDES))
 @settings(max_examples=350, deadline=None)
 @given(
     data=st.data(),
     cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6),
 )
-def test_the_direct_path_matches_autobahn(side, data, cuts):
+def test_the_direct_path_matches_autobahn(side, fast_path, data, cuts):
     """The peer's frames, any mix and split into any reads, on either
-    leg: the direct path delivers and answers exactly what Autobahn alone
-    does."""
-    opened, direct, plain, masked = SIDES[side]
+    leg, with the fast path on and off: cfosproxy's protocol delivers and
+    answers exactly what Autobahn alone does."""
+    masked = SIDES[side][-1]
     stream = b"".join(data.draw(st.lists(frames(masked=masked), min_size=1, max_size=8)))
     results = []
-    for protocol_class in (direct, plain):
-        protocol, transport = opened(protocol_class)
-        feed(protocol, stream, cuts)
-        results.append(outcome(protocol, transport))
+    with masking_as_in_the_daemon(fast_path):
+        for protocol, transport in pair(side, fast_path):
+            feed(protocol, stream, cuts)
+            results.append(outcome(protocol, transport))
     assert results[0] == results[1]
+
+
+def test_the_hookup_chooses_the_path():
+    """The hookup the differential test goes through builds the direct
+    protocol with the fast path on and Autobahn's alone with it off."""
+    for fast_path, expected in ((True, DirectServer), (False, AutobahnServer)):
+        (protocol, _), _ = pair("server", fast_path)
+        assert type(protocol) is expected
 
 
 def test_whole_text_frames_skip_autobahns_parser(monkeypatch):

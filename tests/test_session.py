@@ -44,7 +44,7 @@ class SessionTests(unittest.TestCase):
         self.responder = EchoResponder()
         self.observer = Observer()
         self.session = OcppSession(
-            "CB-1", self.connection, self.responder, [self.observer], self.clock, 30
+            "CB-1", self.connection, self.responder.answer, [self.observer], self.clock, 30
         )
 
     def test_call_is_answered_and_observed(self):
@@ -193,7 +193,7 @@ class BackPressureTests(unittest.TestCase):
         self.connection = RecordingConnection()
         self.responder = EchoResponder()
         self.session = OcppSession(
-            "CB-1", self.connection, self.responder, [], task.Clock(), 30
+            "CB-1", self.connection, self.responder.answer, [], task.Clock(), 30
         )
 
     def flood(self, count):
@@ -258,7 +258,7 @@ class LogTests(unittest.TestCase):
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         connection = RecordingConnection()
-        session = OcppSession("CB-1", connection, EchoResponder(), [], task.Clock(), 30)
+        session = OcppSession("CB-1", connection, EchoResponder().answer, [], task.Clock(), 30)
         huge = "x" * 10000
         session.text_received('[2,"{}","Heartbeat",{{}}]'.format(huge))
         self.assertEqual(connection.last()[1], huge)

@@ -5,6 +5,7 @@ names it is meant to answer for (DNS rebinding)."""
 import asyncio
 import json
 
+import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -22,6 +23,8 @@ from cfosproxy.ops.status import (
 )
 from tests.harness import RunningDaemon, asyncio_test
 
+pytestmark = pytest.mark.usefixtures("logged_errors", "no_reactor_timers")
+
 # Only bounds the wait for what the daemon owes.
 HANG_GUARD = 30
 
@@ -37,13 +40,18 @@ class Hello(resource.Resource):
     render_POST = render_GET
 
 
-class Events:
-    """Every log event while a test runs."""
+PEER = IPv4Address("TCP", "192.0.2.7", 40000)
 
-    def __init__(self, testcase):
+
+class Events:
+    """Every log event from now until L{stop}."""
+
+    def __init__(self):
         self.events = []
         globalLogPublisher.addObserver(self.events.append)
-        testcase.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def stop(self):
+        globalLogPublisher.removeObserver(self.events.append)
 
     def lines(self, level=None):
         return [
@@ -53,177 +61,232 @@ class Events:
         ]
 
 
-class SiteTests(unittest.TestCase):
-    """A L{StatusSite} driven through an in-memory connection."""
+@pytest.fixture
+def log():
+    """Every log event while the test runs."""
+    events = Events()
+    yield events
+    events.stop()
 
-    def setUp(self):
-        self.clock = MemoryReactorClock()
-        self.site = StatusSite(
-            Hello(), allowed_hosts=("localhost", "127.0.0.1", "::1", "cfos.local"),
-            reactor=self.clock,
-        )
-        self.site.doStart()
-        self.addCleanup(self.site.doStop)
-        self.log = Events(self)
 
-    def connect(self):
-        channel = self.site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
-        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
+@pytest.fixture
+def clock():
+    """The site's reactor: a fake clock for its deadlines."""
+    return MemoryReactorClock()
+
+
+@pytest.fixture
+def site(clock):
+    """A started L{StatusSite} on C{clock}, to drive through in-memory
+    connections."""
+    site = StatusSite(
+        Hello(), allowed_hosts=("localhost", "127.0.0.1", "::1", "cfos.local"),
+        reactor=clock,
+    )
+    site.doStart()
+    yield site
+    site.doStop()
+
+
+@pytest.fixture
+def connect(site):
+    """Opens an in-memory connection from L{PEER} to C{site}; the ones the
+    site left open are closed after the test."""
+    opened = []
+
+    def connect():
+        channel = site.buildProtocol(PEER)
+        transport = StringTransport(peerAddress=PEER)
         channel.makeConnection(transport)
-        self.addCleanup(lambda: channel.connectionLost(None) if not transport.disconnecting else None)
+        opened.append((channel, transport))
         return channel, transport
 
-    def request(self, head):
-        channel, transport = self.connect()
+    yield connect
+    for channel, transport in reversed(opened):
+        if not transport.disconnecting:
+            channel.connectionLost(None)
+
+
+@pytest.fixture
+def exchange(connect):
+    """Sends a request head on a new connection; returns the answer."""
+
+    def exchange(head):
+        channel, transport = connect()
         channel.dataReceived(head)
         return transport.value()
 
-    def test_token_in_the_url_is_masked_in_the_access_log(self):
-        """A token in the query (and in the Referer) is written as *** in
-        the access log; the other parameters stay."""
-        answer = self.request(
-            b"GET /api/devices?token=s3cret&page=2 HTTP/1.1\r\nHost: 127.0.0.1:19580\r\n"
-            b"Referer: http://127.0.0.1:19580/?TOKEN=an0ther\r\n\r\n"
-        )
-        self.assertIn(b"200 OK", answer)
-        [line] = [line for line in self.log.lines() if "/api/devices" in line]
-        self.assertNotIn("s3cret", line)
-        self.assertNotIn("an0ther", line)
-        self.assertIn("/api/devices?token=***&page=2", line)
-        self.assertIn("/?TOKEN=***", line)
-
-    def test_reads_are_logged_at_debug_and_changes_at_info(self):
-        """A GET (the status page polls every few seconds) goes to the
-        access log at debug level; a POST at info."""
-        self.request(b"GET /api/devices HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        self.request(b"POST /api/devices/a/disable HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        self.assertEqual(len([l for l in self.log.lines(LogLevel.debug) if '"GET /api/devices' in l]), 1)
-        self.assertEqual(len([l for l in self.log.lines(LogLevel.info) if '"POST /api/devices' in l]), 1)
-
-    def test_allowed_hosts_are_served(self):
-        """Host names and addresses on the list are served, with or without
-        a port, in any case, IPv6 in brackets; so is a request without a
-        Host header (HTTP/1.0, not a browser)."""
-        for host in (b"127.0.0.1:19580", b"LOCALHOST", b"[::1]:19580", b"cfos.local.", b"cfos.local"):
-            answer = self.request(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
-            self.assertIn(b"200 OK", answer, host)
-        self.assertIn(b"200 OK", self.request(b"GET / HTTP/1.0\r\n\r\n"))
-
-    def test_other_hosts_are_refused(self):
-        """A Host header naming anything else (a DNS-rebinding page's own
-        name) gets 421 and nothing of the API, and a warning names the
-        client and the host."""
-        for host in (b"evil.example", b"evil.example:19580", b"127.0.0.1.evil.example", b"[::2]"):
-            answer = self.request(b"GET /api/devices HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
-            self.assertTrue(answer.startswith(b"HTTP/1.1 421"), answer)
-            self.assertNotIn(b"hello", answer)
-        warnings = self.log.lines(LogLevel.warn)
-        self.assertEqual(len(warnings), 4)
-        self.assertIn("192.0.2.7", warnings[0])
-        self.assertIn("evil.example", warnings[0])
-
-    def test_any_host_with_a_star(self):
-        """allowed_hosts = * serves every host name."""
-        site = StatusSite(Hello(), allowed_hosts=("*",), reactor=self.clock)
-        channel = site.buildProtocol(None)
-        transport = StringTransport()
-        channel.makeConnection(transport)
-        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: anything.example\r\n\r\n")
-        self.assertIn(b"200 OK", transport.value())
-        channel.connectionLost(None)
-
-    def test_a_trickling_request_is_cut_off_at_the_deadline(self):
-        """A client that sends its request a byte at a time, never silent
-        long enough for twisted.web's idle timeout, is closed once the
-        deadline after its first byte has passed, with a log line."""
-        channel, transport = self.connect()
-        for byte in b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 200:
-            channel.dataReceived(bytes([byte]))
-            self.clock.advance(REQUEST_DEADLINE / 20)
-            if transport.disconnecting:
-                break
-        self.assertTrue(transport.disconnecting)
-        self.assertLessEqual(self.clock.seconds(), REQUEST_DEADLINE + 1)
-        self.assertTrue(
-            any(
-                "no whole request within" in line and "192.0.2.7" in line
-                for line in self.log.lines(LogLevel.info)
-            )
-        )
-
-    def test_each_request_on_a_kept_connection_has_its_own_deadline(self):
-        """A connection kept open between requests: a request that comes
-        in whole is answered, and the next one has the deadline again;
-        the time spent on earlier requests does not count."""
-        channel, transport = self.connect()
-        for _ in range(3):
-            self.clock.advance(REQUEST_DEADLINE - 1)
-            channel.dataReceived(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        self.assertFalse(transport.disconnecting)
-        self.assertEqual(transport.value().count(b"200 OK"), 3)
-        self.clock.advance(REQUEST_DEADLINE)
-        self.assertTrue(transport.disconnecting)
-        # Closing a connection that sat idle is no news at info level.
-        self.assertFalse(
-            [line for line in self.log.lines(LogLevel.info) if "no whole request" in line]
-        )
-        self.assertTrue(
-            [line for line in self.log.lines(LogLevel.debug) if "no whole request" in line]
-        )
-
-    def test_a_head_over_the_bound_is_refused(self):
-        """A request head over MAX_REQUEST_HEAD bytes gets 400 and the
-        connection is closed."""
-        head = b"GET / HTTP/1.1\r\nHost: localhost\r\n"
-        while len(head) <= MAX_REQUEST_HEAD:
-            head += b"X-Padding: " + b"a" * 1000 + b"\r\n"
-        answer = self.request(head + b"\r\n")
-        self.assertTrue(answer.startswith(b"HTTP/1.1 400"), answer[:40])
+    return exchange
 
 
-class MaskTests(unittest.TestCase):
-    def test_secret_values_are_masked(self):
-        """Values of token-like parameters become ***, in any case and
-        percent-encoded; other parameters, the path and the fragment
-        stay."""
-        cases = {
-            b"/a?token=x": b"/a?token=***",
-            b"/a?b=1&Token=x&c=2": b"/a?b=1&Token=***&c=2",
-            b"/a?%74oken=x": b"/a?%74oken=***",
-            b"/a?access_token=x#f": b"/a?access_token=***#f",
-            b"/a?tokens=x": b"/a?tokens=x",
-            b"/a?token": b"/a?token",
-            b"/token=x": b"/token=x",
-            b"/a": b"/a",
-        }
-        for uri, masked in cases.items():
-            self.assertEqual(mask_query_secrets(uri), masked, uri)
+def test_token_in_the_url_is_masked_in_the_access_log(exchange, log):
+    """A token in the query (and in the Referer) is written as *** in
+    the access log; the other parameters stay."""
+    answer = exchange(
+        b"GET /api/devices?token=s3cret&page=2 HTTP/1.1\r\nHost: 127.0.0.1:19580\r\n"
+        b"Referer: http://127.0.0.1:19580/?TOKEN=an0ther\r\n\r\n"
+    )
+    assert b"200 OK" in answer
+    [line] = [line for line in log.lines() if "/api/devices" in line]
+    assert "s3cret" not in line
+    assert "an0ther" not in line
+    assert "/api/devices?token=***&page=2" in line
+    assert "/?TOKEN=***" in line
 
 
-class AllowedHostsConfigTests(unittest.TestCase):
-    def test_default_is_the_listen_address_and_localhost(self):
-        """Without allowed_hosts: localhost, 127.0.0.1, ::1, and the address
-        the status listener binds to."""
-        config = config_from_string("[status]\nlisten = tcp:19580:interface=192.168.1.5\n")
-        self.assertEqual(
-            config.status.host_allow_list, ("localhost", "127.0.0.1", "::1", "192.168.1.5")
-        )
-        self.assertEqual(
-            config_from_string("").status.host_allow_list, ("localhost", "127.0.0.1", "::1")
-        )
+def test_reads_are_logged_at_debug_and_changes_at_info(exchange, log):
+    """A GET (the status page polls every few seconds) goes to the
+    access log at debug level; a POST at info."""
+    exchange(b"GET /api/devices HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    exchange(b"POST /api/devices/a/disable HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert len([l for l in log.lines(LogLevel.debug) if '"GET /api/devices' in l]) == 1
+    assert len([l for l in log.lines(LogLevel.info) if '"POST /api/devices' in l]) == 1
 
-    def test_configured_list(self):
-        """Names and addresses separated by commas or spaces, IPv6 with or
-        without brackets, in any case; * for any host."""
-        config = config_from_string("[status]\nallowed_hosts = CFOS.local, [::1] 10.0.0.2, *\n")
-        self.assertEqual(config.status.host_allow_list, ("cfos.local", "::1", "10.0.0.2", "*"))
 
-    def test_a_port_or_url_is_an_error(self):
-        """A host with a port, or a URL, is refused at start, naming the key."""
-        for value in ("cfos.local:19580", "http://cfos.local/", "a b/c"):
-            with self.assertRaises(ConfigError) as caught:
-                config_from_string("[status]\nallowed_hosts = {}\n".format(value))
-            self.assertIn("[status] allowed_hosts", str(caught.exception))
+def test_allowed_hosts_are_served(exchange):
+    """Host names and addresses on the list are served, with or without
+    a port, in any case, IPv6 in brackets; so is a request without a
+    Host header (HTTP/1.0, not a browser)."""
+    for host in (b"127.0.0.1:19580", b"LOCALHOST", b"[::1]:19580", b"cfos.local.", b"cfos.local"):
+        answer = exchange(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+        assert b"200 OK" in answer, host
+    assert b"200 OK" in exchange(b"GET / HTTP/1.0\r\n\r\n")
+
+
+def test_other_hosts_are_refused(exchange, log):
+    """A Host header naming anything else (a DNS-rebinding page's own
+    name) gets 421 and nothing of the API, and a warning names the
+    client and the host."""
+    for host in (b"evil.example", b"evil.example:19580", b"127.0.0.1.evil.example", b"[::2]"):
+        answer = exchange(b"GET /api/devices HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 421"), answer
+        assert b"hello" not in answer
+    warnings = log.lines(LogLevel.warn)
+    assert len(warnings) == 4
+    assert "192.0.2.7" in warnings[0]
+    assert "evil.example" in warnings[0]
+
+
+def test_any_host_with_a_star(clock):
+    """allowed_hosts = * serves every host name."""
+    site = StatusSite(Hello(), allowed_hosts=("*",), reactor=clock)
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: anything.example\r\n\r\n")
+    assert b"200 OK" in transport.value()
+    channel.connectionLost(None)
+
+
+def test_a_trickling_request_is_cut_off_at_the_deadline(connect, clock, log):
+    """A client that sends its request a byte at a time, never silent
+    long enough for twisted.web's idle timeout, is closed once the
+    deadline after its first byte has passed, with a log line."""
+    channel, transport = connect()
+    for byte in b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 200:
+        channel.dataReceived(bytes([byte]))
+        clock.advance(REQUEST_DEADLINE / 20)
+        if transport.disconnecting:
+            break
+    assert transport.disconnecting
+    assert clock.seconds() <= REQUEST_DEADLINE + 1
+    assert any(
+        "no whole request within" in line and "192.0.2.7" in line
+        for line in log.lines(LogLevel.info)
+    )
+
+
+def test_each_request_on_a_kept_connection_has_its_own_deadline(connect, clock, log):
+    """A connection kept open between requests: a request that comes
+    in whole is answered, and the next one has the deadline again;
+    the time spent on earlier requests does not count."""
+    channel, transport = connect()
+    for _ in range(3):
+        clock.advance(REQUEST_DEADLINE - 1)
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert not transport.disconnecting
+    assert transport.value().count(b"200 OK") == 3
+    clock.advance(REQUEST_DEADLINE)
+    assert transport.disconnecting
+    # Closing a connection that sat idle is no news at info level.
+    assert not [line for line in log.lines(LogLevel.info) if "no whole request" in line]
+    assert [line for line in log.lines(LogLevel.debug) if "no whole request" in line]
+
+
+def test_a_head_over_the_bound_is_refused(exchange):
+    """A request head over MAX_REQUEST_HEAD bytes gets 400 and the
+    connection is closed."""
+    head = b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+    while len(head) <= MAX_REQUEST_HEAD:
+        head += b"X-Padding: " + b"a" * 1000 + b"\r\n"
+    answer = exchange(head + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:40]
+
+
+def test_secret_values_are_masked():
+    """Values of token-like parameters become ***, in any case and
+    percent-encoded; other parameters, the path and the fragment
+    stay."""
+    cases = {
+        b"/a?token=x": b"/a?token=***",
+        b"/a?b=1&Token=x&c=2": b"/a?b=1&Token=***&c=2",
+        b"/a?%74oken=x": b"/a?%74oken=***",
+        b"/a?access_token=x#f": b"/a?access_token=***#f",
+        b"/a?tokens=x": b"/a?tokens=x",
+        b"/a?token": b"/a?token",
+        b"/token=x": b"/token=x",
+        b"/a": b"/a",
+    }
+    for uri, masked in cases.items():
+        assert mask_query_secrets(uri) == masked, uri
+
+
+def test_default_is_the_listen_address_and_localhost():
+    """Without allowed_hosts: localhost, 127.0.0.1, ::1, and the address
+    the status listener binds to."""
+    config = config_from_string("[status]\nlisten = tcp:19580:interface=192.168.1.5\n")
+    assert config.status.host_allow_list == ("localhost", "127.0.0.1", "::1", "192.168.1.5")
+    assert config_from_string("").status.host_allow_list == ("localhost", "127.0.0.1", "::1")
+
+
+def test_configured_list():
+    """Names and addresses separated by commas or spaces, IPv6 with or
+    without brackets, in any case; * for any host."""
+    config = config_from_string("[status]\nallowed_hosts = CFOS.local, [::1] 10.0.0.2, *\n")
+    assert config.status.host_allow_list == ("cfos.local", "::1", "10.0.0.2", "*")
+
+
+def test_a_port_or_url_is_an_error():
+    """A host with a port, or a URL, is refused at start, naming the key."""
+    for value in ("cfos.local:19580", "http://cfos.local/", "a b/c"):
+        with pytest.raises(ConfigError) as caught:
+            config_from_string("[status]\nallowed_hosts = {}\n".format(value))
+        assert "[status] allowed_hosts" in str(caught.value)
+
+
+def render_health(failures):
+    """What C{/api/health} answers, as C{(code, document)}, when sharing has
+    failed C{failures} times in a row."""
+    listeners = {"ocpp": type("Up", (), {"running": True})()}
+    manager = type("Manager", (), {"sharing_failures": failures})()
+    request = DummyRequest([b""])
+    body = status.HealthResource(listeners, manager).render_GET(request)
+    return request.responseCode or 200, json.loads(body)
+
+
+def test_sharing_that_works_is_healthy():
+    """Sharing works: 200, status ok, sharing ok."""
+    code, document = render_health(0)
+    assert (code, document["status"], document["sharing"]) == (200, "ok", "ok")
+
+
+def test_sharing_that_fails_is_degraded():
+    """Sharing keeps failing (limits are held): 503, status degraded,
+    with the number of failed passes, so that monitoring alerts."""
+    code, document = render_health(4)
+    assert code == 503
+    assert document["status"] == "degraded"
+    assert (document["sharing"], document["sharing_failures"]) == ("failing", 4)
 
 
 async def http_exchange(port, data, *, trickle=None):
@@ -268,7 +331,8 @@ class RealSocketTests(unittest.TestCase):
         closed at the deadline although it never stays silent, while a
         normal request is answered."""
         self.patch(status, "REQUEST_DEADLINE", 2)
-        log = Events(self)
+        log = Events()
+        self.addCleanup(log.stop)
         daemon = RunningDaemon(self)
         slow = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Slow: " + b"a" * 200
         loop = asyncio.get_running_loop()
@@ -290,7 +354,8 @@ class RealSocketTests(unittest.TestCase):
     async def test_host_header_checked_both_ways(self):
         """With the default list, a request for 127.0.0.1 or localhost is
         answered; one for another host name gets 421 and a warning."""
-        log = Events(self)
+        log = Events()
+        self.addCleanup(log.stop)
         daemon = RunningDaemon(self)
         for host in (b"127.0.0.1", b"localhost:1234"):
             answer, _ = await http_exchange(
@@ -319,27 +384,3 @@ class RealSocketTests(unittest.TestCase):
             )
             answers[host] = answer[:12]
         self.assertEqual(answers, {b"cfos.garage": b"HTTP/1.1 200", b"localhost": b"HTTP/1.1 421"})
-
-
-class HealthTests(unittest.TestCase):
-    """C{/api/health} says whether the load manager can share the current."""
-
-    def render(self, failures):
-        listeners = {"ocpp": type("Up", (), {"running": True})()}
-        manager = type("Manager", (), {"sharing_failures": failures})()
-        request = DummyRequest([b""])
-        body = status.HealthResource(listeners, manager).render_GET(request)
-        return request.responseCode or 200, json.loads(body)
-
-    def test_sharing_that_works_is_healthy(self):
-        """Sharing works: 200, status ok, sharing ok."""
-        code, document = self.render(0)
-        self.assertEqual((code, document["status"], document["sharing"]), (200, "ok", "ok"))
-
-    def test_sharing_that_fails_is_degraded(self):
-        """Sharing keeps failing (limits are held): 503, status degraded,
-        with the number of failed passes, so that monitoring alerts."""
-        code, document = self.render(4)
-        self.assertEqual(code, 503)
-        self.assertEqual(document["status"], "degraded")
-        self.assertEqual((document["sharing"], document["sharing_failures"]), ("failing", 4))

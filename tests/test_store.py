@@ -1,6 +1,7 @@
 """The SQLite store: what the gateway keeps through a backend outage, a
 restart and a crash."""
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -8,8 +9,10 @@ import subprocess
 import sys
 
 import pytest
+from zope.interface.verify import verifyObject
 
-from cfosproxy.store.database import STORE_FILE, DeadLetter, QueuedMessage, Store, StoreError
+from cfosproxy.core.interfaces import IIdTagCache, IOutboundQueue, ITransactionIds
+from cfosproxy.store import STORE_FILE, DeadLetter, QueuedMessage, Store, StoreError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,6 +26,28 @@ def store(tmp_path):
 
 def texts(messages):
     return [message.text for message in messages]
+
+
+def is_local_transaction(store, link, local_id):
+    """Whether C{store}'s file holds C{local_id} as given out locally on
+    C{link}, mapped to a backend id yet or not, as another opener of the
+    file sees it (the gateway never asks: it maps what it marked)."""
+    with contextlib.closing(sqlite3.connect(store.path)) as other:
+        row = other.execute(
+            "SELECT 1 FROM transaction_ids WHERE link = ? AND local_id = ?",
+            (link, local_id),
+        ).fetchone()
+    return row is not None
+
+
+@pytest.mark.parametrize(
+    "contract", [IOutboundQueue, ITransactionIds, IIdTagCache], ids=lambda i: i.__name__
+)
+def test_store_provides_the_cores_contracts(store, contract):
+    """The store declares each contract the gateway and the local central
+    system are written against, and has every method of it with the
+    contract's signature."""
+    assert verifyObject(contract, store)
 
 
 def test_queue_keeps_order_per_link_and_links_apart(store):
@@ -97,7 +122,7 @@ def test_commits_are_visible_without_close(tmp_path):
         try:
             [message] = reopened.queued("box")
             assert (message.id, message.text, message.attempts) == (m1.id, "m1", 1)
-            assert reopened.is_local_transaction("box", 3)
+            assert is_local_transaction(reopened, "box", 3)
             assert reopened.last_boot("box") == "boot"
         finally:
             reopened.close()
@@ -162,16 +187,16 @@ def test_replace_text(store):
 def test_transaction_map_both_ways(store):
     """Local ids are marked, then mapped to the backend's ids; lookups work
     in both directions and per link."""
-    assert not store.is_local_transaction("box", 5)
+    assert not is_local_transaction(store, "box", 5)
     store.mark_local_transaction("box", 5)
     store.mark_local_transaction("box", 5)  # twice is harmless
-    assert store.is_local_transaction("box", 5)
-    assert not store.is_local_transaction("other", 5)
+    assert is_local_transaction(store, "box", 5)
+    assert not is_local_transaction(store, "other", 5)
     assert store.backend_transaction_id("box", 5) is None
 
     store.map_transaction("box", 5, 900)
     store.map_transaction("other", 6, 900)
-    assert store.is_local_transaction("box", 5)
+    assert is_local_transaction(store, "box", 5)
     assert store.backend_transaction_id("box", 5) == 900
     assert store.local_transaction_id("box", 900) == 5
     assert store.local_transaction_id("other", 900) == 6
@@ -301,7 +326,7 @@ def test_state_dir_that_cannot_be_made_gives_store_error(tmp_path):
 # wait (never closing the store) until killed.
 CHILD = """
 import sys
-from cfosproxy.store.database import Store
+from cfosproxy.store import Store
 store = Store(sys.argv[1])
 for n in range(200):
     message = store.enqueue("box", "MeterValues", "message %d" % n, float(n))

@@ -13,7 +13,7 @@ import sys
 import pytest
 from twisted.logger import formatEvent, globalLogPublisher
 
-from cfosproxy.store.database import STORE_FILE, Store, StoreError
+from cfosproxy.store import STORE_FILE, Store, StoreError
 from cfosproxy.store.walcheck import check_wal
 from tests.harness import TWISTD, daemon_env, free_port
 
@@ -210,11 +210,13 @@ def test_a_file_checked_moments_ago_is_not_read_again(tmp_path, monkeypatch):
     """The daemon checks the store before twistd forks and opens it again
     after: the second open skips the page-by-page check, the first one
     makes it."""
-    from cfosproxy.store import database as store_module
+    from cfosproxy.store import facade
 
     checks = []
-    real = store_module.Store._check
-    monkeypatch.setattr(store_module.Store, "_check", lambda self: checks.append(self.path) or real(self))
+    real = facade.check_file
+    monkeypatch.setattr(
+        facade, "check_file", lambda db, path: checks.append(path) or real(db, path)
+    )
     Store.in_state_dir(str(tmp_path)).close()
     Store.in_state_dir(str(tmp_path), check=False).close()
     assert checks == [str(tmp_path / STORE_FILE)]
@@ -234,7 +236,7 @@ def crashed_store(tmp_path, commits, watermark=True):
     before any checkpoint). Returns the crashed store file's path."""
     live = str(tmp_path / "live" / STORE_FILE)
     store = Store(live)
-    store._db.execute("PRAGMA wal_autocheckpoint = 0")
+    store._connection.db.execute("PRAGMA wal_autocheckpoint = 0")
     for n in range(commits):
         store.enqueue("CB-1", "MeterValues", '[2,"m%d","MeterValues",{}]' % n, float(n))
     if watermark:

@@ -17,7 +17,7 @@ from twisted.internet import task
 from cfosproxy.core.gateway import LOCAL_TRANSACTION_IDS, Gateway
 from cfosproxy.core.localcs import LocalCentralSystem
 from cfosproxy.core.session import OcppSession
-from cfosproxy.store.database import Store, StoreError
+from cfosproxy.store import Store, StoreError
 from tests.fakes import RecordingConnection
 from tests.test_gateway import START, FakeLink
 
@@ -103,12 +103,12 @@ def test_close_commits_what_is_pending(tmp_path):
 def fill(store):
     """Let the file grow no more: every page it has is all it gets."""
     # The store's connection is the one whose writes must fail.
-    (pages,) = store._db.execute("PRAGMA page_count").fetchone()
-    store._db.execute("PRAGMA max_page_count = {:d}".format(pages))
+    (pages,) = store._connection.db.execute("PRAGMA page_count").fetchone()
+    store._connection.db.execute("PRAGMA max_page_count = {:d}".format(pages))
 
 
 def free(store):
-    store._db.execute("PRAGMA max_page_count = 1073741823")
+    store._connection.db.execute("PRAGMA max_page_count = 1073741823")
 
 
 def test_full_disk_fails_the_write_with_a_clear_error(tmp_path):
@@ -198,9 +198,10 @@ def test_failed_commit_tells_every_waiter(grouped):
     store.enqueue("CB-1", "MeterValues", "lost", 0)
     failures = []
     store.durable().addErrback(failures.append)
-    real, store._db = store._db, CommitFails(store._db)
+    connection = store._connection
+    real, connection.db = connection.db, CommitFails(connection.db)
     scheduler.run()
-    store._db = real
+    connection.db = real
     assert len(failures) == 1 and failures[0].check(StoreError)
     assert "disk I/O error" in str(failures[0].value)
     assert on_disk(path) == [] and store.queued("CB-1") == []
@@ -219,11 +220,14 @@ class GatewayRig:
         # next_transaction_id: the store's, unless a test replaces it.
         self.next_transaction_id = self.store.next_transaction_id
         local = LocalCentralSystem(self.clock, 300, lambda: self.next_transaction_id())
-        self.gateway = Gateway("CB-1", "CB-1", self.store, local, self.clock, 30, "accept")
-        self.link = self.gateway.link = FakeLink()
+        self.link = FakeLink()
+        self.gateway = Gateway(
+            "CB-1", "CB-1", lambda: self.store, local, self.clock, 30, "accept",
+            link=lambda handler: self.link,
+        )
         self.wallbox = RecordingConnection()
-        self.session = OcppSession("CB-1", self.wallbox, self.gateway, (), self.clock, 30)
-        self.gateway.wallbox_connected(self.session)
+        self.session = OcppSession("CB-1", self.wallbox, self.gateway.answer, (), self.clock, 30)
+        self.gateway.session_opened(self.session)
 
     def send(self, unique_id, action, payload):
         self.session.text_received(json.dumps([2, unique_id, action, payload]))
@@ -280,7 +284,7 @@ def test_damage_while_running_says_what_to_do(tmp_path):
             return sql.startswith("INSERT")
 
     store = Store(str(tmp_path / "s.sqlite"))
-    store._db = Malformed(store._db)
+    store._connection.db = Malformed(store._connection.db)
     with pytest.raises(StoreError) as error:
         store.enqueue("CB-1", "MeterValues", "m", 0)
     assert "restore the store from a backup" in str(error.value)
@@ -323,10 +327,10 @@ def test_a_queued_message_is_one_statement_in_the_group(grouped):
     store, scheduler, path = grouped
     store.enqueue("CB-1", "MeterValues", "first", 0)  # opens the group
     statements = []
-    store._db.set_trace_callback(statements.append)
+    store._connection.db.set_trace_callback(statements.append)
     message = store.enqueue("CB-1", "MeterValues", "second", 0)
     store.delivered(message.id)
-    store._db.set_trace_callback(None)
+    store._connection.db.set_trace_callback(None)
     assert [s.split()[0] for s in statements] == ["INSERT", "DELETE"]
     scheduler.run()
     assert on_disk(path) == ["first"]
@@ -339,10 +343,10 @@ def test_a_failed_statement_leaves_the_group_standing(grouped):
     store, scheduler, path = grouped
     store.enqueue("CB-1", "MeterValues", "kept", 0)
     stored = store.durable()
-    store._db.execute("DROP TABLE boots")
+    store._connection.db.execute("DROP TABLE boots")
     with pytest.raises(StoreError):
         store.save_boot("CB-1", "boot")
-    assert store._db.in_transaction
+    assert store._connection.db.in_transaction
     scheduler.run()
     assert stored.called and stored.result is None
     assert on_disk(path) == ["kept"]
@@ -380,7 +384,7 @@ def replay_start_on_a_full_disk(tmp_path):
     backend was away) reached the backend just as the disk filled up; the
     backend has answered it. Returns the rig, the disk and the local id."""
     rig = GatewayRig(tmp_path)
-    disk = rig.store._db = DiskFull(rig.store._db)
+    disk = rig.store._connection.db = DiskFull(rig.store._connection.db)
     rig.send("b1", "BootNotification", {"chargePointVendor": "v", "chargePointModel": "m"})
     rig.send("s1", "StartTransaction", START)
     rig.scheduler.run()
@@ -453,11 +457,12 @@ def test_a_failed_commit_of_a_delivery_does_not_send_it_again(tmp_path):
     rig.gateway.link_opened(rig.link)
     first = json.loads(rig.link.sent[-1])
     assert first[2] == "StartTransaction"
-    real, rig.store._db = rig.store._db, CommitFails(rig.store._db)
+    connection = rig.store._connection
+    real, connection.db = connection.db, CommitFails(connection.db)
     rig.gateway.text_received(json.dumps([3, first[1], BACKEND_START]))
     rig.scheduler.run()
     assert [m.action for m in rig.store.queued("CB-1")] == ["StartTransaction", "DataTransfer"]
-    rig.store._db = real
+    connection.db = real
     rig.clock.advance(60)
     rig.scheduler.run()
     assert [json.loads(t)[2] for t in rig.link.sent] == ["StartTransaction", "DataTransfer"]
@@ -473,7 +478,7 @@ def test_a_start_that_cannot_get_a_local_id_is_withdrawn(tmp_path):
     an error and sends the StartTransaction again later; the queued copy is
     withdrawn, so that the backend gets the transaction once."""
     rig = GatewayRig(tmp_path)
-    disk = rig.store._db = DiskFull(rig.store._db)
+    disk = rig.store._connection.db = DiskFull(rig.store._connection.db)
 
     def next_id_on_a_full_disk():
         disk.full = True

@@ -1,7 +1,9 @@
 """TLS on the OCPP server port: off / on / detect, certificates, client certificates.
 
-Most tests run a real listener on 127.0.0.1 and a real TLS client; the
-first-byte timeout is tested with a fake clock.
+The first-byte timeout, the certificate files and the names in
+certificates are tested on a fake clock and in-memory transports; the
+modes and certificates in use on a real listener on 127.0.0.1 with a real
+TLS client.
 """
 
 import os
@@ -10,6 +12,7 @@ import shutil
 import stat
 import tempfile
 
+import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
@@ -34,6 +37,8 @@ from cfosproxy.ws import tls
 from tests.certutil import TestPKI
 
 ADDRESS = IPv4Address("TCP", "192.0.2.7", 40000)
+
+pytestmark = pytest.mark.usefixtures("logged_errors", "no_reactor_timers")
 
 
 class EchoServer(Protocol):
@@ -114,6 +119,288 @@ class TLS11Client:
         return True
 
 
+def server_context(pki, state_dir, **settings):
+    """The server's context factory with C{pki}'s server certificate and
+    key, no client certificates, and C{settings} on top."""
+    options = dict(
+        certificate=str(pki.server_cert_path),
+        private_key=str(pki.server_key_path),
+        client_ca="",
+        require_client_certificate=False,
+        state_dir=str(state_dir),
+    )
+    options.update(settings)
+    return tls.server_context_factory(**options)
+
+
+@pytest.fixture
+def pki(tmp_path):
+    """The test PKI, in the test's temporary directory."""
+    return TestPKI(tmp_path / "pki")
+
+
+@pytest.fixture
+def context(pki, tmp_path):
+    """Makes a server context factory as L{server_context} does, with the
+    state directory in the test's temporary directory."""
+    return lambda **settings: server_context(pki, tmp_path / "var", **settings)
+
+
+# tls = detect and tls = off on a fake clock and in-memory transports.
+def detecting(context, factory=None, clock=None):
+    """A tls = detect protocol for one connection from L{ADDRESS}."""
+    wrapped = tls.wrap_factory(
+        "detect",
+        factory or EchoFactory(),
+        context(),
+        clock=clock or task.Clock(),
+        sniff_timeout=10.0,
+    )
+    return wrapped.buildProtocol(ADDRESS)
+
+
+def test_idle_connection_closed_after_sniff_timeout(context):
+    """A connection that sends nothing is closed after sniff_timeout seconds,
+    not before."""
+    clock = task.Clock()
+    protocol = detecting(context, clock=clock)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    clock.advance(9.9)
+    assert not transport.disconnecting
+    clock.advance(0.1)
+    assert transport.disconnecting
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert clock.getDelayedCalls() == []
+
+
+def test_first_byte_stops_timer_and_is_replayed(context):
+    """After the first plain byte the timeout is off, the application protocol
+    gets every byte and the socket's transport itself (so pausing reaches the
+    socket), and it hears about the connection loss."""
+    clock = task.Clock()
+    factory = EchoFactory()
+    protocol = detecting(context, factory, clock)
+    transport = StringTransport(peerAddress=ADDRESS)
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"G")
+    assert clock.getDelayedCalls() == []
+    assert transport.value() == b"plain:G"
+    protocol.connectionLost(Failure(ConnectionDone()))
+    server = factory.closed.get().result
+    assert server.transport is transport
+    assert server.peer == "192.0.2.7"
+
+
+def test_connection_lost_before_first_byte(context):
+    """A connection closed before its first byte stops the timer and never
+    reaches the application protocol."""
+    clock = task.Clock()
+    factory = EchoFactory()
+    protocol = detecting(context, factory, clock)
+    protocol.makeConnection(StringTransport())
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert clock.getDelayedCalls() == []
+    assert not factory.closed.get().called
+
+
+def test_factory_without_protocol_closes(context):
+    """When the application factory builds no protocol, detect and on modes
+    build none either, so the port closes the connection."""
+    for mode in ("detect", "on"):
+        wrapped = tls.wrap_factory(
+            mode, NoProtocolFactory(), context(), clock=task.Clock()
+        )
+        assert wrapped.buildProtocol(ADDRESS) is None, mode
+
+
+def test_off_closes_tls_client_at_once():
+    """tls = off: a connection that starts a TLS handshake is closed at
+    the first byte and logged, instead of waiting out the WebSocket
+    handshake timeout; the application never sees it."""
+    factory = EchoFactory()
+    protocol = tls.wrap_factory("off", factory, None, clock=task.Clock()).buildProtocol(ADDRESS)
+    transport = StringTransport(peerAddress=ADDRESS)
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"\x16\x03\x01\x00\xa5")
+    assert transport.disconnecting
+    assert transport.value() == b""
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert not factory.closed.get().called
+
+
+def test_off_passes_plain_through():
+    """tls = off: plain bytes reach the application protocol unchanged."""
+    factory = EchoFactory()
+    protocol = tls.wrap_factory("off", factory, None, clock=task.Clock()).buildProtocol(ADDRESS)
+    transport = StringTransport(peerAddress=ADDRESS)
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"GET")
+    assert transport.value() == b"plain:GET"
+
+
+def test_plain_transport_has_no_tls():
+    """A plain transport is not TLS and has no peer certificate subject."""
+    assert not tls.is_tls(StringTransport())
+    assert tls.peer_certificate_subject(StringTransport()) is None
+
+
+def test_unknown_mode_refused():
+    """A TLS mode other than off, on and detect is an error."""
+    with pytest.raises(ValueError):
+        tls.wrap_factory("auto", EchoFactory(), None, clock=task.Clock())
+
+
+# Certificates and keys: the built-in one, the operator's, the files written.
+def test_self_signed_made_once_and_kept(tmp_path):
+    """The built-in certificate is made on first start (key mode 0600, state
+    directory 0700) and the same files are used, unchanged, later."""
+    state_dir = str(tmp_path / "var")
+    paths = certs.ensure_self_signed(state_dir)
+    cert_path, key_path = paths
+    assert stat.S_IMODE(os.stat(key_path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(state_dir).st_mode) == 0o700
+    before = [pathlib.Path(path).read_bytes() for path in paths]
+
+    assert certs.ensure_self_signed(state_dir) == paths
+    assert [pathlib.Path(path).read_bytes() for path in paths] == before
+
+    cert = x509.load_pem_x509_certificate(before[0])
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert "localhost" in names.value.get_values_for_type(x509.DNSName)
+
+
+def test_mismatched_key_refused(context, pki):
+    """A key that does not belong to the certificate is a config error naming
+    private_key and the key file."""
+    with pytest.raises(tls.TLSConfigError) as error:
+        context(private_key=str(pki.chain_key_path))
+    assert "[server] private_key" in str(error.value)
+    assert str(pki.chain_key_path) in str(error.value)
+
+
+def test_unreadable_file_refused(context, tmp_path):
+    """A certificate file that cannot be read is a config error naming the key
+    and the file."""
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(tls.TLSConfigError) as error:
+        context(certificate=missing)
+    assert "[server] certificate: cannot read " + missing in str(error.value)
+
+
+def test_write_private_key_owner_only(tmp_path):
+    """A written key file is mode 0600 even under umask 0, and writing again
+    replaces it without leaving temporary files."""
+    path = tmp_path / "key.pem"
+    old_umask = os.umask(0)
+    try:
+        certs.write_private_key(path, certs.make_key())
+        second = certs.make_key()
+        certs.write_private_key(path, second)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert path.read_bytes() == certs.pem_private_key(second)
+    assert os.listdir(tmp_path) == ["key.pem"]
+
+
+def test_utf8_organization_round_trips():
+    """A UTF-8 organization survives PEM and reads back in the RFC 4514 subject."""
+    ca, ca_key = certs.make_ca("Root", "Tiefgarage Köln GmbH")
+    cert, _ = certs.make_certificate(
+        "CB-0001", ca, ca_key, organization="Tiefgarage Köln GmbH", client=True
+    )
+    loaded = x509.load_pem_x509_certificate(certs.pem_certificate(cert))
+    subject = loaded.subject
+    assert subject.rfc4514_string() == "CN=CB-0001,O=Tiefgarage Köln GmbH"
+    organization = subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0]
+    assert organization.value == "Tiefgarage Köln GmbH"
+    assert loaded.issuer == ca.subject
+
+
+def test_required_without_client_ca_refused(context):
+    """Requiring client certificates without client_ca is a config error."""
+    with pytest.raises(tls.TLSConfigError) as error:
+        context(require_client_certificate=True)
+    assert "require_client_certificate" in str(error.value)
+
+
+# L{tls.client_certificate}: the names in a wallbox's certificate that
+# the profile 3 identity rule compares with the ChargeBox-ID.
+def load(paths):
+    """The certificate in the first of C{paths}."""
+    return x509.load_pem_x509_certificate(pathlib.Path(paths[0]).read_bytes())
+
+
+def test_common_name_serial_number_and_dns_names(pki):
+    """CN, subject serialNumber and DNS subjectAltNames are read as the
+    certificate has them, next to the RFC 4514 subject."""
+    cert = load(pki.client_cert_with(
+        "all",
+        [(NameOID.COMMON_NAME, "Power Brain"), (NameOID.SERIAL_NUMBER, "CB-0001")],
+        dns_names=["cb-0001.wallboxes.example", "spare.example"],
+    ))
+    identity = tls.client_certificate(cert)
+    assert identity.common_names == ("Power Brain",)
+    assert identity.serial_numbers == ("CB-0001",)
+    assert identity.dns_names == ("cb-0001.wallboxes.example", "spare.example")
+    assert identity.subject == "serialNumber=CB-0001,CN=Power Brain"
+
+
+def test_empty_subject_has_no_identity_but_its_subject_alt_name(pki):
+    """A certificate with an empty subject has no CN and no
+    serialNumber; its subjectAltName is still read."""
+    identity = tls.client_certificate(
+        load(pki.client_cert_with("empty", [], dns_names=["CB-0001"]))
+    )
+    assert (identity.common_names, identity.serial_numbers) == ((), ())
+    assert identity.dns_names == ("CB-0001",)
+
+
+def test_usual_client_certificate(pki):
+    """The test PKI's wallbox certificate: its CN is the ChargeBox-ID
+    and it has no subjectAltName."""
+    identity = tls.client_certificate(load(pki.client_cert_path("CB-0001")))
+    assert identity.common_names == ("CB-0001",)
+    assert identity.dns_names == ()
+
+
+# The client side's host name check (toward a backend, or from the
+# virtual wallbox): what it says about a server's certificate.
+def host_problem(pki, host, cert_paths):
+    """What the client side says about the certificate in C{cert_paths[0]}
+    for C{host}, trusting C{pki}'s CA; None when it is good."""
+    options = tls.client_tls_options(
+        host, ca=str(pki.ca_cert_path), certificate="", private_key=""
+    )
+    cert = x509.load_pem_x509_certificate(pathlib.Path(cert_paths[0]).read_bytes())
+    return options.host_problem(cert)
+
+
+def test_certificate_for_the_host_accepted(pki):
+    """The test server certificate names localhost and 127.0.0.1 in its
+    subjectAltName: good for both."""
+    server = (pki.server_cert_path, pki.server_key_path)
+    assert host_problem(pki, "localhost", server) is None
+    assert host_problem(pki, "127.0.0.1", server) is None
+
+
+def test_certificate_without_subject_alt_name_refused(pki):
+    """CN=localhost without subjectAltName is not a certificate for
+    localhost: the common name is not looked at."""
+    problem = host_problem(pki, "localhost", pki.server_cert_without_san("localhost"))
+    assert "no subjectAltName" in problem
+    assert "CN=localhost" in problem
+
+
+def test_certificate_for_another_host_refused(pki):
+    """A certificate for elsewhere.example is not one for localhost."""
+    problem = host_problem(pki, "localhost", pki.server_cert_for("elsewhere.example"))
+    assert "hostname mismatch" in problem
+
+
+# On a real loopback listener with a real TLS client: trial runs the
+# reactor for these.
 class TLSTestCase(unittest.TestCase):
     def setUp(self):
         self.tmp = pathlib.Path(tempfile.mkdtemp())
@@ -121,15 +408,7 @@ class TLSTestCase(unittest.TestCase):
         self.pki = TestPKI(self.tmp / "pki")
 
     def context(self, **settings):
-        options = dict(
-            certificate=str(self.pki.server_cert_path),
-            private_key=str(self.pki.server_key_path),
-            client_ca="",
-            require_client_certificate=False,
-            state_dir=str(self.tmp / "var"),
-        )
-        options.update(settings)
-        return tls.server_context_factory(**options)
+        return server_context(self.pki, self.tmp / "var", **settings)
 
     def listen(self, mode, **settings):
         """Listen on a free loopback port with C{mode}; return the port number."""
@@ -216,122 +495,8 @@ class ModeTests(TLSTestCase):
         self.assertEqual(server.received, b"")
         self.assertTrue(server.reason.check(SSL.Error))
 
-    def test_unknown_mode_refused(self):
-        """A TLS mode other than off, on and detect is an error."""
-        self.assertRaises(
-            ValueError, tls.wrap_factory, "auto", EchoFactory(), None, clock=reactor
-        )
-
-
-class DetectUnitTests(TLSTestCase):
-    def detecting(self, factory=None, clock=None):
-        wrapped = tls.wrap_factory(
-            "detect",
-            factory or EchoFactory(),
-            self.context(),
-            clock=clock or task.Clock(),
-            sniff_timeout=10.0,
-        )
-        return wrapped.buildProtocol(ADDRESS)
-
-    def test_idle_connection_closed_after_sniff_timeout(self):
-        """A connection that sends nothing is closed after sniff_timeout seconds,
-        not before."""
-        clock = task.Clock()
-        protocol = self.detecting(clock=clock)
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        clock.advance(9.9)
-        self.assertFalse(transport.disconnecting)
-        clock.advance(0.1)
-        self.assertTrue(transport.disconnecting)
-        protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(clock.getDelayedCalls(), [])
-
-    def test_first_byte_stops_timer_and_is_replayed(self):
-        """After the first plain byte the timeout is off, the application protocol
-        gets every byte and the socket's transport itself (so pausing reaches the
-        socket), and it hears about the connection loss."""
-        clock = task.Clock()
-        factory = EchoFactory()
-        protocol = self.detecting(factory, clock)
-        transport = StringTransport(peerAddress=ADDRESS)
-        protocol.makeConnection(transport)
-        protocol.dataReceived(b"G")
-        self.assertEqual(clock.getDelayedCalls(), [])
-        self.assertEqual(transport.value(), b"plain:G")
-        protocol.connectionLost(Failure(ConnectionDone()))
-        server = self.successResultOf(factory.closed.get())
-        self.assertIs(server.transport, transport)
-        self.assertEqual(server.peer, "192.0.2.7")
-
-    def test_connection_lost_before_first_byte(self):
-        """A connection closed before its first byte stops the timer and never
-        reaches the application protocol."""
-        clock = task.Clock()
-        factory = EchoFactory()
-        protocol = self.detecting(factory, clock)
-        protocol.makeConnection(StringTransport())
-        protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(clock.getDelayedCalls(), [])
-        self.assertNoResult(factory.closed.get())
-
-    def test_factory_without_protocol_closes(self):
-        """When the application factory builds no protocol, detect and on modes
-        build none either, so the port closes the connection."""
-        for mode in ("detect", "on"):
-            wrapped = tls.wrap_factory(
-                mode, NoProtocolFactory(), self.context(), clock=task.Clock()
-            )
-            self.assertIsNone(wrapped.buildProtocol(ADDRESS), mode)
-
-    def test_off_closes_tls_client_at_once(self):
-        """tls = off: a connection that starts a TLS handshake is closed at
-        the first byte and logged, instead of waiting out the WebSocket
-        handshake timeout; the application never sees it."""
-        factory = EchoFactory()
-        protocol = tls.wrap_factory("off", factory, None, clock=task.Clock()).buildProtocol(ADDRESS)
-        transport = StringTransport(peerAddress=ADDRESS)
-        protocol.makeConnection(transport)
-        protocol.dataReceived(b"\x16\x03\x01\x00\xa5")
-        self.assertTrue(transport.disconnecting)
-        self.assertEqual(transport.value(), b"")
-        protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertNoResult(factory.closed.get())
-
-    def test_off_passes_plain_through(self):
-        """tls = off: plain bytes reach the application protocol unchanged."""
-        factory = EchoFactory()
-        protocol = tls.wrap_factory("off", factory, None, clock=task.Clock()).buildProtocol(ADDRESS)
-        transport = StringTransport(peerAddress=ADDRESS)
-        protocol.makeConnection(transport)
-        protocol.dataReceived(b"GET")
-        self.assertEqual(transport.value(), b"plain:GET")
-
-    def test_plain_transport_has_no_tls(self):
-        """A plain transport is not TLS and has no peer certificate subject."""
-        self.assertFalse(tls.is_tls(StringTransport()))
-        self.assertIsNone(tls.peer_certificate_subject(StringTransport()))
-
 
 class CertificateTests(TLSTestCase):
-    def test_self_signed_made_once_and_kept(self):
-        """The built-in certificate is made on first start (key mode 0600, state
-        directory 0700) and the same files are used, unchanged, later."""
-        state_dir = str(self.tmp / "var")
-        paths = certs.ensure_self_signed(state_dir)
-        cert_path, key_path = paths
-        self.assertEqual(stat.S_IMODE(os.stat(key_path).st_mode), 0o600)
-        self.assertEqual(stat.S_IMODE(os.stat(state_dir).st_mode), 0o700)
-        before = [pathlib.Path(path).read_bytes() for path in paths]
-
-        self.assertEqual(certs.ensure_self_signed(state_dir), paths)
-        self.assertEqual([pathlib.Path(path).read_bytes() for path in paths], before)
-
-        cert = x509.load_pem_x509_certificate(before[0])
-        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        self.assertIn("localhost", names.value.get_values_for_type(x509.DNSName))
-
     @defer.inlineCallbacks
     def test_self_signed_certificate_served(self):
         """With no certificate configured the server uses the built-in one, and a
@@ -376,50 +541,6 @@ class CertificateTests(TLSTestCase):
         )
         data, _, _ = yield self.exchange(port, self.pki.client_context())
         self.assertEqual(data, b"tls:hello")
-
-    def test_mismatched_key_refused(self):
-        """A key that does not belong to the certificate is a config error naming
-        private_key and the key file."""
-        error = self.assertRaises(
-            tls.TLSConfigError, self.context, private_key=str(self.pki.chain_key_path)
-        )
-        self.assertIn("[server] private_key", str(error))
-        self.assertIn(str(self.pki.chain_key_path), str(error))
-
-    def test_unreadable_file_refused(self):
-        """A certificate file that cannot be read is a config error naming the key
-        and the file."""
-        missing = str(self.tmp / "missing.pem")
-        error = self.assertRaises(tls.TLSConfigError, self.context, certificate=missing)
-        self.assertIn("[server] certificate: cannot read " + missing, str(error))
-
-    def test_write_private_key_owner_only(self):
-        """A written key file is mode 0600 even under umask 0, and writing again
-        replaces it without leaving temporary files."""
-        path = self.tmp / "key.pem"
-        old_umask = os.umask(0)
-        try:
-            certs.write_private_key(path, certs.make_key())
-            second = certs.make_key()
-            certs.write_private_key(path, second)
-        finally:
-            os.umask(old_umask)
-        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
-        self.assertEqual(path.read_bytes(), certs.pem_private_key(second))
-        self.assertEqual(sorted(os.listdir(self.tmp)), ["key.pem", "pki"])
-
-    def test_utf8_organization_round_trips(self):
-        """A UTF-8 organization survives PEM and reads back in the RFC 4514 subject."""
-        ca, ca_key = certs.make_ca("Root", "Tiefgarage Köln GmbH")
-        cert, _ = certs.make_certificate(
-            "CB-0001", ca, ca_key, organization="Tiefgarage Köln GmbH", client=True
-        )
-        loaded = x509.load_pem_x509_certificate(certs.pem_certificate(cert))
-        subject = loaded.subject
-        self.assertEqual(subject.rfc4514_string(), "CN=CB-0001,O=Tiefgarage Köln GmbH")
-        organization = subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0]
-        self.assertEqual(organization.value, "Tiefgarage Köln GmbH")
-        self.assertEqual(loaded.issuer, ca.subject)
 
 
 class ClientCertificateTests(TLSTestCase):
@@ -466,79 +587,3 @@ class ClientCertificateTests(TLSTestCase):
         data, _, server = yield self.exchange(port, self.pki.client_context())
         self.assertEqual(data, b"tls:hello")
         self.assertIsNone(server.subject)
-
-    def test_required_without_client_ca_refused(self):
-        """Requiring client certificates without client_ca is a config error."""
-        error = self.assertRaises(
-            tls.TLSConfigError, self.context, require_client_certificate=True
-        )
-        self.assertIn("require_client_certificate", str(error))
-
-
-class ClientCertificateIdentityTests(TLSTestCase):
-    """L{tls.client_certificate}: the names in a wallbox's certificate that
-    the profile 3 identity rule compares with the ChargeBox-ID."""
-
-    def load(self, paths):
-        return x509.load_pem_x509_certificate(pathlib.Path(paths[0]).read_bytes())
-
-    def test_common_name_serial_number_and_dns_names(self):
-        """CN, subject serialNumber and DNS subjectAltNames are read as the
-        certificate has them, next to the RFC 4514 subject."""
-        cert = self.load(self.pki.client_cert_with(
-            "all",
-            [(NameOID.COMMON_NAME, "Power Brain"), (NameOID.SERIAL_NUMBER, "CB-0001")],
-            dns_names=["cb-0001.wallboxes.example", "spare.example"],
-        ))
-        identity = tls.client_certificate(cert)
-        self.assertEqual(identity.common_names, ("Power Brain",))
-        self.assertEqual(identity.serial_numbers, ("CB-0001",))
-        self.assertEqual(identity.dns_names, ("cb-0001.wallboxes.example", "spare.example"))
-        self.assertEqual(identity.subject, "serialNumber=CB-0001,CN=Power Brain")
-
-    def test_empty_subject_has_no_identity_but_its_subject_alt_name(self):
-        """A certificate with an empty subject has no CN and no
-        serialNumber; its subjectAltName is still read."""
-        identity = tls.client_certificate(
-            self.load(self.pki.client_cert_with("empty", [], dns_names=["CB-0001"]))
-        )
-        self.assertEqual((identity.common_names, identity.serial_numbers), ((), ()))
-        self.assertEqual(identity.dns_names, ("CB-0001",))
-
-    def test_usual_client_certificate(self):
-        """The test PKI's wallbox certificate: its CN is the ChargeBox-ID
-        and it has no subjectAltName."""
-        identity = tls.client_certificate(self.load(self.pki.client_cert_path("CB-0001")))
-        self.assertEqual(identity.common_names, ("CB-0001",))
-        self.assertEqual(identity.dns_names, ())
-
-
-class HostNameCheckTests(TLSTestCase):
-    """The client side's host name check (toward a backend, or from the
-    virtual wallbox): what it says about a server's certificate."""
-
-    def problem(self, host, cert_paths):
-        options = tls.client_tls_options(
-            host, ca=str(self.pki.ca_cert_path), certificate="", private_key=""
-        )
-        cert = x509.load_pem_x509_certificate(pathlib.Path(cert_paths[0]).read_bytes())
-        return options.host_problem(cert)
-
-    def test_certificate_for_the_host_accepted(self):
-        """The test server certificate names localhost and 127.0.0.1 in its
-        subjectAltName: good for both."""
-        server = (self.pki.server_cert_path, self.pki.server_key_path)
-        self.assertIsNone(self.problem("localhost", server))
-        self.assertIsNone(self.problem("127.0.0.1", server))
-
-    def test_certificate_without_subject_alt_name_refused(self):
-        """CN=localhost without subjectAltName is not a certificate for
-        localhost: the common name is not looked at."""
-        problem = self.problem("localhost", self.pki.server_cert_without_san("localhost"))
-        self.assertIn("no subjectAltName", problem)
-        self.assertIn("CN=localhost", problem)
-
-    def test_certificate_for_another_host_refused(self):
-        """A certificate for elsewhere.example is not one for localhost."""
-        problem = self.problem("localhost", self.pki.server_cert_for("elsewhere.example"))
-        self.assertIn("hostname mismatch", problem)

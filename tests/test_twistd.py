@@ -267,7 +267,8 @@ def test_start_warns_when_no_device_can_charge(tmp_path):
     key, so that the operator sees it in the first lines of the log."""
     from twisted.logger import formatEvent, globalLogPublisher
 
-    from cfosproxy.tap import Options, build_service
+    from cfosproxy.tap import Options
+    from cfosproxy.wiring.daemon import build_daemon
 
     config = write_config(
         str(tmp_path),
@@ -281,7 +282,7 @@ def test_start_warns_when_no_device_can_charge(tmp_path):
     try:
         options = Options()
         options.parseOptions(["--config", config])
-        build_service(options)
+        build_daemon(options)
     finally:
         globalLogPublisher.removeObserver(events.append)
     warnings = [formatEvent(e) for e in events if e.get("log_level").name == "warn"]

@@ -14,7 +14,10 @@ class NoGateway:
     def answer(self, call):
         return {}
 
-    def wallbox_connected(self, session):
+    def chargepoint_online(self, chargepoint):
+        pass
+
+    def chargepoint_offline(self, chargepoint):
         pass
 
 

@@ -67,6 +67,22 @@ class Wallbox(ChargePoint):
         await asyncio.wait_for(until(), timeout)
 
 
+async def exchange(ws, text):
+    """Send one raw frame on the WebSocket C{ws}, return the raw answer
+    (CALLs from cfosproxy meanwhile, the manager's profiles, are accepted
+    and skipped)."""
+    unique_id = json.loads(text)[1]
+    await ws.send(text)
+    while True:
+        answer = await asyncio.wait_for(ws.recv(), 15)
+        frame = json.loads(answer)
+        if frame[0] == 2:
+            await ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+            continue
+        if frame[1] == unique_id:
+            return answer
+
+
 async def connect(url, **kwargs):
     kwargs.setdefault("subprotocols", ["ocpp1.6"])
     return await websockets.connect(url, open_timeout=10, **kwargs)

@@ -37,7 +37,7 @@ class WallboxServer:
         config = config_from_string(CONFIG.format(server="tls = {}\n".format(mode)))
         registry = DeviceRegistry(config, reactor)
         local = LocalCentralSystem(reactor, 300, itertools.count(1).__next__)
-        self.hub = ChargePointHub(config.server, registry, local, reactor)
+        self.hub = ChargePointHub(config.server, registry, lambda _: local, reactor)
         self.factory = WallboxServerFactory(self.hub, config.server)
         factory = tls.wrap_factory(
             mode,

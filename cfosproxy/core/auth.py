@@ -23,7 +23,7 @@ from dataclasses import dataclass
 _HEX40 = re.compile(r"[0-9a-fA-F]{40}\Z")
 
 
-def parse_basic_authorization(header):
+def parse_basic_authorization(header: str | None) -> tuple[str, bytes] | None:
     """Split an C{Authorization: Basic ...} header value.
 
     @return: C{(user, password)} with the user as text and the password as
@@ -47,7 +47,7 @@ def parse_basic_authorization(header):
         return None
 
 
-def password_matches(given, configured):
+def password_matches(given: bytes, configured: str) -> bool:
     """Compare a password sent by a wallbox with the configured one.
 
     Constant time in the length of the configured password, whatever
@@ -90,11 +90,11 @@ class ClientCertificate:
     """
 
     subject: str
-    common_names: tuple = ()
-    serial_numbers: tuple = ()
-    dns_names: tuple = ()
+    common_names: tuple[str, ...] = ()
+    serial_numbers: tuple[str, ...] = ()
+    dns_names: tuple[str, ...] = ()
 
-    def identities(self, kind):
+    def identities(self, kind: str) -> tuple[str, ...]:
         """The values of the field C{kind} (a key of
         L{CERTIFICATE_IDENTITIES})."""
         return {
@@ -104,7 +104,9 @@ class ClientCertificate:
         }[kind]
 
 
-def certificate_identity_problem(certificate, kind, chargebox_id):
+def certificate_identity_problem(
+    certificate: ClientCertificate, kind: str, chargebox_id: str
+) -> str | None:
     """Whether C{certificate} may be used by the wallbox C{chargebox_id}.
 
     The ChargeBox-ID must equal the certificate's identity of the kind

@@ -13,6 +13,11 @@ device, a connector that is not configured) the backend's profile calls pass
 through to the wallbox unchanged.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
+
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -21,29 +26,69 @@ from cfosproxy.ocpp.profileset import ProfileSet
 from cfosproxy.ocpp.schedules import ChargingProfile, limit_at
 from cfosproxy.ocpp.schemas import validate_call
 
+if TYPE_CHECKING:
+    from cfosproxy.core.devices import Device, DeviceRegistry
+    from cfosproxy.core.interfaces import Answer, Payload
+    from cfosproxy.ocpp.frames import Call, CallError, CallResult
+    from cfosproxy.ocpp.schedules import Period
+
 # The combined schedule covers this much time ahead; beyond it the local
 # grant alone applies until the next profile is sent.
 HORIZON = 24 * 3600.0
 
 
+class CallingGateway(Protocol):
+    """What the profiles need of the gateway a backend's call came through
+    (L{cfosproxy.core.gateway.Gateway}).
+
+    A protocol, not an import: the gateway hands its calls here, so its
+    module stands above this one, and the imports go one way."""
+
+    @property
+    def chargebox_id(self) -> str: ...
+
+    def pass_to_wallbox(self, call: Call) -> defer.Deferred[CallResult | CallError]:
+        """Send C{call} to the wallbox as it is."""
+
+
+class Steering(Protocol):
+    """What the backends' profiles need of the load manager
+    (L{cfosproxy.site.manager.LoadManager})."""
+
+    def controls(self, device: Device) -> bool:
+        """Whether the manager sets C{device}'s limits now."""
+
+    def reapply(self, name: str) -> defer.Deferred[bool]:
+        """Send the device's limit again; True once it accepted one."""
+
+
 class BackendProfiles:
     """The backends' profiles per device, and their answers.
 
-    @param registry: the L{cfosproxy.core.devices.DeviceRegistry}.
-    @param manager: the L{cfosproxy.site.manager.LoadManager}.
-    @param clock: L{IReactorTime}.
+    Made before the site it acts on: the gateways that hand it the
+    backends' calls need it, and the site's devices are made with those
+    gateways. L{serve} gives it the site, once, before the daemon runs.
     """
 
     ACTIONS = frozenset({"SetChargingProfile", "ClearChargingProfile"})
     _log = Logger()
 
-    def __init__(self, registry, manager, clock):
+    def __init__(self) -> None:
+        self._registry: DeviceRegistry | None = None
+        self._manager: Steering | None = None
+        self._profiles: dict[str, ProfileSet] = {}
+
+    def serve(self, registry: DeviceRegistry, manager: Steering) -> None:
+        """Act for the site: a backend's call is for devices of C{registry},
+        and kept or passed on as C{manager} steers them.
+
+        @param registry: the L{cfosproxy.core.devices.DeviceRegistry}.
+        @param manager: the L{cfosproxy.site.manager.LoadManager}.
+        """
         self._registry = registry
         self._manager = manager
-        self._clock = clock
-        self._profiles = {}
 
-    def periods(self, device, start):
+    def periods(self, device: Device, start: float) -> list[Period] | None:
         """The backend's composite schedule for C{device} from C{start}, or
         None when the backend set no profile for it."""
         profiles = self._profiles.get(device.name)
@@ -56,23 +101,27 @@ class BackendProfiles:
             transaction_start=device.charging_since,
         )
 
-    def limit_now(self, device, now):
+    def limit_now(self, device: Device, now: float) -> float | None:
         """The backend's limit for C{device} at C{now}, or None (no limit)."""
         periods = self.periods(device, now)
         return None if periods is None else limit_at(periods, now)
 
-    def handle(self, gateway, call):
+    def handle(self, gateway: CallingGateway, call: Call) -> Answer:
         """Answer a backend's SetChargingProfile or ClearChargingProfile."""
         validate_call(call)
         targets = self._targets(gateway.chargebox_id, call)
+        # serve() gave the site before the daemon ran.
+        assert self._manager is not None
         if not all(self._manager.controls(device) for device in targets) or not targets:
-            return self._pass_through(gateway, call)
+            return gateway.pass_to_wallbox(call)
         if call.action == "SetChargingProfile":
             return self._set(targets, call.payload["csChargingProfiles"])
         return self._clear(targets, call.payload)
 
-    def _targets(self, chargebox_id, call):
+    def _targets(self, chargebox_id: str, call: Call) -> list[Device]:
         connector_id = call.payload.get("connectorId")
+        # serve() gave the site before the daemon ran.
+        assert self._registry is not None
         devices = [d for d in self._registry.devices_of(chargebox_id) if d.configured]
         if not devices:
             # A Modbus device's gateway goes by the device's name.
@@ -83,12 +132,7 @@ class BackendProfiles:
             return devices
         return [d for d in devices if d.connector_id == connector_id]
 
-    def _pass_through(self, gateway, call):
-        if gateway.wallbox is None or gateway.wallbox.closed:
-            raise OcppError(ErrorCode.GenericError, "the charge point is not connected")
-        return gateway.wallbox.send_call(call)
-
-    def _set(self, devices, data):
+    def _set(self, devices: list[Device], data: Payload) -> defer.Deferred[Payload]:
         try:
             profile = ChargingProfile.from_json(data)
         except ValueError as e:
@@ -105,7 +149,7 @@ class BackendProfiles:
             )
         return self._reapply(devices)
 
-    def _clear(self, devices, criteria):
+    def _clear(self, devices: list[Device], criteria: Mapping[str, object]) -> Answer:
         removed = [
             self._profiles.setdefault(device.name, ProfileSet()).clear(criteria)
             for device in devices
@@ -114,7 +158,10 @@ class BackendProfiles:
             return {"status": "Unknown"}
         return self._reapply(devices)
 
-    def _reapply(self, devices):
+    def _reapply(self, devices: list[Device]) -> defer.Deferred[Payload]:
+        # serve() gave the site before the daemon ran.
+        assert self._manager is not None
         d = defer.gatherResults([self._manager.reapply(device.name) for device in devices])
-        d.addCallback(lambda accepted: {"status": "Accepted" if all(accepted) else "Rejected"})
-        return d
+        return d.addCallback(
+            lambda accepted: {"status": "Accepted" if all(accepted) else "Rejected"}
+        )

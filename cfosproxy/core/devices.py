@@ -6,12 +6,24 @@ that the status API shows and the load manager decides on. It never sends
 anything.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from cfosproxy.core.interfaces import IHubObserver
 from cfosproxy.ocpp.frames import CallResult
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
+    from cfosproxy.core.interfaces import Payload
+    from cfosproxy.ocpp.frames import Call, CallError
 
 # Connectors a wallbox that is not configured may show (accept_unknown):
 # real wallboxes have one or two.
@@ -23,7 +35,7 @@ MAX_OBSERVED_CONNECTORS = 8
 UNKNOWN_PREFIX = "unknown:"
 
 
-def unknown_device_name(chargebox_id, connector_id):
+def unknown_device_name(chargebox_id: str, connector_id: int) -> str:
     """The name of an unknown wallbox's device: C{unknown:<ChargeBox-ID>:<connector>}.
 
     The connector is always part of it, and is the text after the last
@@ -36,6 +48,17 @@ def unknown_device_name(chargebox_id, connector_id):
 CHARGING_STATES = frozenset({"Charging", "SuspendedEV"})
 # States in which it does not, whatever the transaction says.
 IDLE_STATES = frozenset({"Available", "Finishing", "Faulted", "Unavailable"})
+
+
+class GatewayStatus(Protocol):
+    """What a device shows of its gateway (L{cfosproxy.core.gateway.Gateway}).
+
+    A protocol, not an import: the gateway's module stands above this one
+    (through the backends' profiles, which work on devices), and the
+    imports go one way."""
+
+    def status(self) -> Mapping[str, object]:
+        """The gateway as the status API shows it."""
 
 
 @dataclass
@@ -60,10 +83,9 @@ class Device:
     error_code: str | None = None
     transaction_id: int | None = None
     id_tag: str | None = None
-    meter_start_wh: int | None = None
     energy_wh: float | None = None
     power_w: float | None = None
-    boot: dict = field(default_factory=dict)
+    boot: dict[str, Any] = field(default_factory=dict)
     last_seen: float | None = None
     # Load management (see cfosproxy.site.manager):
     enabled: bool = True
@@ -73,13 +95,13 @@ class Device:
     pending_limit: float | None = None
     profile_error: str | None = None
     # The device's L{cfosproxy.core.gateway.Gateway}, when it has a backend.
-    gateway: object = None
+    gateway: GatewayStatus | None = None
 
     @property
-    def configured(self):
+    def configured(self) -> bool:
         return self.config is not None
 
-    def as_json(self):
+    def as_json(self) -> dict[str, Any]:
         """The device as the status API shows it."""
         return {
             "name": self.name,
@@ -111,7 +133,7 @@ class Device:
         }
 
     @property
-    def wants_current(self):
+    def wants_current(self) -> bool:
         """Whether the wallbox is charging or about to: a transaction that
         has not finished, or a status that says it draws current.
 
@@ -130,13 +152,13 @@ class Device:
         return self.transaction_id is not None or self.status in CHARGING_STATES
 
 
-def boot_serial(boot):
+def boot_serial(boot: Mapping[str, Any]) -> object:
     """The serial number from a BootNotification: the charge point's, or
     else the charge box's (OCPP 1.6 has both; wallboxes fill one)."""
     return boot.get("chargePointSerialNumber") or boot.get("chargeBoxSerialNumber")
 
 
-def mask_id_tag(id_tag):
+def mask_id_tag(id_tag: str | None) -> str | None:
     """Show only the last four characters of an RFID: enough to tell cards
     apart on a status page, not enough to clone one."""
     if not id_tag:
@@ -144,20 +166,67 @@ def mask_id_tag(id_tag):
     return "*" * max(0, len(id_tag) - 4) + id_tag[-4:]
 
 
+class DeviceSettings(Protocol):
+    """What the registry reads of a configured device
+    (L{cfosproxy.config.WallboxConfig})."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def enabled(self) -> bool: ...
+
+
+class AdmissionSettings(Protocol):
+    """What the registry reads of the C{[server]} section
+    (L{cfosproxy.config.ServerConfig})."""
+
+    @property
+    def accept_unknown(self) -> bool: ...
+
+
+class RegistryConfig(Protocol):
+    """What the registry reads of the daemon's L{cfosproxy.config.Config}."""
+
+    @property
+    def server(self) -> AdmissionSettings: ...
+
+    @property
+    def wallboxes(self) -> Iterable[DeviceSettings]: ...
+
+
+@implementer(IHubObserver)
 class DeviceRegistry:
     """All devices of the site, found by name or by ChargeBox-ID + connector.
 
     @param config: the daemon's L{cfosproxy.config.Config}.
     @param clock: an L{IReactorTime}-like object; only C{seconds()} is used.
+    @param gateways: C{{device name: Gateway}} of the configured devices
+        that have a backend; each device is made with its gateway.
     """
 
     _log = Logger()
 
-    def __init__(self, config, clock):
+    def __init__(
+        self,
+        config: RegistryConfig,
+        clock: IReactorTime,
+        gateways: Mapping[str, GatewayStatus] | None = None,
+    ) -> None:
+        gateways = gateways or {}
         self._clock = clock
         self._accept_unknown = config.server.accept_unknown
-        self._by_name = {}
-        self._by_address = {}
+        self._by_name: dict[str, Device] = {}
+        self._by_address: dict[str, list[Device]] = {}
         for wallbox in config.wallboxes:
             self._add(
                 Device(
@@ -167,10 +236,11 @@ class DeviceRegistry:
                     connector_id=wallbox.id,
                     config=wallbox,
                     enabled=wallbox.enabled,
+                    gateway=gateways.get(wallbox.name),
                 )
             )
 
-    def _add(self, device):
+    def _add(self, device: Device) -> Device | None:
         """Put C{device} in; None if its name is taken (the device that has
         it stays: a name, once given, is never handed to another device)."""
         if device.name in self._by_name:
@@ -181,33 +251,34 @@ class DeviceRegistry:
             self._by_address.setdefault(device.address, []).append(device)
         return device
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Device]:
         return iter(self._by_name.values())
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._by_name)
 
-    def get(self, name):
+    def get(self, name: str) -> Device | None:
         """The device called C{name}, or None."""
         return self._by_name.get(name)
 
-    def is_known(self, chargebox_id):
+    def is_known(self, chargebox_id: str) -> bool:
         """Whether a wallbox with this ChargeBox-ID is configured."""
         return chargebox_id in self._by_address and any(
             d.configured for d in self._by_address[chargebox_id]
         )
 
-    def may_connect(self, chargebox_id):
+    def may_connect(self, chargebox_id: str) -> bool:
         """Whether a wallbox with this ChargeBox-ID may connect at all."""
         return self._accept_unknown or self.is_known(chargebox_id)
 
-    def devices_of(self, chargebox_id):
+    def devices_of(self, chargebox_id: str) -> list[Device]:
         """The devices behind one ChargeBox-ID (one per connector)."""
         return list(self._by_address.get(chargebox_id, ()))
 
-    def _device_for(self, chargebox_id, connector_id):
+    def _device_for(self, chargebox_id: str, connector_id: object) -> Device | None:
         """The device on this connector; an unknown wallbox gets an observed
         device (not configured) the first time one of its connectors shows."""
+        device: Device | None
         devices = self._by_address.get(chargebox_id, [])
         for device in devices:
             if device.connector_id == connector_id:
@@ -237,7 +308,7 @@ class DeviceRegistry:
 
     # -- events from wallbox sessions --------------------------------------
 
-    def connected(self, chargebox_id, peer, certificate_subject):
+    def connected(self, chargebox_id: str, peer: str, certificate_subject: str | None) -> None:
         """A wallbox connected (or replaced its earlier connection)."""
         for device in self._devices_or_first(chargebox_id):
             device.connected = True
@@ -245,19 +316,19 @@ class DeviceRegistry:
             device.certificate_subject = certificate_subject
             device.last_seen = self._clock.seconds()
 
-    def disconnected(self, chargebox_id):
+    def disconnected(self, chargebox_id: str) -> None:
         """A wallbox's connection is gone."""
         for device in self.devices_of(chargebox_id):
             device.connected = False
 
-    def _devices_or_first(self, chargebox_id):
+    def _devices_or_first(self, chargebox_id: str) -> list[Device]:
         devices = self.devices_of(chargebox_id)
         if not devices and self._accept_unknown:
             device = self._device_for(chargebox_id, 1)
             devices = [device] if device is not None else []
         return devices
 
-    def exchange(self, chargebox_id, call, answer):
+    def exchange(self, chargebox_id: str, call: Call, answer: CallResult | CallError) -> None:
         """Read one CALL from a wallbox and the answer it got.
 
         @param call: the wallbox's L{Call}.
@@ -274,7 +345,7 @@ class DeviceRegistry:
         if reader is not None:
             reader(chargebox_id, payload, answer.payload)
 
-    def _read_BootNotification(self, chargebox_id, payload, result):
+    def _read_BootNotification(self, chargebox_id: str, payload: Payload, result: Payload) -> None:
         self._log.info(
             "{cbid} booted: {vendor} {model}, serial {serial}, firmware "
             "{firmware}; {status}",
@@ -288,7 +359,10 @@ class DeviceRegistry:
         for device in self._devices_or_first(chargebox_id):
             device.boot = dict(payload)
 
-    def _read_StatusNotification(self, chargebox_id, payload, result):
+    def _read_StatusNotification(
+        self, chargebox_id: str, payload: Payload, result: Payload
+    ) -> None:
+        device: Device | None
         connector_id = payload.get("connectorId")
         if connector_id == 0:
             # Connector 0 is the charge point as a whole: only a fault
@@ -302,7 +376,7 @@ class DeviceRegistry:
             device.status = payload.get("status")
             device.error_code = payload.get("errorCode")
 
-    def _read_StartTransaction(self, chargebox_id, payload, result):
+    def _read_StartTransaction(self, chargebox_id: str, payload: Payload, result: Payload) -> None:
         device = self._device_for(chargebox_id, payload.get("connectorId"))
         self._log.info(
             "{cbid} connector {connector}: transaction {transaction} started "
@@ -316,10 +390,9 @@ class DeviceRegistry:
         if device is not None and "transactionId" in result:
             device.transaction_id = result["transactionId"]
             device.id_tag = payload.get("idTag")
-            device.meter_start_wh = payload.get("meterStart")
             device.energy_wh = payload.get("meterStart")
 
-    def _read_StopTransaction(self, chargebox_id, payload, result):
+    def _read_StopTransaction(self, chargebox_id: str, payload: Payload, result: Payload) -> None:
         self._log.info(
             "{cbid}: transaction {transaction} stopped at {meter} Wh ({reason})",
             cbid=chargebox_id,
@@ -334,7 +407,7 @@ class DeviceRegistry:
                 device.energy_wh = payload.get("meterStop", device.energy_wh)
                 device.power_w = 0.0
 
-    def _read_MeterValues(self, chargebox_id, payload, result):
+    def _read_MeterValues(self, chargebox_id: str, payload: Payload, result: Payload) -> None:
         device = self._device_for(chargebox_id, payload.get("connectorId"))
         if device is None:
             return
@@ -349,7 +422,7 @@ _ENERGY_UNITS = {"Wh": 1.0, "kWh": 1000.0}
 _POWER_UNITS = {"W": 1.0, "kW": 1000.0}
 
 
-def _apply_sample(device, sample):
+def _apply_sample(device: Device, sample: Mapping[str, Any]) -> None:
     """Take the energy register and the active power from one sampled value.
 
     Samples of a single phase are skipped: the device shows totals.

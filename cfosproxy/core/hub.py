@@ -5,7 +5,11 @@ upgrade and hands over the connection with L{ChargePointHub.open}; everything
 the site knows about its wallboxes flows from here into sessions.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -18,6 +22,13 @@ from cfosproxy.core.auth import (
 from cfosproxy.core.logtext import printable
 from cfosproxy.core.passwordbackoff import PasswordBackoff
 from cfosproxy.core.session import CLOSE_NORMAL, OcppSession
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
+    from cfosproxy.core.auth import ClientCertificate
+    from cfosproxy.core.devices import DeviceRegistry
+    from cfosproxy.core.interfaces import IHubObserver, IPeerConnection, IWallboxHandler
 
 
 @dataclass(frozen=True)
@@ -37,38 +48,76 @@ class Refusal:
     retry_after: int | None = None
 
 
+class HubSettings(Protocol):
+    """What the hub reads of the C{[server]} section
+    (L{cfosproxy.config.ServerConfig})."""
+
+    @property
+    def password(self) -> str: ...
+
+    @property
+    def password_failures(self) -> int: ...
+
+    @property
+    def password_backoff_max(self) -> float: ...
+
+    @property
+    def client_certificate_identity(self) -> str: ...
+
+    @property
+    def require_client_certificate(self) -> bool: ...
+
+    @property
+    def call_timeout(self) -> float: ...
+
+
 class ChargePointHub:
     """Admits wallboxes and owns their sessions.
 
     @param server_config: the L{cfosproxy.config.ServerConfig}.
     @param registry: the L{cfosproxy.core.devices.DeviceRegistry}.
-    @param responder: answers wallbox CALLs (see L{OcppSession}); or a
-        callable C{responder(chargebox_id)} returning the responder of that
-        wallbox (its gateway, or the local central system).
+    @param handler_for: C{handler_for(chargebox_id)} gives the wallbox's
+        L{IWallboxHandler} (its gateway, or the local central system): it
+        answers the session's CALLs and is told when the session opens and
+        closes.
     @param clock: L{IReactorTime} for call timeouts.
-    @param observers: further objects told of connections
-        (C{connected(chargebox_id, peer, certificate_subject)},
-        C{disconnected(chargebox_id)}) and of every exchange (see
-        L{OcppSession}); the registry is always told first.
+    @param observers: further L{IHubObserver}s, told of connections and of
+        every exchange; the registry is always told first.
     """
 
     _log = Logger()
 
-    def __init__(self, server_config, registry, responder, clock, observers=()):
+    def __init__(
+        self,
+        server_config: HubSettings,
+        registry: DeviceRegistry,
+        handler_for: Callable[[str], IWallboxHandler],
+        clock: IReactorTime,
+        observers: Iterable[IHubObserver] = (),
+    ) -> None:
         self._config = server_config
         self._registry = registry
-        self._observers = (registry, *observers)
-        self._responder_for = responder if callable(responder) else (lambda _: responder)
+        self._observers: tuple[IHubObserver, ...] = (registry, *observers)
+        self._handler_for = handler_for
         self._clock = clock
-        self.sessions = {}
-        self._when_empty = []
-        self._password_backoff = None
+        self.sessions: dict[str, OcppSession] = {}
+        # Each open session's handler, to tell it when the session closes.
+        self._handlers: dict[OcppSession, IWallboxHandler] = {}
+        self._when_empty: list[defer.Deferred[None]] = []
+        self._password_backoff: PasswordBackoff | None = None
         if server_config.password and server_config.password_failures > 0:
             self._password_backoff = PasswordBackoff(
                 clock, server_config.password_failures, server_config.password_backoff_max
             )
 
-    def admit(self, chargebox_id, authorization, tls, certificate, address=""):
+    def admit(
+        self,
+        chargebox_id: str,
+        authorization: str | None,
+        tls: bool,
+        certificate: ClientCertificate | None,
+        address: str = "",
+    ) -> Refusal | None:
         """Decide whether a wallbox may open its WebSocket.
 
         @param chargebox_id: from the URL, percent-decoded.
@@ -110,7 +159,9 @@ class ChargePointHub:
             return Refusal(404, "Unknown ChargeBox-ID")
         return None
 
-    def _check_password(self, chargebox_id, authorization, address):
+    def _check_password(
+        self, chargebox_id: str, authorization: str | None, address: str
+    ) -> Refusal | None:
         backoff = self._password_backoff
         if backoff is not None:
             wait = backoff.retry_after(address)
@@ -137,7 +188,12 @@ class ChargePointHub:
             backoff.succeeded(address)
         return None
 
-    def open(self, chargebox_id, connection, certificate_subject=None):
+    def open(
+        self,
+        chargebox_id: str,
+        connection: IPeerConnection,
+        certificate_subject: str | None = None,
+    ) -> OcppSession:
         """A wallbox's WebSocket is open: start its session.
 
         An earlier connection of the same wallbox is closed; the newest one
@@ -152,15 +208,17 @@ class ChargePointHub:
                 peer=connection.peer,
             )
             old.close(CLOSE_NORMAL, "replaced by a new connection")
+        handler = self._handler_for(chargebox_id)
         session = OcppSession(
             chargebox_id,
             connection,
-            self._responder_for(chargebox_id),
+            handler.answer,
             self._observers,
             self._clock,
             self._config.call_timeout,
         )
         self.sessions[chargebox_id] = session
+        self._handlers[session] = handler
         if certificate_subject:
             self._log.info(
                 "{cbid} connected from {peer} with certificate {subject}",
@@ -174,9 +232,10 @@ class ChargePointHub:
             )
         for observer in self._observers:
             observer.connected(chargebox_id, connection.peer, certificate_subject)
+        handler.session_opened(session)
         return session
 
-    def closed(self, session, code, reason):
+    def closed(self, session: OcppSession, code: int | None, reason: str | None) -> None:
         """A wallbox's connection is gone."""
         self._log.info(
             "{cbid} disconnected ({code} {reason})",
@@ -185,10 +244,13 @@ class ChargePointHub:
             # The wallbox's own close reason, or Autobahn's text about it.
             reason=printable(reason or ""),
         )
+        handler = self._handlers.pop(session, None)
         if self.sessions.get(session.chargebox_id) is session:
             del self.sessions[session.chargebox_id]
             for observer in self._observers:
                 observer.disconnected(session.chargebox_id)
+            if handler is not None:
+                handler.session_closed(session)
         # Fail what waited for this connection only now, so that whoever
         # hears of it already knows the wallbox is gone.
         session.connection_lost()
@@ -197,7 +259,7 @@ class ChargePointHub:
             for d in waiters:
                 d.callback(None)
 
-    def close_all(self, code, reason):
+    def close_all(self, code: int, reason: str) -> defer.Deferred[None]:
         """Close every wallbox connection (at shutdown).
 
         @return: a Deferred that fires once every connection is gone.
@@ -206,6 +268,6 @@ class ChargePointHub:
             session.close(code, reason)
         if not self.sessions:
             return defer.succeed(None)
-        d = defer.Deferred()
+        d: defer.Deferred[None] = defer.Deferred()
         self._when_empty.append(d)
         return d

@@ -4,29 +4,75 @@ The core (sessions, hub, gateway) and the site's load manager talk to their
 collaborators only through these interfaces: the WebSocket adapters, the
 store and the Modbus wallboxes implement them, fakes in the unit tests do
 too, and the tests check every implementation with C{verifyObject}.
+
+The methods' annotations are the contracts' types: mypy (with mypy-zope)
+takes an interface as the type of the objects that provide it.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
+
+from cfosproxy.ocpp.frames import Call, CallError, CallResult
+
+if TYPE_CHECKING:
+    from cfosproxy.core.errors import StoreError
+
+# A CALL's or a CALLRESULT's payload: an OCPP JSON object.
+Payload = dict[str, Any]
+
+# What answers a CALL: the result payload, or a whole CALLRESULT or CALLERROR
+# frame to send as it is (a backend's answer relayed byte for byte).
+Reply = Payload | CallResult | CallError
+
+# What a handler gives for a CALL: a reply, or a Deferred of one. A Deferred
+# is invariant in its result (a Deferred of payloads is no Deferred[Reply]),
+# so the kinds handlers return are each named.
+Answer = Reply | Deferred[Payload] | Deferred[CallResult | CallError] | Deferred[Reply]
+
+
+class StoredMessage(Protocol):
+    """A message in a backend link's queue, as the store keeps it
+    (L{IOutboundQueue})."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def action(self) -> str: ...
+
+    @property
+    def text(self) -> str:
+        """The frame text to send."""
+
+    @property
+    def local_transaction_id(self) -> int | None:
+        """On a StartTransaction answered locally: the id the wallbox
+        got."""
 
 
 class IPeerConnection(Interface):
     """One OCPP-J connection under an L{cfosproxy.core.session.OcppSession}:
     a wallbox's WebSocket, or the link to a backend."""
 
-    peer = Attribute("the remote address (or URL) as text, for logs")
+    peer: str = Attribute("the remote address (or URL) as text, for logs")
 
-    def send_text(text):
+    def send_text(text: str) -> None:
         """Send one text frame to the peer."""
 
-    def close(code, reason):
+    def close(code: int, reason: str) -> None:
         """Close the connection with a WebSocket close code and reason."""
 
-    def pause_reading():
+    def pause_reading() -> None:
         """Stop reading from the peer for now: too many of its CALLs wait
         for their answers (back-pressure: TCP's flow control then holds the
         peer back). The connection logs it."""
 
-    def resume_reading():
+    def resume_reading() -> None:
         """Read from the peer again, as far as the session is concerned
         (the connection may hold reading back for reasons of its own)."""
 
@@ -36,23 +82,15 @@ class ICallTarget(Interface):
     wallbox's session, or the OCPP charge point a Modbus wallbox is made to
     look like."""
 
-    closed = Attribute("whether the wallbox is gone (a closed connection, a "
-                       "Modbus device offline)")
+    closed: bool = Attribute(
+        "whether the wallbox is gone (a closed connection, a Modbus device offline)"
+    )
 
-    def send_call(call, timeout=None):
+    def send_call(call: Call, timeout: float | None = None) -> Deferred[CallResult | CallError]:
         """Send a L{cfosproxy.ocpp.frames.Call} to the wallbox.
 
         @return: a Deferred firing with its L{CallResult} or L{CallError}
             frame, or failing with L{cfosproxy.core.errors.CallTimeout} or
-            L{cfosproxy.core.errors.PeerGone}.
-        """
-
-    def call(action, payload):
-        """Send a CALL of the gateway's own and get the result payload.
-
-        @return: a Deferred firing with the CALLRESULT payload, or failing
-            with L{cfosproxy.ocpp.errors.OcppError} (a CALLERROR),
-            L{cfosproxy.core.errors.CallTimeout} or
             L{cfosproxy.core.errors.PeerGone}.
         """
 
@@ -61,7 +99,7 @@ class IWallboxHandler(Interface):
     """Answers one wallbox's CALLs: its gateway, or the local central
     system. The hub attaches it to the wallbox's session when it opens."""
 
-    def answer(call):
+    def answer(call: Call) -> Answer:
         """Answer a CALL from the wallbox.
 
         @return: the result payload, a whole L{CallResult} / L{CallError}
@@ -69,23 +107,24 @@ class IWallboxHandler(Interface):
             L{cfosproxy.ocpp.errors.OcppError}.
         """
 
-    def session_opened(session):
+    def session_opened(session: ICallTarget) -> None:
         """The wallbox's session (an L{ICallTarget}) is open."""
 
-    def session_closed(session):
+    def session_closed(session: ICallTarget) -> None:
         """The wallbox's session is gone."""
 
 
 class IBackendHandler(Interface):
     """What a backend link reports to (the gateway)."""
 
-    def link_opened(link):
+    def link_opened(link: IBackendLink) -> None:
         """The WebSocket to the backend is open with subprotocol ocpp1.6.
 
-        @param link: the link, an L{IPeerConnection}.
+        @param link: the link, an L{IBackendLink} (and so an
+            L{IPeerConnection}).
         """
 
-    def link_closed(reason):
+    def link_closed(reason: str) -> None:
         """The open WebSocket closed; the link reconnects unless stopped.
 
         Not called for attempts that never opened.
@@ -93,35 +132,38 @@ class IBackendHandler(Interface):
         @param reason: a human-readable C{str}.
         """
 
-    def text_received(text):
+    def text_received(text: str) -> None:
         """The backend sent the text frame C{text} (a C{str})."""
 
 
 class IBackendLink(IPeerConnection):
     """The gateway's view of its link to a backend."""
 
-    url = Attribute("the backend's URL, for logs and the status API")
-    state = Attribute('"connecting", "open", "closing" or "stopped"')
-    last_error = Attribute("why the last attempt failed, or None")
+    url: str = Attribute("the backend's URL, for logs and the status API")
+    state: str = Attribute('"stopped", "connecting", "connected", "refused" or "failed"')
+    last_error: str | None = Attribute("why the last attempt failed, or None")
 
-    def start():
+    def start() -> None:
         """Connect, and keep reconnecting until stopped."""
 
-    def stop():
-        """Close the link and stop reconnecting."""
+    def stop() -> Deferred[None]:
+        """Close the link and stop reconnecting.
+
+        @return: a Deferred that fires once the connection is closed.
+        """
 
 
 class IHubObserver(Interface):
     """Told by the hub of wallboxes that connect and go, and of every CALL
     a wallbox made with the frame that answered it."""
 
-    def connected(chargebox_id, peer, certificate_subject):
+    def connected(chargebox_id: str, peer: str, certificate_subject: str | None) -> None:
         """C{chargebox_id} is connected from C{peer}."""
 
-    def disconnected(chargebox_id):
+    def disconnected(chargebox_id: str) -> None:
         """C{chargebox_id}'s connection is gone."""
 
-    def exchange(chargebox_id, call, answer):
+    def exchange(chargebox_id: str, call: Call, answer: CallResult | CallError) -> None:
         """C{chargebox_id} sent C{call} and was answered with the frame
         C{answer}."""
 
@@ -132,53 +174,55 @@ class IOutboundQueue(Interface):
     A write is on disk once L{durable} fires; the wallbox is answered only
     then."""
 
-    def enqueue(link, action, text, now):
+    def enqueue(link: str, action: str, text: str, now: float) -> StoredMessage:
         """Append a message to C{link}'s queue.
 
         @return: the stored message (C{id}, C{action}, C{text},
             C{local_transaction_id}).
         """
 
-    def durable():
+    def durable() -> Deferred[None]:
         """A Deferred that fires once every write so far is on disk, or
         fails with L{cfosproxy.core.errors.StoreError}."""
 
-    def when_durable(stored, failed):
+    def when_durable(
+        stored: Callable[[None], object], failed: Callable[[StoreError], object]
+    ) -> None:
         """Like L{durable}, with two plain callables: C{stored(None)} or
         C{failed(error)}."""
 
-    def queued(link, limit=None):
+    def queued(link: str, limit: int | None = None) -> Sequence[StoredMessage]:
         """C{link}'s queued messages, oldest first; at most C{limit}."""
 
-    def first_queued(link):
+    def first_queued(link: str) -> StoredMessage | None:
         """The oldest message queued for C{link}, or None."""
 
-    def queue_length(link):
+    def queue_length(link: str) -> int:
         """How many messages are queued for C{link}."""
 
-    def delivered(message_id):
+    def delivered(message_id: int) -> None:
         """Remove a message the backend has answered."""
 
-    def attempt_failed(message_id, error):
+    def attempt_failed(message_id: int, error: str) -> int:
         """Count a refused delivery; return the attempts so far."""
 
-    def dead_letter(message_id, reason, now):
+    def dead_letter(message_id: int, reason: str, now: float) -> object:
         """Take a message out of its queue for good, as a dead letter."""
 
-    def dead_letters(link=None):
+    def dead_letters(link: str | None = None) -> Sequence[object]:
         """The dead letters, of one link or of all."""
 
-    def replace_text(message_id, text):
+    def replace_text(message_id: int, text: str) -> None:
         """Replace a queued message's frame text (a rewritten id)."""
 
-    def set_local_transaction(message_id, local_id):
+    def set_local_transaction(message_id: int, local_id: int) -> None:
         """Note the local transaction id a queued StartTransaction was
         answered with."""
 
-    def save_boot(link, text):
+    def save_boot(link: str, text: str) -> None:
         """Keep the frame text of C{link}'s latest BootNotification."""
 
-    def last_boot(link):
+    def last_boot(link: str) -> str | None:
         """The frame text of C{link}'s latest BootNotification, or None."""
 
 
@@ -186,19 +230,19 @@ class ITransactionIds(Interface):
     """Which transaction ids a gateway gave out locally, and the backend's
     id for each once the backend has heard of it."""
 
-    def next_transaction_id():
+    def next_transaction_id() -> int:
         """A transaction id never given out before."""
 
-    def mark_local_transaction(link, local_id):
+    def mark_local_transaction(link: str, local_id: int) -> None:
         """Note that C{local_id} was given out locally on C{link}."""
 
-    def map_transaction(link, local_id, backend_id):
+    def map_transaction(link: str, local_id: int, backend_id: int) -> None:
         """Keep the backend's id for a local one."""
 
-    def backend_transaction_id(link, local_id):
+    def backend_transaction_id(link: str, local_id: int) -> int | None:
         """The backend's id for C{local_id}, or None while unmapped."""
 
-    def local_transaction_id(link, backend_id):
+    def local_transaction_id(link: str, backend_id: int) -> int | None:
         """The local id mapped to C{backend_id}, or None."""
 
 
@@ -206,18 +250,25 @@ class IIdTagCache(Interface):
     """The backend's latest answers for id tags, for offline
     authorization."""
 
-    def remember_id_tag(link, id_tag, id_tag_info, now):
+    def remember_id_tag(link: str, id_tag: str, id_tag_info: Payload, now: float) -> None:
         """Keep the backend's latest C{idTagInfo} for C{id_tag}."""
 
-    def cached_id_tag(link, id_tag, now):
+    def cached_id_tag(link: str, id_tag: str, now: float) -> Payload | None:
         """The cached C{idTagInfo} if it was Accepted and has not expired,
         else None."""
 
 
 class ILimitActuator(Interface):
-    """Sets the current limit of one kind of device."""
+    """Sets the current limit of one kind of device.
 
-    def set_limit(device, amps):
+    The device is a L{cfosproxy.core.devices.Device}. Its type is not named
+    here (C{Any}, which an implementation may narrow to C{Device}): the
+    devices module provides L{IHubObserver} and so imports this one, and
+    the imports go one way. What the Deferreds fire with is the
+    actuator's own (C{Any} too): the manager reads none of it.
+    """
+
+    def set_limit(device: Any, amps: float) -> Deferred[Any]:
         """Limit C{device} to C{amps}.
 
         @return: a Deferred that fires once the device accepted the limit, or
@@ -225,7 +276,7 @@ class ILimitActuator(Interface):
             another error (no answer, connection gone).
         """
 
-    def lift(device):
+    def lift(device: Any) -> Deferred[Any]:
         """Remove every limit the manager set in C{device}.
 
         @return: a Deferred that fires when done.

@@ -4,12 +4,25 @@ Used when a wallbox has no gateway, and (later) when its backend is down.
 Sans-IO: a clock for the time of day, a callable for transaction ids.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from cfosproxy.core.errors import StoreError
+from cfosproxy.core.interfaces import IWallboxHandler
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.schemas import validate_call
 from cfosproxy.ocpp.times import ocpp_time
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
+    from cfosproxy.core.interfaces import ICallTarget, Payload
+    from cfosproxy.ocpp.frames import Call
 
 # The CALLs a charge point sends to a central system in OCPP 1.6 (§4 of the
 # specification). Any other action from a wallbox is one we know of but that
@@ -30,6 +43,7 @@ CHARGE_POINT_ACTIONS = frozenset(
 )
 
 
+@implementer(IWallboxHandler)
 class LocalCentralSystem:
     """Answers a wallbox's CALLs the way a plain central system does.
 
@@ -43,12 +57,17 @@ class LocalCentralSystem:
 
     _log = Logger()
 
-    def __init__(self, clock, heartbeat_interval, next_transaction_id):
+    def __init__(
+        self,
+        clock: IReactorTime,
+        heartbeat_interval: int,
+        next_transaction_id: Callable[[], int],
+    ) -> None:
         self._clock = clock
         self._heartbeat_interval = heartbeat_interval
         self._next_transaction_id = next_transaction_id
 
-    def answer(self, call):
+    def answer(self, call: Call) -> Payload:
         """The payload of the CALLRESULT for C{call}.
 
         @raise OcppError: C{NotImplemented} for an unknown action,
@@ -63,25 +82,34 @@ class LocalCentralSystem:
                     call.action
                 ),
             )
-        return getattr(self, "_answer_" + call.action)(call.payload)
+        # getattr() gives no type: the _answer_ methods' one is said here.
+        answer_action: Callable[[Payload], Payload] = getattr(self, "_answer_" + call.action)
+        return answer_action(call.payload)
 
-    def _now(self):
+    def session_opened(self, session: ICallTarget) -> None:
+        """A wallbox without gateway connected: nothing to set up, every
+        answer is given from the CALL alone."""
+
+    def session_closed(self, session: ICallTarget) -> None:
+        """A wallbox without gateway is gone: nothing to tear down."""
+
+    def _now(self) -> str:
         return ocpp_time(self._clock.seconds())
 
-    def _answer_BootNotification(self, payload):
+    def _answer_BootNotification(self, payload: Payload) -> Payload:
         return {
             "status": "Accepted",
             "currentTime": self._now(),
             "interval": self._heartbeat_interval,
         }
 
-    def _answer_Heartbeat(self, payload):
+    def _answer_Heartbeat(self, payload: Payload) -> Payload:
         return {"currentTime": self._now()}
 
-    def _answer_Authorize(self, payload):
+    def _answer_Authorize(self, payload: Payload) -> Payload:
         return {"idTagInfo": {"status": "Accepted"}}
 
-    def _answer_StartTransaction(self, payload):
+    def _answer_StartTransaction(self, payload: Payload) -> Payload:
         try:
             transaction_id = self._next_transaction_id()
         except StoreError as e:
@@ -93,15 +121,15 @@ class LocalCentralSystem:
             ) from e
         return {"transactionId": transaction_id, "idTagInfo": {"status": "Accepted"}}
 
-    def _answer_StopTransaction(self, payload):
+    def _answer_StopTransaction(self, payload: Payload) -> Payload:
         if "idTag" in payload:
             return {"idTagInfo": {"status": "Accepted"}}
         return {}
 
-    def _answer_DataTransfer(self, payload):
+    def _answer_DataTransfer(self, payload: Payload) -> Payload:
         return {"status": "UnknownVendorId"}
 
-    def _empty(self, payload):
+    def _empty(self, payload: Payload) -> Payload:
         return {}
 
     _answer_StatusNotification = _empty

@@ -7,7 +7,7 @@ log lines of its own.
 """
 
 
-def printable(value):
+def printable(value: object) -> str:
     """C{value} with every character that does not print as itself escaped.
 
     Control characters (C{\\x1b}, C{\\r}, C{\\n}, C{\\x7f}, the C1 range),
@@ -29,7 +29,7 @@ def printable(value):
 _SHORT_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
-def _escape(character):
+def _escape(character: str) -> str:
     if character in _SHORT_ESCAPES:
         return _SHORT_ESCAPES[character]
     if character.isprintable():

@@ -14,10 +14,16 @@ locked out; the allowance keeps a wallbox that retries a wrong password
 every half minute, or the odd typing error, from ever being refused.
 """
 
+from __future__ import annotations
+
 import ipaddress
 import math
+from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
 
 # Seconds in which a spent allowance comes back in full.
 REFILL_SECONDS = 60.0
@@ -40,7 +46,14 @@ class PasswordBackoff:
 
     _log = Logger()
 
-    def __init__(self, clock, allowed_failures, max_backoff, *, max_addresses=MAX_ADDRESSES):
+    def __init__(
+        self,
+        clock: IReactorTime,
+        allowed_failures: int,
+        max_backoff: float,
+        *,
+        max_addresses: int = MAX_ADDRESSES,
+    ) -> None:
         if allowed_failures < 1:
             raise ValueError("allowed_failures must be at least 1")
         self._clock = clock
@@ -49,13 +62,13 @@ class PasswordBackoff:
         self._max_backoff = float(max_backoff)
         self._max_addresses = max_addresses
         # address key -> _Record, least recently active first
-        self._records = {}
+        self._records: dict[str, _Record] = {}
 
-    def __len__(self):
+    def __len__(self) -> int:
         """How many addresses are remembered now."""
         return len(self._records)
 
-    def retry_after(self, address):
+    def retry_after(self, address: str) -> int | None:
         """Whether C{address} is in its back-off.
 
         @return: the whole seconds it still has to wait (at least 1), or
@@ -73,7 +86,7 @@ class PasswordBackoff:
             return max(1, math.ceil(record.blocked_until - now))
         return None
 
-    def failed(self, address):
+    def failed(self, address: str) -> None:
         """C{address} sent a wrong password (it was checked)."""
         now = self._clock.seconds()
         key = address_key(address)
@@ -98,11 +111,11 @@ class PasswordBackoff:
         self._records[key] = record
         self._forget_old(now)
 
-    def succeeded(self, address):
+    def succeeded(self, address: str) -> None:
         """C{address} sent the right password: its record is cleared."""
         self._records.pop(address_key(address), None)
 
-    def _forget_old(self, now):
+    def _forget_old(self, now: float) -> None:
         records = self._records
         while records:
             key, record = next(iter(records.items()))
@@ -118,14 +131,14 @@ class _Record:
 
     __slots__ = ("allowance", "updated", "blocked_until", "strikes", "failures")
 
-    def __init__(self, allowance, now):
+    def __init__(self, allowance: float, now: float) -> None:
         self.allowance = allowance
         self.updated = now
         self.blocked_until = now
         self.strikes = 0
         self.failures = 0
 
-    def refill(self, now, allowed, rate):
+    def refill(self, now: float, allowed: float, rate: float) -> None:
         # Nothing comes back during a back-off: otherwise each long
         # back-off would end with a fresh burst of guesses.
         since = max(self.updated, self.blocked_until)
@@ -133,14 +146,14 @@ class _Record:
             self.allowance = min(allowed, self.allowance + (now - since) * rate)
         self.updated = now
 
-    def forgotten_at(self, allowed, rate):
+    def forgotten_at(self, allowed: float, rate: float) -> float:
         """When the allowance is full again and the back-off over: from
         then on the record says nothing and is dropped."""
         since = max(self.updated, self.blocked_until)
         return since + (allowed - self.allowance) / rate
 
 
-def address_key(address):
+def address_key(address: str) -> str:
     """What the back-off counts per: the IP address, or its /64 network for
     IPv6 (one host usually has a whole /64 to pick addresses from)."""
     try:

@@ -3,7 +3,8 @@
 An L{OcppSession} takes the text frames its peer sends and produces the
 frames to send back through an L{IPeerConnection}; the Autobahn adapters
 in L{cfosproxy.ws.server} and L{cfosproxy.ws.backend} are implementations, a list in
-a test is another.
+a test is another. A wallbox's session is an L{ICallTarget}: the gateway
+sends it the backend's CALLs.
 
 Toward the peer there is at most one outstanding CALL: toward a wallbox, the
 local manager's calls and a backend's calls wait in one queue, each with a
@@ -11,13 +12,20 @@ timeout, so that a wallbox never sees two CALLs at once (OCPP-J 1.6 §4.1.1);
 toward a backend, the wallbox's calls and the replayed queue do the same.
 """
 
+from __future__ import annotations
+
 from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, cast
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import failure
 
+from zope.interface import implementer
+
 from cfosproxy.core.errors import CallTimeout, PeerGone
+from cfosproxy.core.interfaces import ICallTarget
 from cfosproxy.core.logtext import printable
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.frames import (
@@ -29,6 +37,18 @@ from cfosproxy.ocpp.frames import (
     parse_frame,
 )
 from cfosproxy.ocpp.ids import new_unique_id
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+    from twisted.python.failure import Failure
+
+    from cfosproxy.core.interfaces import (
+        Answer,
+        IHubObserver,
+        IPeerConnection,
+        Payload,
+        Reply,
+    )
 
 # A peer may have this many of its CALLs waiting for their answers (a
 # wallbox's waiting for a slow backend, say) before the session stops reading
@@ -43,18 +63,22 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 
 
+@implementer(ICallTarget)
 class OcppSession:
     """The OCPP side of one connection.
 
     @param chargebox_id: the wallbox's ChargeBox-ID (for a backend link: the
         client id), for logs and observers.
     @param connection: an L{IPeerConnection}.
-    @param responder: answers the peer's CALLs: C{answer(call)} returns the
+    @param answer: answers the peer's CALLs: C{answer(call)} returns the
         result payload, or a whole L{CallResult} / L{CallError} frame to send
         as it is (a backend's answer relayed byte for byte), or a Deferred of
-        either; or raises L{OcppError}.
-    @param observers: objects with C{exchange(chargebox_id, call, answer)},
-        told of every CALL from the wallbox and the frame that answered it.
+        either; or raises L{OcppError}. For a wallbox: its
+        L{IWallboxHandler}'s C{answer}; for a backend link: the gateway's
+        C{backend_call}.
+    @param observers: L{IHubObserver}s, whose C{exchange(chargebox_id, call,
+        answer)} is told of every CALL from the wallbox and the frame that
+        answered it.
     @param clock: L{IReactorTime}; C{callLater} runs the call timeouts.
     @param call_timeout: seconds a CALL to the wallbox may stay unanswered.
     """
@@ -62,24 +86,30 @@ class OcppSession:
     _log = Logger()
 
     def __init__(
-        self, chargebox_id, connection, responder, observers, clock, call_timeout
-    ):
+        self,
+        chargebox_id: str,
+        connection: IPeerConnection,
+        answer: Callable[[Call], Answer],
+        observers: Iterable[IHubObserver],
+        clock: IReactorTime,
+        call_timeout: float,
+    ) -> None:
         self.chargebox_id = chargebox_id
         self.connection = connection
-        self._responder = responder
+        self._answer = answer
         self._observers = tuple(observers)
         self._clock = clock
         self._call_timeout = call_timeout
-        self._queue = deque()
-        self._outstanding = None
-        self._timer = None
+        self._queue: deque[_PendingCall] = deque()
+        self._outstanding: _PendingCall | None = None
+        self._timer: IDelayedCall | None = None
         self._unanswered = 0
         self.reading_paused = False
         self.closed = False
 
     # -- frames from the wallbox -------------------------------------------
 
-    def text_received(self, text):
+    def text_received(self, text: str) -> None:
         """Handle one text frame from the wallbox."""
         try:
             frame = parse_frame(text)
@@ -91,7 +121,7 @@ class OcppSession:
         else:
             self._answer_received(frame)
 
-    def _malformed(self, error):
+    def _malformed(self, error: FrameError) -> None:
         if error.unique_id is None:
             self._log.warn(
                 "{cbid}: dropped a malformed frame without a readable id: "
@@ -112,7 +142,7 @@ class OcppSession:
             # for it would be a second answer to our own CALL.
             self._send(error.to_call_error())
 
-    def _call_received(self, call):
+    def _call_received(self, call: Call) -> None:
         self._unanswered += 1
         if self._unanswered >= MAX_UNANSWERED and not self.reading_paused:
             # The connection logs its pauses, at most a line a minute: a peer
@@ -125,11 +155,11 @@ class OcppSession:
             )
             self.reading_paused = True
             self.connection.pause_reading()
-        # The responder's answer is handled at once when it has one, and
+        # The answer is handled at once when there is one, and
         # through a single callback pair when it returns a Deferred: this
         # runs for every message a wallbox sends.
         try:
-            answer = self._responder.answer(call)
+            answer = self._answer(call)
         except Exception:
             self._respond(self._call_failed(call, failure.Failure()), call)
             return
@@ -142,7 +172,7 @@ class OcppSession:
         else:
             self._respond(answer, call)
 
-    def _respond(self, answer, call):
+    def _respond(self, answer: Reply, call: Call) -> None:
         """Send the answer to a CALL of the peer's (a payload or a frame)."""
         try:
             if not isinstance(answer, (CallResult, CallError)):
@@ -155,7 +185,7 @@ class OcppSession:
             )
         self._call_answered(None)
 
-    def _call_answered(self, _):
+    def _call_answered(self, _: None) -> None:
         self._unanswered -= 1
         if (
             self.reading_paused
@@ -165,9 +195,10 @@ class OcppSession:
             self.reading_paused = False
             self.connection.resume_reading()
 
-    def _call_failed(self, call, failure):
+    def _call_failed(self, call: Call, failure: Failure) -> CallError:
         if failure.check(OcppError):
-            return failure.value.to_call_error(call.unique_id)
+            # check() said what the value is; a Failure's type does not.
+            return cast(OcppError, failure.value).to_call_error(call.unique_id)
         self._log.failure(
             "{cbid}: internal error answering {action}",
             failure,
@@ -178,7 +209,7 @@ class OcppSession:
             call.unique_id, ErrorCode.InternalError, "internal error", {}
         )
 
-    def _answer_call(self, answer, call):
+    def _answer_call(self, answer: CallResult | CallError, call: Call) -> None:
         if isinstance(answer, CallError):
             self._log.info(
                 "{cbid}: {action} answered with {code}: {description}",
@@ -192,7 +223,7 @@ class OcppSession:
         for observer in self._observers:
             observer.exchange(self.chargebox_id, call, answer)
 
-    def _answer_received(self, frame):
+    def _answer_received(self, frame: CallResult | CallError) -> None:
         pending = self._outstanding
         if pending is None or pending.call.unique_id != frame.unique_id:
             self._log.warn(
@@ -205,7 +236,9 @@ class OcppSession:
 
     # -- CALLs to the wallbox ----------------------------------------------
 
-    def send_call(self, call, timeout=None):
+    def send_call(
+        self, call: Call, timeout: float | None = None
+    ) -> defer.Deferred[CallResult | CallError]:
         """Queue a CALL for the wallbox.
 
         @param timeout: seconds this CALL may stay unanswered, if longer
@@ -217,7 +250,7 @@ class OcppSession:
         """
         if self.closed:
             return defer.fail(PeerGone(self.chargebox_id))
-        d = defer.Deferred()
+        d: defer.Deferred[CallResult | CallError] = defer.Deferred()
         pending = _PendingCall(call, d)
         if timeout is not None and timeout > self._call_timeout:
             pending.timeout = timeout
@@ -225,7 +258,7 @@ class OcppSession:
         self._send_next()
         return d
 
-    def call(self, action, payload):
+    def call(self, action: str, payload: Payload) -> defer.Deferred[Payload]:
         """Send a CALL of our own and get the result payload.
 
         @return: a Deferred firing with the CALLRESULT payload, or failing
@@ -233,15 +266,14 @@ class OcppSession:
             L{PeerGone}.
         """
         d = self.send_call(Call(new_unique_id(), action, payload))
-        d.addCallback(_result_payload)
-        return d
+        return d.addCallback(_result_payload)
 
     @property
-    def queue_length(self):
+    def queue_length(self) -> int:
         """CALLs waiting for the wallbox, the outstanding one included."""
         return len(self._queue) + (self._outstanding is not None)
 
-    def _send_next(self):
+    def _send_next(self) -> None:
         if self._outstanding is not None or not self._queue or self.closed:
             return
         pending = self._queue.popleft()
@@ -256,11 +288,13 @@ class OcppSession:
             self._timer = self._clock.callLater(self._call_timeout, self._check_deadline)
         self._send(pending.call)
 
-    def _check_deadline(self):
+    def _check_deadline(self) -> None:
         self._timer = None
         pending = self._outstanding
         if pending is None:
             return
+        # _send_next set it when the CALL went out, before it was outstanding.
+        assert pending.deadline is not None
         left = pending.deadline - self._clock.seconds()
         if left > 0:
             self._timer = self._clock.callLater(left, self._check_deadline)
@@ -275,8 +309,12 @@ class OcppSession:
             lambda d: d.errback(CallTimeout(pending.call.action))
         )
 
-    def _finish_outstanding(self, fire):
+    def _finish_outstanding(
+        self, fire: Callable[[defer.Deferred[CallResult | CallError]], object]
+    ) -> None:
         pending, self._outstanding = self._outstanding, None
+        # Only an answer to the outstanding CALL, or its timeout, comes here.
+        assert pending is not None
         # Send the next CALL before running callbacks, so that a callback
         # that queues another CALL keeps the order of the queue.
         self._send_next()
@@ -284,16 +322,16 @@ class OcppSession:
 
     # -- the connection ------------------------------------------------------
 
-    def _send(self, frame):
+    def _send(self, frame: Call | CallResult | CallError) -> None:
         if not self.closed:
             self.connection.send_text(frame.to_text())
 
-    def close(self, code=CLOSE_NORMAL, reason=""):
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Close the connection; what is queued fails when it is gone."""
         if not self.closed:
             self.connection.close(code, reason)
 
-    def connection_lost(self):
+    def connection_lost(self) -> None:
         """The connection is gone: fail every CALL still waiting."""
         self.closed = True
         waiting = list(self._queue)
@@ -311,14 +349,14 @@ class OcppSession:
 class _PendingCall:
     __slots__ = ("call", "deferred", "deadline", "timeout")
 
-    def __init__(self, call, deferred):
+    def __init__(self, call: Call, deferred: defer.Deferred[CallResult | CallError]) -> None:
         self.call = call
         self.deferred = deferred
-        self.deadline = None
-        self.timeout = None
+        self.deadline: float | None = None
+        self.timeout: float | None = None
 
 
-def _short(unique_id, limit=40):
+def _short(unique_id: str, limit: int = 40) -> str:
     """A message id for a log line: a peer may send one of 60,000
     characters, which would make every line about it unreadable."""
     if len(unique_id) <= limit:
@@ -326,7 +364,7 @@ def _short(unique_id, limit=40):
     return "{}... ({} characters)".format(unique_id[:limit], len(unique_id))
 
 
-def _result_payload(frame):
+def _result_payload(frame: CallResult | CallError) -> Payload:
     if isinstance(frame, CallError):
         raise OcppError(
             frame.error_code, frame.error_description, frame.error_details

@@ -16,7 +16,9 @@ wallbox.
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from cfosproxy.core.interfaces import ICallTarget
 from cfosproxy.ocpp.errors import ErrorCode, OcppError
 from cfosproxy.ocpp.frames import Call, CallError, CallResult
 from cfosproxy.ocpp.ids import new_unique_id
@@ -42,6 +44,7 @@ FIXED_KEYS = {
 PLUGGED = frozenset({"B", "C", "D"})
 
 
+@implementer(ICallTarget)
 class ModbusChargePoint:
     """The OCPP charge point of one Modbus device.
 
@@ -93,7 +96,7 @@ class ModbusChargePoint:
         """The Modbus device answers: boot toward the backend."""
         self.closed = False
         self.serial = serial
-        self._gateway.wallbox_connected(self)
+        self._gateway.chargepoint_online(self)
         self._boot()
 
     def backend_booted(self):
@@ -106,7 +109,7 @@ class ModbusChargePoint:
         """The Modbus device stopped answering."""
         self.closed = True
         self._cancel_timers()
-        self._gateway.wallbox_disconnected()
+        self._gateway.chargepoint_offline(self)
 
     def reading_changed(self, reading):
         """A new poll result: report state changes and start or stop the
@@ -306,8 +309,9 @@ class ModbusChargePoint:
 
     # -- calls from the backend (the gateway's "wallbox session" side) ------
 
-    def send_call(self, call):
-        """Answer a backend CALL; a Deferred of the CALLRESULT/CALLERROR."""
+    def send_call(self, call, timeout=None):
+        """Answer a backend CALL; a Deferred of the CALLRESULT/CALLERROR
+        (at once: the answer needs no round trip, so no C{timeout})."""
         handler = getattr(self, "_on_" + call.action, None)
         if handler is None:
             return defer.succeed(

@@ -1,34 +1,27 @@
-"""OCPP-J 1.6 error codes and the exception that carries one."""
+"""The exception that makes a CALL be answered with a CALLERROR.
+
+L{ErrorCode} lives in L{cfosproxy.ocpp.errorcodes} and is importable from
+here too, next to the exception that carries one.
+"""
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from cfosproxy.ocpp.frames import CallError
+from cfosproxy.ocpp.errorcodes import ErrorCode
+from cfosproxy.ocpp.frames import CallError
 
-
-class ErrorCode(StrEnum):
-    """The CALLERROR codes of OCPP-J 1.6 §4.2.3, spelled as 1.6 spells them."""
-
-    NotImplemented = "NotImplemented"
-    NotSupported = "NotSupported"
-    InternalError = "InternalError"
-    ProtocolError = "ProtocolError"
-    SecurityError = "SecurityError"
-    FormationViolation = "FormationViolation"
-    PropertyConstraintViolation = "PropertyConstraintViolation"
-    OccurenceConstraintViolation = "OccurenceConstraintViolation"
-    TypeConstraintViolation = "TypeConstraintViolation"
-    GenericError = "GenericError"
+__all__ = ["ErrorCode", "OcppError"]
 
 
 class OcppError(Exception):
     """A CALL that must be answered with a CALLERROR instead of a result."""
 
     def __init__(
-        self, code: ErrorCode | str, description: str = "", details: dict | None = None
+        self,
+        code: ErrorCode | str,
+        description: str = "",
+        details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(code, description)
         self.code = code
@@ -40,7 +33,4 @@ class OcppError(Exception):
 
     def to_call_error(self, unique_id: str) -> CallError:
         """The CALLERROR that answers the CALL with id ``unique_id``."""
-        # Imported here because frames needs ErrorCode from this module.
-        from cfosproxy.ocpp.frames import CallError
-
         return CallError(unique_id, str(self.code), self.description, dict(self.details))

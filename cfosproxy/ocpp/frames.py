@@ -8,15 +8,14 @@ against its exact bytes, and re-serialising would change e.g. ``\\/`` to
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Self
+from typing import Any
 
-from cfosproxy.ocpp.errors import ErrorCode
+from cfosproxy.ocpp.errorcodes import ErrorCode
 
 MAX_UNIQUE_ID_LENGTH = 36
 
@@ -35,7 +34,7 @@ class MessageType(IntEnum):
     CALLERROR = 4
 
 
-def _dumps(value: list) -> str:
+def _dumps(value: list[Any]) -> str:
     # allow_nan=False: never emit NaN/Infinity, they are not JSON.
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     if not text.isascii():
@@ -52,16 +51,12 @@ class _Frame:
     # raw is the received text; it only matters while nothing was changed.
     raw: str | None
 
-    def _elements(self) -> list:
+    def _elements(self) -> list[Any]:
         raise NotImplementedError
 
     def to_text(self) -> str:
         """The frame as text: the received text if there is one, else compact JSON."""
         return self.raw if self.raw is not None else _dumps(self._elements())
-
-    def with_unique_id(self, new_id: str) -> Self:
-        """The same message under another unique id (re-serialised when sent)."""
-        return dataclasses.replace(self, unique_id=new_id, raw=None)
 
 
 @dataclass(frozen=True)
@@ -70,12 +65,12 @@ class Call(_Frame):
 
     unique_id: str
     action: str
-    payload: dict
+    payload: dict[str, Any]
     # Not part of equality: two frames with the same content are the same
     # message however they were spelled.
     raw: str | None = field(default=None, compare=False, repr=False)
 
-    def _elements(self) -> list:
+    def _elements(self) -> list[Any]:
         return [MessageType.CALL, self.unique_id, self.action, self.payload]
 
 
@@ -84,10 +79,10 @@ class CallResult(_Frame):
     """``[3, uniqueId, payload]``: the answer to a CALL."""
 
     unique_id: str
-    payload: dict
+    payload: dict[str, Any]
     raw: str | None = field(default=None, compare=False, repr=False)
 
-    def _elements(self) -> list:
+    def _elements(self) -> list[Any]:
         return [MessageType.CALLRESULT, self.unique_id, self.payload]
 
 
@@ -102,10 +97,10 @@ class CallError(_Frame):
     unique_id: str
     error_code: str
     error_description: str = ""
-    error_details: dict = field(default_factory=dict)
+    error_details: dict[str, Any] = field(default_factory=dict)
     raw: str | None = field(default=None, compare=False, repr=False)
 
-    def _elements(self) -> list:
+    def _elements(self) -> list[Any]:
         return [
             MessageType.CALLERROR,
             self.unique_id,
@@ -144,7 +139,11 @@ class FrameError(Exception):
         return CallError(self.unique_id, self.code.value, self.description)
 
 
-_LENGTHS = {MessageType.CALL: 4, MessageType.CALLRESULT: 3, MessageType.CALLERROR: 5}
+_LENGTHS: dict[int, int] = {
+    MessageType.CALL: 4,
+    MessageType.CALLRESULT: 3,
+    MessageType.CALLERROR: 5,
+}
 
 
 def _refuse_constant(name: str) -> float:
@@ -171,12 +170,12 @@ def _readable_start(text: str) -> tuple[int | None, str | None]:
 def _nested_deeper_than(value: object, limit: int) -> bool:
     # Level by level, without recursion: the point is to refuse values too
     # deep to recurse into.
-    containers = [value]
+    containers: list[Any] = [value]
     depth = 1
     while containers:
         if depth > limit:
             return True
-        children = []
+        children: list[Any] = []
         for container in containers:
             for item in container.values() if type(container) is dict else container:
                 if type(item) is dict or type(item) is list:

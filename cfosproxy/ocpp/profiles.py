@@ -11,23 +11,25 @@ else in the wallbox:
   as well as to the one running, kind ``Absolute``, rate unit ``A``.
 """
 
+from typing import Any
+
 from cfosproxy.ocpp.times import ocpp_time
 
 MANAGER_PROFILE_ID_BASE = 1952000
 MANAGER_STACK_LEVEL = 1
 
 
-def manager_profile_id(connector_id):
+def manager_profile_id(connector_id: int) -> int:
     """The chargingProfileId the manager uses on C{connector_id}."""
     return MANAGER_PROFILE_ID_BASE + connector_id
 
 
-def is_manager_profile_id(profile_id):
-    """Whether a chargingProfileId lies in the manager's own range."""
-    return MANAGER_PROFILE_ID_BASE <= profile_id < MANAGER_PROFILE_ID_BASE + 100
-
-
-def manager_profile(connector_id, limit, start_seconds, schedule=None):
+def manager_profile(
+    connector_id: int,
+    limit: float,
+    start_seconds: float,
+    schedule: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The SetChargingProfile payload that limits C{connector_id}.
 
     @param limit: amperes per phase; sent with one decimal.
@@ -53,7 +55,7 @@ def manager_profile(connector_id, limit, start_seconds, schedule=None):
     }
 
 
-def clear_manager_profile(connector_id):
+def clear_manager_profile(connector_id: int) -> dict[str, int]:
     """The ClearChargingProfile payload that removes the manager's profile
     from C{connector_id}."""
     return {"id": manager_profile_id(connector_id)}

@@ -2,22 +2,18 @@
 §3.13 (sans-IO): a new profile replaces one with the same id, or with the
 same purpose and stack level; ClearChargingProfile removes by criteria."""
 
-from cfosproxy.ocpp.schedules import composite
+from collections.abc import Mapping
+
+from cfosproxy.ocpp.schedules import ChargingProfile, Period, composite
 
 
 class ProfileSet:
     """The profiles of one connector (or of a device)."""
 
-    def __init__(self):
-        self._profiles = {}
+    def __init__(self) -> None:
+        self._profiles: dict[int, ChargingProfile] = {}
 
-    def __bool__(self):
-        return bool(self._profiles)
-
-    def __iter__(self):
-        return iter(self._profiles.values())
-
-    def set(self, profile):
+    def set(self, profile: ChargingProfile) -> None:
         """Keep C{profile}, replacing what it replaces."""
         for key, old in list(self._profiles.items()):
             if old.id == profile.id or (
@@ -26,7 +22,7 @@ class ProfileSet:
                 del self._profiles[key]
         self._profiles[profile.id] = profile
 
-    def clear(self, criteria):
+    def clear(self, criteria: Mapping[str, object]) -> bool:
         """Remove the profiles a ClearChargingProfile payload selects (id,
         chargingProfilePurpose, stackLevel; none given: all).
 
@@ -37,7 +33,14 @@ class ProfileSet:
             del self._profiles[key]
         return bool(removed)
 
-    def composite(self, start, end, *, transaction_id=None, transaction_start=None):
+    def composite(
+        self,
+        start: float,
+        end: float,
+        *,
+        transaction_id: int | None = None,
+        transaction_start: float | None = None,
+    ) -> list[Period] | None:
         """The composite schedule over C{[start, end)}, or None when no
         profile is held."""
         if not self._profiles:
@@ -51,7 +54,7 @@ class ProfileSet:
         )
 
 
-def _matches(profile, criteria):
+def _matches(profile: ChargingProfile, criteria: Mapping[str, object]) -> bool:
     if "id" in criteria and criteria["id"] != profile.id:
         return False
     if "chargingProfilePurpose" in criteria and criteria["chargingProfilePurpose"] != profile.purpose:

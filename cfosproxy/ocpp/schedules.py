@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any, Literal, overload
 
 from cfosproxy.ocpp.times import ocpp_time
 
@@ -39,7 +41,7 @@ _RFC3339 = re.compile(
 )
 
 
-def parse_ocpp_time(text) -> float:
+def parse_ocpp_time(text: object) -> float:
     """The POSIX time of an OCPP dateTime (RFC 3339, ``Z`` or an offset,
     fractional seconds optional); ``ValueError`` for anything else."""
     match = _RFC3339.fullmatch(text) if isinstance(text, str) else None
@@ -81,13 +83,21 @@ class Period:
         return self.start <= moment and (self.end is None or moment < self.end)
 
 
-def _field(data, key):
+def _field(data: object, key: str) -> Any:
     if not isinstance(data, dict) or key not in data:
         raise ValueError(f"charging profile lacks {key}")
     return data[key]
 
 
-def _number(value, what, *, integer=False):
+@overload
+def _number(value: object, what: str, *, integer: Literal[True]) -> int: ...
+
+
+@overload
+def _number(value: object, what: str, *, integer: Literal[False] = False) -> float: ...
+
+
+def _number(value: object, what: str, *, integer: bool = False) -> float:
     kinds = int if integer else (int, float)
     # (A huge JSON integer would overflow math.isfinite; only floats can be inf/nan.)
     if isinstance(value, bool) or not isinstance(value, kinds) or (
@@ -104,20 +114,20 @@ def _number(value, what, *, integer=False):
         raise ValueError(f"{what} is out of range") from None
 
 
-def _integer(value, what):
+def _integer(value: object, what: str) -> int:
     # Ids may be any integer; OCPP sets no lower bound for them.
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{what} must be a whole number, not {value!r}")
     return value
 
 
-def _choice(value, allowed, what):
-    if value not in allowed:
+def _choice(value: object, allowed: Sequence[str], what: str) -> str:
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"unknown {what} {value!r}")
     return value
 
 
-def _time(value, what):
+def _time(value: object, what: str) -> float | None:
     if value is None:
         return None
     try:
@@ -131,9 +141,8 @@ class ChargingProfile:
     """One parsed ``csChargingProfiles`` (the OCPP JSON object).
 
     Times are POSIX seconds (``None`` when the profile leaves them out);
-    ``periods`` are the chargingSchedulePeriod objects as received, in the
-    profile's own ``rate_unit``; ``min_charging_rate`` is kept for the record
-    and does not limit anything. Build one with :meth:`from_json`.
+    the periods are kept in amperes, whatever unit the profile was sent in.
+    Build one with :meth:`from_json`.
     """
 
     id: int
@@ -144,16 +153,15 @@ class ChargingProfile:
     valid_from: float | None
     valid_to: float | None
     transaction_id: int | None
-    rate_unit: str
-    periods: tuple
     duration: int | None
     start_schedule: float | None
-    min_charging_rate: float | None = None
     # (startPeriod, amperes, numberPhases) per period, in the order received.
-    _steps: tuple = field(default=(), repr=False)
+    _steps: tuple[tuple[int, float, int | None], ...] = field(default=(), repr=False)
 
     @classmethod
-    def from_json(cls, data: dict, *, volts_per_phase: float | None = 230.0) -> ChargingProfile:
+    def from_json(
+        cls, data: dict[str, Any], *, volts_per_phase: float | None = 230.0
+    ) -> ChargingProfile:
         """Parse a ``csChargingProfiles`` / ``chargingProfile`` object.
 
         A schedule in watts is converted to amperes with ``volts_per_phase``;
@@ -181,7 +189,7 @@ class ChargingProfile:
         raw = _field(schedule, "chargingSchedulePeriod")
         if not isinstance(raw, list) or not raw:
             raise ValueError("chargingSchedulePeriod must be a non-empty list")
-        steps = []
+        steps: list[tuple[int, float, int | None]] = []
         for period in raw:
             offset = _number(_field(period, "startPeriod"), "startPeriod", integer=True)
             if steps and offset <= steps[-1][0]:
@@ -190,10 +198,14 @@ class ChargingProfile:
             phases = period.get("numberPhases")
             if phases is not None and _number(phases, "numberPhases", integer=True) == 0:
                 raise ValueError("numberPhases must be positive")
-            if unit == "W":
+            if unit == "W" and volts_per_phase is not None:  # (None refused above)
                 limit = limit / (volts_per_phase * (phases or DEFAULT_PHASES))
             steps.append((offset, limit, phases))
         rate = schedule.get("minChargingRate")
+        if rate is not None:
+            # Checked though nothing limits by it: a profile OCPP calls
+            # malformed is refused whole.
+            _number(rate, "minChargingRate")
         tx = data.get("transactionId")
         return cls(
             id=_integer(_field(data, "chargingProfileId"), "chargingProfileId"),
@@ -206,17 +218,18 @@ class ChargingProfile:
             valid_from=_time(data.get("validFrom"), "validFrom"),
             valid_to=_time(data.get("validTo"), "validTo"),
             transaction_id=None if tx is None else _integer(tx, "transactionId"),
-            rate_unit=unit,
-            periods=tuple(raw),
             duration=duration,
             start_schedule=start_schedule,
-            min_charging_rate=None if rate is None else _number(rate, "minChargingRate"),
             _steps=tuple(steps),
         )
 
-    def _runs(self, low, high, transaction_start):
+    def _runs(
+        self, low: float, high: float, transaction_start: float | None
+    ) -> Iterator[tuple[float, float]]:
         """(origin, stop) of every run of the schedule that may touch [low, high)."""
         if self.kind == "Recurring":
+            # from_json refuses a Recurring profile without either.
+            assert self.recurrency is not None and self.start_schedule is not None
             cycle = _CYCLES[self.recurrency]
             length = cycle if self.duration is None else min(self.duration, cycle)
             # The first run starts at startSchedule; before it the profile is
@@ -230,11 +243,11 @@ class ChargingProfile:
         # Relative profiles start with the transaction, and so does an
         # Absolute one without startSchedule: "If absent the schedule will be
         # relative to start of charging" (chargingSchedule.startSchedule).
-        origin = self.start_schedule if self.kind == "Absolute" else None
-        if origin is None:
-            origin = transaction_start
-        if origin is not None:
-            yield origin, math.inf if self.duration is None else origin + self.duration
+        anchor = self.start_schedule if self.kind == "Absolute" else None
+        if anchor is None:
+            anchor = transaction_start
+        if anchor is not None:
+            yield anchor, math.inf if self.duration is None else anchor + self.duration
 
     def periods_between(
         self, start: float, end: float, *, transaction_start: float | None
@@ -262,10 +275,10 @@ class ChargingProfile:
         return _merged(found)
 
 
-def _merged(periods):
+def _merged(periods: Iterable[Period]) -> list[Period]:
     # Input is sorted and non-overlapping; periods without a limit are left
     # out, since "not covered" already means "no limit".
-    out = []
+    out: list[Period] = []
     for period in periods:
         if period.limit is None:
             continue
@@ -281,30 +294,35 @@ def _merged(periods):
     return out
 
 
-def _covering(periods, moment):
+def _covering(periods: Iterable[Period], moment: float) -> Period | None:
     return next((p for p in periods if p.covers(moment) and p.limit is not None), None)
 
 
-def _sweep(lists, choose):
+def _sweep(
+    lists: Sequence[Sequence[Period]],
+    choose: Callable[[list[Period | None]], Period | None],
+) -> list[Period]:
     """Split time at every boundary of every list; ``choose`` gets the period
     of each list that covers a piece (or None) and returns the one to keep."""
     every = [p for ps in lists for p in ps]
     cuts = sorted({p.start for p in every} | {p.end for p in every if p.end is not None})
+    # Each cut up to the next; the last one on for ever if a period never ends.
+    ends: list[float | None] = [*cuts[1:]]
     if any(p.end is None for p in every):
-        cuts.append(None)
+        ends.append(None)
     pieces = []
-    for begin, finish in zip(cuts, cuts[1:]):
+    for begin, finish in zip(cuts, ends):
         chosen = choose([_covering(ps, begin) for ps in lists])
         if chosen is not None:
             pieces.append(Period(begin, finish, chosen.limit, chosen.number_phases))
     return _merged(pieces)
 
 
-def _first(candidates):
+def _first(candidates: Iterable[Period | None]) -> Period | None:
     return next((p for p in candidates if p is not None), None)
 
 
-def _lowest(candidates):
+def _lowest(candidates: Iterable[Period | None]) -> Period | None:
     # On equal limits, fewer phases is the smaller power.
     present = [p for p in candidates if p is not None]
     return min(present, key=lambda p: (p.limit, p.number_phases or DEFAULT_PHASES), default=None)
@@ -323,7 +341,11 @@ def minimum(a: list[Period], b: list[Period]) -> list[Period]:
 
 
 def stack(
-    profiles: list[ChargingProfile], start: float, end: float, *, transaction_start=None
+    profiles: Sequence[ChargingProfile],
+    start: float,
+    end: float,
+    *,
+    transaction_start: float | None = None,
 ) -> list[Period]:
     """Stack profiles of one purpose (OCPP 1.6 §3.13.2) over ``[start, end)``.
 
@@ -339,7 +361,12 @@ def stack(
 
 
 def composite(
-    profiles, start: float, end: float, *, transaction_id=None, transaction_start=None
+    profiles: Sequence[ChargingProfile] | Mapping[Any, Sequence[ChargingProfile]],
+    start: float,
+    end: float,
+    *,
+    transaction_id: int | None = None,
+    transaction_start: float | None = None,
 ) -> list[Period]:
     """The composite schedule over ``[start, end)`` (OCPP 1.6 §3.13.4).
 
@@ -351,11 +378,15 @@ def composite(
     composite of a charge point with one connector, a caller with several
     shares the ChargePointMaxProfile out among them.
     """
-    if isinstance(profiles, dict):
-        profiles = [p for group in profiles.values() for p in group]
+    if isinstance(profiles, Mapping):
+        every = [p for group in profiles.values() for p in group]
+    else:
+        every = list(profiles)
 
-    def stacked(purpose, keep=lambda p: True):
-        chosen = [p for p in profiles if p.purpose == purpose and keep(p)]
+    def stacked(
+        purpose: str, keep: Callable[[ChargingProfile], bool] = lambda p: True
+    ) -> list[Period]:
+        chosen = [p for p in every if p.purpose == purpose and keep(p)]
         return stack(chosen, start, end, transaction_start=transaction_start)
 
     tx = stacked(
@@ -366,7 +397,7 @@ def composite(
     return minimum(charging, stacked("ChargePointMaxProfile"))
 
 
-def _one_decimal(value):
+def _one_decimal(value: float) -> float:
     # Round down: the limit sent must never exceed the one computed. The
     # small margin keeps e.g. 21.4 (21.39999… in binary) at 21.4.
     return math.floor(value * 10 + 1e-6) / 10
@@ -379,7 +410,7 @@ def to_charging_schedule(
     *,
     unlimited: float | None = None,
     volts_per_phase: float = 230.0,
-) -> dict:
+) -> dict[str, Any]:
     """An OCPP chargingSchedule for ``periods`` from ``start`` on, for
     SetChargingProfile and GetCompositeSchedule answers.
 
@@ -402,9 +433,11 @@ def to_charging_schedule(
         if p.end is None or p.end > start
     ]
     if unlimited is not None:
-        filled, cursor = [], start
+        filled: list[Period] = []
+        cursor: float | None = start
         for period in ahead:
-            if period.start > cursor:
+            # (Sorted and apart: only the last period may be open-ended.)
+            if cursor is not None and period.start > cursor:
                 filled.append(Period(cursor, period.start, unlimited))
             filled.append(period)
             cursor = period.end
@@ -412,14 +445,18 @@ def to_charging_schedule(
     if not ahead:
         raise ValueError("no limit to put into a charging schedule")
     origin = ahead[0].start
-    entries = []
+    entries: list[dict[str, float]] = []
     for before, period in zip([None, *ahead], ahead):
         if before is not None and before.end != period.start:
             raise ValueError("a stretch without a limit between limits needs unlimited=")
         limit = period.limit
+        assert limit is not None  # _merged leaves out periods without one
         if rate_unit == "W":
             limit *= volts_per_phase * (period.number_phases or DEFAULT_PHASES)
-        entry = {"startPeriod": round(period.start - origin), "limit": _one_decimal(limit)}
+        entry: dict[str, float] = {
+            "startPeriod": round(period.start - origin),
+            "limit": _one_decimal(limit),
+        }
         if period.number_phases is not None:
             entry["numberPhases"] = period.number_phases
         if entries and entries[-1]["startPeriod"] == entry["startPeriod"]:
@@ -427,7 +464,7 @@ def to_charging_schedule(
         if entries and {**entries[-1], "startPeriod": 0} == {**entry, "startPeriod": 0}:
             continue  # equal to its neighbour once rounded
         entries.append(entry)
-    schedule = {
+    schedule: dict[str, Any] = {
         "startSchedule": ocpp_time(origin),
         "chargingRateUnit": rate_unit,
         "chargingSchedulePeriod": entries,

@@ -15,7 +15,9 @@ from collections import Counter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from twisted.web import resource
+from zope.interface import implementer
 
+from cfosproxy.core.interfaces import IHubObserver
 from cfosproxy.ocpp.frames import CallError
 from cfosproxy.ocpp.schemas import known_action
 
@@ -29,6 +31,7 @@ def _action_label(action):
     return action if known_action(action) else OTHER_ACTION
 
 
+@implementer(IHubObserver)
 class MessageCounter:
     """Counts what is not kept anywhere else, as it happens.
 

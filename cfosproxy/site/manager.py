@@ -20,15 +20,28 @@ limits the fuse needs lower still go out, and the pass is tried again at the
 next event and on a timer.
 """
 
+from __future__ import annotations
+
 import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, cast
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from cfosproxy.ocpp.frames import CallResult
 from cfosproxy.core.errors import LimitRefused, PeerGone
+from cfosproxy.core.interfaces import IHubObserver
 from cfosproxy.site.sharing import Request, share, to_deciamps
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+    from cfosproxy.core.devices import Device, DeviceRegistry
+    from cfosproxy.core.interfaces import ILimitActuator
+    from cfosproxy.ocpp.frames import Call, CallError
 
 # After connecting, a wallbox normally sends a BootNotification; the default
 # profile goes out after it. A wallbox that reconnects without booting gets
@@ -47,13 +60,52 @@ RECALCULATION_RETRY = 10.0
 FAILURE_REMINDER = 600.0
 
 
+class ManagerSettings(Protocol):
+    """What the manager reads of the C{[manager]} section
+    (L{cfosproxy.config.ManagerConfig})."""
+
+    @property
+    def max_current(self) -> float: ...
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def on_deactivate(self) -> str: ...
+
+
+class SiteConfig(Protocol):
+    """What the manager reads of the daemon's L{cfosproxy.config.Config}."""
+
+    @property
+    def manager(self) -> ManagerSettings: ...
+
+
+class DeviceLimits(Protocol):
+    """What the manager reads of a managed device's configuration
+    (L{cfosproxy.config.WallboxConfig})."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def min_current(self) -> float: ...
+
+    @property
+    def max_current(self) -> float: ...
+
+
+def _limits(device: Device) -> DeviceLimits:
+    # Only configured devices are managed, so config is never None here.
+    return cast(DeviceLimits, device.config)
+
+
+@implementer(IHubObserver)
 class LoadManager:
     """Grants current to devices and keeps the site under its limit.
 
     @param config: the daemon's L{cfosproxy.config.Config}.
     @param registry: the L{cfosproxy.core.devices.DeviceRegistry}.
-    @param actuators: C{{device type: ILimitActuator}}; devices of other
-        types are shown but not managed.
     @param clock: L{IReactorTime}.
     @param save_enabled: C{callable(name, enabled)} that keeps the flag on
         disk.
@@ -63,27 +115,35 @@ class LoadManager:
 
     _log = Logger()
 
-    def __init__(self, config, registry, actuators, clock, save_enabled, sharing=share):
+    def __init__(
+        self,
+        config: SiteConfig,
+        registry: DeviceRegistry,
+        clock: IReactorTime,
+        save_enabled: Callable[[str, bool], object],
+        sharing: Callable[[float, Sequence[Request]], Mapping[str, float]] = share,
+    ) -> None:
         self._site_limit = config.manager.max_current
         self._control = config.manager.mode == "control"
         self._lift_on_deactivate = config.manager.on_deactivate == "lift_limit"
         self._registry = registry
-        self._actuators = actuators
+        # Until connect_actuators: none, so no device is managed.
+        self._actuators: Mapping[str, ILimitActuator] = {}
         self._clock = clock
         self._save_enabled = save_enabled
         self._share = sharing
         self._order = itertools.count()
-        self._arrival = {}
-        self._ready = set()
-        self._stale = set()
-        self._failed = {}
-        self._boot_timers = {}
-        self._retry_timers = {}
-        self._sends = {}
-        self._reapply_waiters = {}
-        self._managed = []
-        self._managed_size = None
-        self._refresh_call = None
+        self._arrival: dict[str, int] = {}
+        self._ready: set[str] = set()
+        self._stale: set[str] = set()
+        self._failed: dict[str, float] = {}
+        self._boot_timers: dict[str, IDelayedCall] = {}
+        self._retry_timers: dict[str, IDelayedCall] = {}
+        self._sends: dict[str, int] = {}
+        self._reapply_waiters: dict[str, list[tuple[int, defer.Deferred[bool]]]] = {}
+        self._managed: list[Device] = []
+        self._managed_size: int | None = None
+        self._refresh_call: IDelayedCall | None = None
         # Counts the passes of _apply(), to notice one inside another.
         self._passes = 0
         # Passes of refresh() that raised since the last one that did not,
@@ -92,12 +152,27 @@ class LoadManager:
         # would otherwise log at every event).
         self._failed_passes = 0
         self._failure_said = False
-        self._recalculation_retry = None
-        self._failures_logged_at = {}
+        self._recalculation_retry: IDelayedCall | None = None
+        self._failures_logged_at: dict[tuple[object, object], float] = {}
+
+    def connect_actuators(self, actuators: Mapping[str, ILimitActuator]) -> None:
+        """Take the actuators that set the devices' limits, once, before
+        the manager hears of any wallbox.
+
+        Not a constructor argument: the actuators reach the wallboxes
+        through the hub and the Modbus clients, which report to this
+        manager, so they are made after it.
+
+        @param actuators: C{{device type: ILimitActuator}}; devices of other
+            types are shown but not managed.
+        """
+        self._actuators = actuators
+        # Which devices are managed depends on the actuators.
+        self._managed_size = None
 
     # -- which devices ---------------------------------------------------------
 
-    def managed(self):
+    def managed(self) -> list[Device]:
         """The devices the manager shares current among."""
         # Only configured devices are managed, and those are all in the
         # registry from the start; wallboxes the site does not know join it
@@ -110,13 +185,13 @@ class LoadManager:
             self._managed_size = size
         return self._managed
 
-    def _is_managed(self, device):
+    def _is_managed(self, device: Device | None) -> TypeGuard[Device]:
         return device is not None and device.configured and device.type in self._actuators
 
-    def _devices_of(self, chargebox_id):
+    def _devices_of(self, chargebox_id: str) -> list[Device]:
         return [d for d in self._registry.devices_of(chargebox_id) if self._is_managed(d)]
 
-    def restore_enabled(self, flags):
+    def restore_enabled(self, flags: Mapping[str, bool]) -> None:
         """Take the enabled flags kept on disk (C{{name: bool}}); they win
         over the configuration's C{enabled}, being the later decision."""
         for device in self.managed():
@@ -127,12 +202,14 @@ class LoadManager:
                     "says enabled = {configured})",
                     name=device.name,
                     state="enabled" if device.enabled else "deactivated",
-                    configured="yes" if device.config.enabled else "no",
+                    configured="yes" if _limits(device).enabled else "no",
                 )
 
     # -- events from wallboxes -----------------------------------------------
 
-    def connected(self, chargebox_id, peer, certificate_subject):
+    def connected(
+        self, chargebox_id: str, peer: str, certificate_subject: str | None
+    ) -> None:
         """A wallbox connected: its profile goes out after its boot."""
         for device in self._devices_of(chargebox_id):
             self._ready.discard(device.name)
@@ -142,7 +219,7 @@ class LoadManager:
         )
         self._refresh_if_changed(chargebox_id)
 
-    def device_online(self, name):
+    def device_online(self, name: str) -> None:
         """A device without OCPP (Modbus) answers again: its limit is
         written at once (no boot to wait for), whatever it held."""
         self._ready.add(name)
@@ -150,12 +227,12 @@ class LoadManager:
         self._failed.pop(name, None)
         self._refresh_soon()
 
-    def device_offline(self, name):
+    def device_offline(self, name: str) -> None:
         """A device without OCPP stopped answering; it keeps its limit."""
         self._ready.discard(name)
         self._refresh_soon()
 
-    def disconnected(self, chargebox_id):
+    def disconnected(self, chargebox_id: str) -> None:
         """A wallbox's connection is gone. It keeps the profile it holds and
         may go on charging with it, so its exposure stays."""
         self._cancel_boot_timer(chargebox_id)
@@ -163,7 +240,7 @@ class LoadManager:
             self._ready.discard(device.name)
         self._refresh_if_changed(chargebox_id)
 
-    def exchange(self, chargebox_id, call, answer):
+    def exchange(self, chargebox_id: str, call: Call, answer: CallResult | CallError) -> None:
         """Read one message of a wallbox (after the registry did)."""
         if call.action == "BootNotification" and isinstance(answer, CallResult):
             if answer.payload.get("status") == "Accepted":
@@ -171,7 +248,7 @@ class LoadManager:
                 return
         self._refresh_if_changed(chargebox_id)
 
-    def _refresh_if_changed(self, chargebox_id):
+    def _refresh_if_changed(self, chargebox_id: str) -> None:
         """Share again if one of this wallbox's devices started or stopped
         wanting current: nothing else that a wallbox says or does changes
         the shares (Heartbeats and MeterValues, most of the traffic, don't).
@@ -184,12 +261,12 @@ class LoadManager:
                 self._refresh_soon()
                 return
 
-    def _cancel_boot_timer(self, chargebox_id):
+    def _cancel_boot_timer(self, chargebox_id: str) -> None:
         timer = self._boot_timers.pop(chargebox_id, None)
         if timer is not None and timer.active():
             timer.cancel()
 
-    def _install(self, chargebox_id):
+    def _install(self, chargebox_id: str) -> None:
         """Put the manager's profile (0 A until current is granted) into
         every device of this wallbox, whatever it held before."""
         self._cancel_boot_timer(chargebox_id)
@@ -202,7 +279,7 @@ class LoadManager:
 
     # -- deciding ------------------------------------------------------------
 
-    def _update_arrivals(self):
+    def _update_arrivals(self) -> None:
         """Keep the order in which devices started to want current."""
         for device in self.managed():
             wants = self._wants(device)
@@ -214,17 +291,17 @@ class LoadManager:
                 device.charging_since = None
 
     @staticmethod
-    def _wants(device):
+    def _wants(device: Device) -> bool:
         return device.connected and device.enabled and device.wants_current
 
-    def _refresh_soon(self):
+    def _refresh_soon(self) -> None:
         """Share again once the reactor is done with what is at hand: a
         storm of wallboxes connecting, booting and accepting their profiles
         then costs one pass over the site per turn, not one per event."""
         if self._refresh_call is None:
             self._refresh_call = self._clock.callLater(0, self.refresh)
 
-    def refresh(self):
+    def refresh(self) -> None:
         """Share the site current again and send what changed.
 
         Never raises: a pass that fails is logged, and the grants and limits
@@ -243,23 +320,27 @@ class LoadManager:
             self._recalculation_succeeded()
 
     @property
-    def sharing_failures(self):
+    def sharing_failures(self) -> int:
         """Passes of sharing in a row that raised (0 while sharing works):
         while it is not 0, no limit goes up (status API, /metrics)."""
         return self._failed_passes
 
-    def _recalculate(self):
+    def _recalculate(self) -> None:
         self._update_arrivals()
         devices = {d.name: d for d in self.managed()}
         # Only devices that are still managed: a name that left the list
         # must not stop the sharing for everybody else.
         waiting = sorted(
-            (name for name in self._arrival if name in devices), key=self._arrival.get
+            (name for name in self._arrival if name in devices), key=self._arrival.__getitem__
         )
         grants = self._share(
             self._site_limit,
             [
-                Request(name, devices[name].config.min_current, devices[name].config.max_current)
+                Request(
+                    name,
+                    _limits(devices[name]).min_current,
+                    _limits(devices[name]).max_current,
+                )
                 for name in waiting
             ],
         )
@@ -268,7 +349,7 @@ class LoadManager:
         if self._control:
             self._apply(list(devices.values()))
 
-    def _recalculation_failed(self, failure, granted):
+    def _recalculation_failed(self, failure: Failure, granted: Mapping[str, float] | None) -> None:
         """A pass raised: log it (see L{_log_failure}), hold the grants and
         limits, and try again on a timer.
 
@@ -291,7 +372,7 @@ class LoadManager:
             # Nothing can be worked out: every wallbox keeps what it has.
             self._log_failure(Failure(), "Holding the limits failed; nothing is sent")
 
-    def _log_failure(self, failure, text, **fields):
+    def _log_failure(self, failure: Failure, text: str, **fields: Any) -> bool:
         """Log C{failure} with its traceback the first time its kind occurs,
         and after that in one line at most every L{FAILURE_REMINDER} seconds.
 
@@ -312,11 +393,11 @@ class LoadManager:
         self._failures_logged_at[kind] = now
         return True
 
-    def _retry_recalculation(self):
+    def _retry_recalculation(self) -> None:
         self._recalculation_retry = None
         self.refresh()
 
-    def _recalculation_succeeded(self):
+    def _recalculation_succeeded(self) -> None:
         if self._recalculation_retry is not None:
             if self._recalculation_retry.active():
                 self._recalculation_retry.cancel()
@@ -331,7 +412,7 @@ class LoadManager:
         self._failed_passes = 0
         self._failure_said = False
 
-    def _hold(self, granted):
+    def _hold(self, granted: Mapping[str, float] | None) -> None:
         """After a failed pass: every grant is as it was before it, and no
         limit goes up; but a device that the others' limits leave less room
         than it holds is lowered, and a device without a limit of the
@@ -348,7 +429,7 @@ class LoadManager:
         if self._control:
             self._apply(devices, hold=True)
 
-    def exposure(self, device):
+    def exposure(self, device: Device) -> float:
         """The most that C{device} may draw now, as far as can be known."""
         known = device.accepted_limit
         if not device.enabled and self._lift_on_deactivate and known is None:
@@ -358,32 +439,28 @@ class LoadManager:
             # offline, or refused), the limit it still holds counts.
             return 0.0
         if known is None:
-            known = device.config.max_current if device.wants_current else 0.0
+            known = _limits(device).max_current if device.wants_current else 0.0
         return max(known, device.pending_limit or 0.0)
 
-    def allowed_limit(self, device, devices):
-        """The limit C{device} may have now: its grant, or less when the
-        others may still draw more than the rest of the site (a lower
-        limit in flight, a wallbox that is offline with its old limit).
-        Less room than its C{min_current} means 0: a car does not charge
-        below its minimum."""
-        return self._allowed(device, self._total_exposure(devices))
-
-    def _total_exposure(self, devices):
+    def _total_exposure(self, devices: Iterable[Device]) -> int:
         """What all C{devices} together may draw now, in deci-amperes."""
         return sum(to_deciamps(self.exposure(d)) for d in devices)
 
-    def _allowed(self, device, total):
-        """L{allowed_limit}, given the devices' L{_total_exposure}."""
+    def _allowed(self, device: Device, total: int) -> float:
+        """The limit C{device} may have now, given the devices'
+        L{_total_exposure}: its grant, or less when the others may still
+        draw more than the rest of the site (a lower limit in flight, a
+        wallbox that is offline with its old limit). Less room than its
+        C{min_current} means 0: a car does not charge below its minimum."""
         others = total - to_deciamps(self.exposure(device))
         room = to_deciamps(self._site_limit) - others
         if to_deciamps(device.grant) <= room:
             return device.grant
-        if room > 0 and room >= to_deciamps(device.config.min_current):
+        if room > 0 and room >= to_deciamps(_limits(device).min_current):
             return room / 10
         return 0.0
 
-    def _apply(self, devices, hold=False):
+    def _apply(self, devices: Sequence[Device], hold: bool = False) -> None:
         """Send each device the limit it may have now.
 
         @param hold: send only limits at or below what each device holds
@@ -420,7 +497,7 @@ class LoadManager:
                     # and may have sent to others: count again.
                     total = self._total_exposure(devices)
 
-    def _may_send(self, device):
+    def _may_send(self, device: Device) -> bool:
         return (
             device.connected
             and device.enabled
@@ -430,11 +507,11 @@ class LoadManager:
 
     # -- sending -------------------------------------------------------------
 
-    def controls(self, device):
+    def controls(self, device: Device | None) -> TypeGuard[Device]:
         """Whether the manager sets this device's limits now."""
         return self._control and self._is_managed(device) and device.enabled
 
-    def reapply(self, name):
+    def reapply(self, name: str) -> defer.Deferred[bool]:
         """Send the device's limit again (its profile's make-up changed, e.g.
         a backend's schedule), even when the amperes are the same.
 
@@ -444,7 +521,7 @@ class LoadManager:
         device = self._registry.get(name)
         if not (self.controls(device) and device.connected):
             return defer.succeed(False)
-        d = defer.Deferred()
+        d: defer.Deferred[bool] = defer.Deferred()
         self._reapply_waiters.setdefault(name, []).append(
             (self._sends.get(name, 0) + 1, d)
         )
@@ -452,7 +529,7 @@ class LoadManager:
         self.refresh()
         return d
 
-    def _settled(self, device, accepted):
+    def _settled(self, device: Device, accepted: bool) -> None:
         """A limit sent to the device got its answer: tell those waiting for
         a send at least this recent."""
         done = self._sends.get(device.name, 0)
@@ -462,7 +539,7 @@ class LoadManager:
         for d in ready:
             d.callback(accepted)
 
-    def _send_limit(self, device, amps):
+    def _send_limit(self, device: Device, amps: float) -> None:
         device.pending_limit = amps
         self._sends[device.name] = self._sends.get(device.name, 0) + 1
         self._stale.discard(device.name)
@@ -477,19 +554,22 @@ class LoadManager:
             lambda f: self._log.failure("{name}: after a limit", f, name=device.name)
         )
 
-    def _call_actuator(self, method, device, *args):
+    def _call_actuator(self, method: str, device: Device, *args: object) -> defer.Deferred[Any]:
         """Call the device's actuator; one that raises instead of returning
         a Deferred fails that one send, not the pass over the whole site.
         It may have sent something before it raised: the send then counts
         as unanswered (the worst case), see L{_limit_failed}."""
         try:
-            return getattr(self._actuators[device.type], method)(device, *args)
+            sent: defer.Deferred[Any] = getattr(self._actuators[device.type], method)(
+                device, *args
+            )
+            return sent
         except Exception:
             failure = Failure()
             self._log_failure(failure, "{name}: {method} raised", name=device.name, method=method)
             return defer.fail(failure)
 
-    def _limit_accepted(self, _, device, amps):
+    def _limit_accepted(self, _: object, device: Device, amps: float) -> None:
         device.pending_limit = None
         device.accepted_limit = amps
         device.profile_error = None
@@ -501,7 +581,7 @@ class LoadManager:
         self._lift_if_deactivated(device)
         self._refresh_soon()
 
-    def _limit_failed(self, failure, device, amps):
+    def _limit_failed(self, failure: Failure, device: Device, amps: float) -> None:
         device.pending_limit = None
         self._settled(device, False)
         if failure.check(PeerGone):
@@ -538,7 +618,7 @@ class LoadManager:
         self._refresh_soon()
 
     @staticmethod
-    def _may_have_taken(device, amps):
+    def _may_have_taken(device: Device, amps: float) -> None:
         """C{amps} went to the device and may or may not be in force: count
         the worst of both until the device answers a later limit.
 
@@ -550,17 +630,17 @@ class LoadManager:
         known = device.accepted_limit
         if known is None:
             if amps > 0:
-                device.accepted_limit = max(amps, device.config.max_current)
+                device.accepted_limit = max(amps, _limits(device).max_current)
         elif amps > known:
             device.accepted_limit = amps
 
-    def _retry(self, name, amps):
+    def _retry(self, name: str, amps: float) -> None:
         del self._retry_timers[name]
         if self._failed.get(name) == amps:
             del self._failed[name]
             self._refresh_soon()
 
-    def stop(self):
+    def stop(self) -> None:
         """Cancel every timer (the daemon stops)."""
         timers = list(self._boot_timers.values()) + list(self._retry_timers.values())
         timers += [t for t in (self._refresh_call, self._recalculation_retry) if t is not None]
@@ -573,7 +653,7 @@ class LoadManager:
 
     # -- activation ----------------------------------------------------------
 
-    def set_enabled(self, name, enabled):
+    def set_enabled(self, name: str, enabled: bool) -> defer.Deferred[Device]:
         """Activate or deactivate a device at run time (kept on disk).
 
         Deactivating with C{on_deactivate = lift_limit} clears every profile
@@ -601,10 +681,9 @@ class LoadManager:
         d = self._lift_if_deactivated(device)
         if d is None:
             return defer.succeed(device)
-        d.addCallback(lambda _: device)
-        return d
+        return d.addCallback(lambda _: device)
 
-    def _lift_if_deactivated(self, device):
+    def _lift_if_deactivated(self, device: Device) -> defer.Deferred[None] | None:
         """Clear the manager's profiles in a connected device deactivated
         with C{on_deactivate = lift_limit}: when it is deactivated, when it
         boots, and when a limit that was in flight at the lift was (or may
@@ -619,17 +698,17 @@ class LoadManager:
             return None
         return self._lift(device)
 
-    def _lift(self, device):
+    def _lift(self, device: Device) -> defer.Deferred[None]:
         d = self._call_actuator("lift", device)
 
-        def lifted(_):
+        def lifted(_: object) -> None:
             device.accepted_limit = None
             device.profile_error = None
             self._log.info("{name}: manager's limits cleared", name=device.name)
             # What it held counted until now: the others may have it.
             self._refresh_soon()
 
-        def failed(failure):
+        def failed(failure: Failure) -> None:
             device.profile_error = "clearing limits: {}".format(
                 failure.getErrorMessage()
             )
@@ -643,7 +722,7 @@ class LoadManager:
         return d
 
 
-def _failure_kind(failure):
+def _failure_kind(failure: Failure) -> tuple[object, object]:
     """What tells one kind of failure from another: the exception's type and
     the line that raised it (not the message, which may hold a name or a
     number that differs each time)."""

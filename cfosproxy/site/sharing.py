@@ -5,6 +5,7 @@ are sent with), so that no rounding can ever push the sum of grants over the
 site limit.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -17,12 +18,12 @@ class Request:
     max_current: float
 
 
-def to_deciamps(amps):
+def to_deciamps(amps: float) -> int:
     """Amperes to whole deci-amperes, rounded down (never more than asked)."""
     return int(amps * 10 + 1e-9)
 
 
-def share(site_limit, requests):
+def share(site_limit: float, requests: Sequence[Request]) -> dict[str, float]:
     """Split C{site_limit} among C{requests}.
 
     First come first served: devices are admitted in the order given while
@@ -40,8 +41,10 @@ def share(site_limit, requests):
         C{site_limit}.
     """
     site = to_deciamps(site_limit)
-    grants = {request.name: 0 for request in requests}
-    floors, ceilings, admitted = {}, {}, []
+    grants: dict[str, float] = {request.name: 0 for request in requests}
+    floors: dict[str, int] = {}
+    ceilings: dict[str, int] = {}
+    admitted: list[str] = []
     reserved = 0
     for request in requests:
         floor = max(0, to_deciamps(request.min_current))

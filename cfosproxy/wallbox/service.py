@@ -2,11 +2,11 @@
 charge point, kept in step once a second."""
 
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.logger import Logger
 
 from cfosproxy.modbus.powerbrain import Reading
-from cfosproxy.store.database import Store
+from cfosproxy.store import Store
 
 TICK = 1.0
 
@@ -16,14 +16,18 @@ class VirtualWallbox:
     point's permission and limit back to the device.
 
     @param model: the L{cfosproxy.wallbox.model.PowerBrainModel}.
-    @param chargepoint: its L{VirtualChargePoint}.
+    @param make_chargepoint: C{make_chargepoint(on_allowed_changed)} makes
+        its L{cfosproxy.wallbox.chargepoint.VirtualChargePoint}, which calls
+        C{on_allowed_changed()} when OCPP's side changes: this object's
+        L{allowed_changed}, so the charge point is made here.
+    @ivar chargepoint: the charge point.
     """
 
     _log = Logger()
 
-    def __init__(self, model, chargepoint):
+    def __init__(self, model, make_chargepoint):
         self.model = model
-        self.chargepoint = chargepoint
+        self.chargepoint = make_chargepoint(self.allowed_changed)
 
     def tick(self):
         """One step: integrate, tell the charge point, apply OCPP."""
@@ -60,24 +64,38 @@ def log_change(model, _log=Logger(namespace="cfoswallbox")):
     )
 
 
-class VirtualWallboxService(service.Service):
-    """Runs the charge point's link and the once-a-second step.
-
-    The offline queue of transaction messages is kept in memory (an SQLite
-    database in memory): a real Power Brain keeps it across a restart, the
+class MemoryStoreService(service.Service):
+    """The virtual wallbox's store, open while it runs: the offline queue
+    of transaction messages is kept in memory (an SQLite database in
+    memory), as a real Power Brain keeps it across a restart and the
     virtual one does not.
+
+    @ivar store: the open L{Store}; None before the service starts.
     """
 
-    def __init__(self, virtual, gateway, clock):
-        self._virtual = virtual
-        self._gateway = gateway
-        self._clock = clock
-        self._loop = None
+    def __init__(self):
         self.store = None
 
     def startService(self):
         service.Service.startService(self)
         self.store = Store(":memory:")
+
+    def stopService(self):
+        service.Service.stopService(self)
+        self.store.close()
+
+
+class VirtualWallboxService(service.Service):
+    """Runs the once-a-second step, and the charge point while the
+    wallbox runs."""
+
+    def __init__(self, virtual, clock):
+        self._virtual = virtual
+        self._clock = clock
+        self._loop = None
+
+    def startService(self):
+        service.Service.startService(self)
         log_change(self._virtual.model)  # where it starts from
         self._virtual.chargepoint.online(self._virtual.model.serial)
         self._loop = task.LoopingCall(self._virtual.tick)
@@ -89,7 +107,3 @@ class VirtualWallboxService(service.Service):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._virtual.chargepoint.stop()
-        self._gateway.stop()
-        d = self._gateway.link.stop()
-        d.addBoth(lambda result: self.store.close() or result)
-        return d if d is not None else defer.succeed(None)

@@ -12,25 +12,19 @@ from urllib.parse import quote, urlsplit
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from OpenSSL import SSL
 from service_identity import VerificationError
-from twisted.application.internet import ClientService
 from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.logger import (
-    FilteringLogObserver,
-    Logger,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogPublisher,
-)
+from twisted.logger import Logger
 from zope.interface import implementer
 
-from cfosproxy.ws.flowcontrol import FlowControlMixin
-from cfosproxy.ws.relaypath import FACTORY_OPTIONS, RelayPathMixin
+from cfosproxy.core.interfaces import IBackendLink
+from cfosproxy.ws.internals import QuietClientService
+from cfosproxy.ws.peer import PeerFactoryMixin, PeerProtocol, protocol_options
+from cfosproxy.ws.relaypath import RelayPathMixin
 from cfosproxy.ws.tls import HostVerificationError, client_tls_options
 
 SUBPROTOCOL = "ocpp1.6"
-CLOSE_HANDSHAKE_TIMEOUT = 5
 
 # RFC 6455 §7.4.1
 CLOSE_GOING_AWAY = 1001
@@ -107,6 +101,7 @@ class BackendOutages:
             )
 
 
+@implementer(IBackendLink)
 class BackendLink:
     """One WebSocket connection to an OCPP backend, kept up by reconnecting.
 
@@ -144,6 +139,7 @@ class BackendLink:
         max_message_size=65536,
         tls_options=None,
         outages=None,
+        fast_path=True,
     ):
         """
         @param url: the full C{ws://} or C{wss://} URL (see L{backend_url}).
@@ -160,6 +156,8 @@ class BackendLink:
             it reads its configuration); None: made here.
         @param outages: the L{BackendOutages} this link reports to, shared
             by the links of a daemon; None: one of its own.
+        @param fast_path: whether frames take the fast path
+            (L{cfosproxy.ws.relaypath}), C{[server] fast_path}.
         @raise TLSConfigError: a certificate, key or CA file cannot be used.
         """
         self.url = url
@@ -196,20 +194,16 @@ class BackendLink:
             headers=headers,
             useragent="cfosproxy",
             reactor=reactor,
+            fast_path=fast_path,
         )
         factory.link = self
         factory.tls_without_certificate = secure and not certificate
         factory.setProtocolOptions(
-            openHandshakeTimeout=open_timeout,
-            closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT,
-            autoPingInterval=ping_interval,
-            autoPingTimeout=ping_interval,
-            maxMessagePayloadSize=max_message_size,
-            maxFramePayloadSize=max_message_size,
-            # Send a close frame with the reason (1009 for a frame that is
-            # too big) instead of just dropping TCP.
-            failByDrop=False,
-            **FACTORY_OPTIONS,
+            **protocol_options(
+                max_message_size=max_message_size,
+                ping_interval=ping_interval,
+                open_timeout=open_timeout,
+            )
         )
 
         endpoint = HostnameEndpoint(reactor, host, port, timeout=open_timeout)
@@ -219,7 +213,7 @@ class BackendLink:
                     host, ca=ca, certificate=certificate, private_key=private_key
                 )
             endpoint = wrapClientTLS(tls_options, endpoint)
-        self._service = _QuietClientService(
+        self._service = QuietClientService(
             _ReportingEndpoint(endpoint, self),
             factory,
             retryPolicy=self._retry_delay,
@@ -227,6 +221,11 @@ class BackendLink:
         )
 
     # -- public API ----------------------------------------------------------
+
+    @property
+    def peer(self):
+        """The backend's URL, for the backend leg's log lines."""
+        return self.url
 
     @property
     def connected(self):
@@ -267,8 +266,7 @@ class BackendLink:
         else:
             closed = defer.Deferred()
             self._close_waiters.append(closed)
-            if protocol.state == protocol.STATE_OPEN:
-                protocol.sendCloseFrame(CLOSE_GOING_AWAY, b"going away")
+            protocol.close(CLOSE_GOING_AWAY, "going away")
 
         def stop_service(_):
             # Only now: ClientService would drop TCP without a close frame.
@@ -286,9 +284,16 @@ class BackendLink:
     def send_text(self, text):
         """Send C{text} as one text frame.
 
-        @return: C{False}, and nothing is sent, when the link is not open.
+        When the link is not open, nothing is sent. If it is closing (the
+        wallbox left and came straight back, say), the handler hears at once
+        that the link closed: what is sent now would wait a whole call
+        timeout for an answer that cannot come.
+
+        @return: C{False} when nothing was sent.
         """
         if not self.connected:
+            if self._protocol is not None:
+                self._call_handler("link_closed", "the link to the backend is closing")
             return False
         self._protocol.sendMessage(text.encode("utf-8"), isBinary=False)
         return True
@@ -312,9 +317,8 @@ class BackendLink:
         @param code: the WebSocket close code; 1000, 1001-1003, 1007-1011 or
             3000-4999.
         """
-        protocol = self._protocol
-        if protocol is not None and protocol.state == protocol.STATE_OPEN:
-            protocol.sendCloseFrame(code, reason.encode("utf-8")[:123])
+        if self._protocol is not None:
+            self._protocol.close(code, reason)
 
     # -- from the protocol, the endpoint and ClientService -------------------
 
@@ -397,8 +401,10 @@ class BackendLink:
         return random.uniform(self._min_delay, cap)
 
 
-class _BackendProtocol(RelayPathMixin, FlowControlMixin, WebSocketClientProtocol):
-    """The WebSocket to the backend; reports to C{factory.link}."""
+class _BackendConnection(PeerProtocol):
+    """The WebSocket to the backend, whichever path its frames take (the
+    two classes below add it and Autobahn's client protocol); reports to
+    C{factory.link}."""
 
     _log = Logger()
     _opened = False
@@ -411,30 +417,32 @@ class _BackendProtocol(RelayPathMixin, FlowControlMixin, WebSocketClientProtocol
     def onOpen(self):
         if self.websocket_protocol_in_use != SUBPROTOCOL:
             self._failure = "the backend did not agree to subprotocol ocpp1.6"
-            self.sendCloseFrame(CLOSE_PROTOCOL_ERROR, b"subprotocol ocpp1.6 required")
+            self.close(CLOSE_PROTOCOL_ERROR, "subprotocol ocpp1.6 required")
             return
         self._opened = True
         self.factory.link._opened(self)
 
-    def onMessage(self, payload, isBinary):
-        if not self._opened:
-            return
-        if isBinary:
-            self._log.warn(
-                "The OCPP backend {url} sent a binary frame ({size} bytes); "
-                "OCPP-J uses text frames only, ignored",
-                url=self.factory.link.url,
-                size=len(payload),
-            )
-            return
-        text = self.text_of(payload)
-        if text is None:
-            self._log.warn(
-                "The OCPP backend {url} sent a text frame that is not UTF-8; "
-                "closing with 1007",
-                url=self.factory.link.url,
-            )
-            return
+    # -- messages (PeerProtocol) -------------------------------------------
+
+    def open_for_messages(self):
+        return self._opened
+
+    def binary_message(self, payload):
+        self._log.warn(
+            "The OCPP backend {url} sent a binary frame ({size} bytes); "
+            "OCPP-J uses text frames only, ignored",
+            url=self.factory.link.url,
+            size=len(payload),
+        )
+
+    def text_not_utf8(self):
+        self._log.warn(
+            "The OCPP backend {url} sent a text frame that is not UTF-8; "
+            "closing with 1007",
+            url=self.factory.link.url,
+        )
+
+    def text_message(self, text):
         self.factory.link._text_received(text)
 
     def connectionLost(self, reason):
@@ -502,8 +510,17 @@ class _BackendProtocol(RelayPathMixin, FlowControlMixin, WebSocketClientProtocol
         )
 
 
-class _BackendFactory(WebSocketClientFactory):
-    """Builds L{_BackendProtocol}s.
+class _BackendProtocol(_BackendConnection, RelayPathMixin, WebSocketClientProtocol):
+    """The WebSocket to the backend on the fast path (the default)."""
+
+
+class _PlainBackendProtocol(_BackendConnection, WebSocketClientProtocol):
+    """The WebSocket to the backend with every frame through Autobahn alone
+    (C{[server] fast_path = no}, or the fast path cannot be used)."""
+
+
+class _BackendFactory(PeerFactoryMixin, WebSocketClientFactory):
+    """Builds the protocol of a L{BackendLink}.
 
     @ivar link: the L{BackendLink} (on its own attribute: Autobahn owns
         C{self.log} and C{self.server}).
@@ -512,10 +529,17 @@ class _BackendFactory(WebSocketClientFactory):
     """
 
     protocol = _BackendProtocol
+    plain_protocol = _PlainBackendProtocol
     link = None
     tls_without_certificate = False
     # ClientService starts and stops the factory on every attempt.
     noisy = False
+
+    def __init__(self, *args, fast_path=True, **kwargs):
+        """Autobahn's arguments, and C{fast_path}: whether frames take the
+        fast path (L{cfosproxy.ws.relaypath})."""
+        super().__init__(*args, **kwargs)
+        self.use_fast_path(fast_path)
 
 
 @implementer(IStreamClientEndpoint)
@@ -536,17 +560,6 @@ class _ReportingEndpoint:
 
     def __repr__(self):
         return repr(self._endpoint)
-
-
-class _QuietClientService(ClientService):
-    # ClientService logs every retry at info level; the link logs changes
-    # of state instead, so only ClientService's warnings are kept.
-    _log = Logger(
-        namespace="twisted.application.internet.ClientService",
-        observer=FilteringLogObserver(
-            globalLogPublisher, [LogLevelFilterPredicate(LogLevel.warn)]
-        ),
-    )
 
 
 def _describe_tls_error(exception, host):

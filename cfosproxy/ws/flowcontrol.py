@@ -34,6 +34,8 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
+from cfosproxy.ws import internals
+
 # Reading from a peer pauses while more than this waits to be sent to it.
 # It is Twisted's own buffer size (abstract.FileDescriptor.bufferSize): above
 # it Twisted tells the producer registered with the connection to pause. A
@@ -95,13 +97,9 @@ def buffered_bytes(transport):
     connection = socket_transport(transport)
     waiting = 0
     if isinstance(connection, abstract.FileDescriptor):
-        # Twisted's FileDescriptor keeps a bytes buffer (sent up to
-        # C{offset}) and a list of later writes; no public accessor.
-        waiting = (
-            len(connection.dataBuffer) - connection.offset + connection._tempDataLen
-        )
+        waiting = internals.tcp_bytes_waiting(connection)
     if connection is not transport:
-        waiting += sum(len(data) for data in transport._appSendBuffer)
+        waiting += internals.tls_bytes_waiting(transport)
     return waiting
 
 
@@ -318,9 +316,9 @@ class WriteBufferGuard:
 
 
 class FlowControlMixin:
-    """For Autobahn's Twisted protocols (list it after L{RelayPathMixin}
-    and before the Autobahn base class): a bounded buffer toward the peer
-    (L{WriteBufferGuard}) and the session's back-pressure
+    """For Autobahn's Twisted protocols (list it before the Autobahn base
+    class; L{cfosproxy.ws.peer.PeerProtocol} does): a bounded buffer
+    toward the peer (L{WriteBufferGuard}) and the session's back-pressure
     (L{pause_reading}, L{resume_reading}) on one L{ReadPauses}."""
 
     _flow_log = Logger()
@@ -374,7 +372,4 @@ class FlowControlMixin:
         self._flow_log.warn(
             "{peer}: closing the connection: {reason}", peer=self.flow_name(), reason=reason
         )
-        # For onClose and Autobahn's own line about the drop.
-        self.wasClean = False
-        self.wasNotCleanReason = reason
-        self.dropConnection(abort=True)
+        internals.drop_connection(self, reason)

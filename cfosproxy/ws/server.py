@@ -11,18 +11,17 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
-from cfosproxy.ws import tls
-from cfosproxy.ws.flowcontrol import FlowControlMixin
-from cfosproxy.core.logtext import printable
-from cfosproxy.ws.relaypath import FACTORY_OPTIONS, RelayPathMixin
 from cfosproxy.core.interfaces import IPeerConnection
+from cfosproxy.core.logtext import printable
+from cfosproxy.ws import internals, tls
+from cfosproxy.ws.peer import PeerFactoryMixin, PeerProtocol, protocol_options
+from cfosproxy.ws.relaypath import RelayPathMixin
 
 SUBPROTOCOL = "ocpp1.6"
 
 # A client that has not finished the HTTP upgrade this long after connecting
 # is dropped: it holds a socket and gives nothing (slow-loris).
 OPEN_HANDSHAKE_TIMEOUT = 10
-CLOSE_HANDSHAKE_TIMEOUT = 5
 
 # A wallbox's HTTP upgrade request is a few hundred bytes. Autobahn keeps
 # what arrives until the blank line that ends the request and copies all of
@@ -46,8 +45,9 @@ def chargebox_id_from_path(path):
 
 
 @implementer(IPeerConnection)
-class WallboxServerProtocol(RelayPathMixin, FlowControlMixin, WebSocketServerProtocol):
-    """One wallbox's WebSocket.
+class _WallboxConnection(PeerProtocol):
+    """One wallbox's WebSocket, whichever path its frames take (the two
+    classes below add it and Autobahn's server protocol).
 
     C{self.peer} (the remote address, for logs) is Autobahn's own.
     """
@@ -60,15 +60,13 @@ class WallboxServerProtocol(RelayPathMixin, FlowControlMixin, WebSocketServerPro
     def dataReceived(self, data):
         if (
             self.state == self.STATE_CONNECTING
-            and len(self.data) + len(data) > MAX_HANDSHAKE_SIZE
+            and internals.handshake_bytes(self) + len(data) > MAX_HANDSHAKE_SIZE
         ):
-            # As Autobahn's own timeouts do: dropConnection() logs the
-            # peer with this reason as a warning.
-            self.wasClean = False
-            self.wasNotCleanReason = "HTTP upgrade request over {} bytes".format(
-                MAX_HANDSHAKE_SIZE
+            # As Autobahn's own timeouts do: the drop is logged with the
+            # peer and this reason as a warning.
+            internals.drop_connection(
+                self, "HTTP upgrade request over {} bytes".format(MAX_HANDSHAKE_SIZE)
             )
-            self.dropConnection(abort=True)
             return
         super().dataReceived(data)
 
@@ -149,23 +147,25 @@ class WallboxServerProtocol(RelayPathMixin, FlowControlMixin, WebSocketServerPro
             self._log.failure("{cbid}: opening the session", cbid=self.chargebox_id)
             self.dropConnection(abort=True)
 
-    def onMessage(self, payload, isBinary):
-        if self.session is None:
-            return
-        if isBinary:
-            self._log.warn(
-                "{cbid}: binary frame; OCPP-J uses text frames only",
-                cbid=self.chargebox_id,
-            )
-            self.close(CLOSE_UNSUPPORTED_DATA, "OCPP-J needs text frames")
-            return
-        text = self.text_of(payload)
-        if text is None:
-            self._log.warn(
-                "{cbid}: a text frame that is not UTF-8; closing with 1007",
-                cbid=self.chargebox_id,
-            )
-            return
+    # -- messages (PeerProtocol) -------------------------------------------
+
+    def open_for_messages(self):
+        return self.session is not None
+
+    def binary_message(self, payload):
+        self._log.warn(
+            "{cbid}: binary frame; OCPP-J uses text frames only",
+            cbid=self.chargebox_id,
+        )
+        self.close(CLOSE_UNSUPPORTED_DATA, "OCPP-J needs text frames")
+
+    def text_not_utf8(self):
+        self._log.warn(
+            "{cbid}: a text frame that is not UTF-8; closing with 1007",
+            cbid=self.chargebox_id,
+        )
+
+    def text_message(self, text):
         try:
             self.session.text_received(text)
         except Exception:
@@ -187,23 +187,26 @@ class WallboxServerProtocol(RelayPathMixin, FlowControlMixin, WebSocketServerPro
     def send_text(self, text):
         self.sendMessage(text.encode("utf-8"), isBinary=False)
 
-    # pause_reading() and resume_reading() are FlowControlMixin's.
+    # pause_reading() and resume_reading() are FlowControlMixin's, close()
+    # is PeerProtocol's.
 
     def flow_name(self):
         if self.chargebox_id is None:
             return self.peer
         return printable(self.chargebox_id)
 
-    def close(self, code, reason):
-        # Autobahn's sendClose() takes only the application codes (1000 and
-        # 3000-4999); 1001 "going away" and 1003 "unsupported data" are the
-        # protocol's own, sent with the same close handshake and timeout.
-        if self.state == self.STATE_OPEN:
-            self.sendCloseFrame(code, reason.encode("utf-8")[:123])
+
+class WallboxServerProtocol(_WallboxConnection, RelayPathMixin, WebSocketServerProtocol):
+    """One wallbox's WebSocket on the fast path (the default)."""
 
 
-class WallboxServerFactory(WebSocketServerFactory):
-    """Builds L{WallboxServerProtocol}s for one L{ChargePointHub}.
+class PlainWallboxServerProtocol(_WallboxConnection, WebSocketServerProtocol):
+    """One wallbox's WebSocket with every frame through Autobahn alone
+    (C{[server] fast_path = no}, or the fast path cannot be used)."""
+
+
+class WallboxServerFactory(PeerFactoryMixin, WebSocketServerFactory):
+    """Builds the protocols of one L{ChargePointHub}'s wallboxes.
 
     @ivar hub: the L{cfosproxy.core.hub.ChargePointHub}; kept on its own
         attribute because Autobahn owns C{self.server} and C{self.log}.
@@ -212,20 +215,24 @@ class WallboxServerFactory(WebSocketServerFactory):
     """
 
     protocol = WallboxServerProtocol
+    plain_protocol = PlainWallboxServerProtocol
     closed_connections = 0
 
-    def __init__(self, hub, server_config):
+    def __init__(self, hub, server_config, fast_path=True):
+        """
+        @param hub: the L{cfosproxy.core.hub.ChargePointHub}.
+        @param server_config: the C{[server]} section
+            (L{cfosproxy.config.ServerConfig}).
+        @param fast_path: whether frames take the fast path
+            (L{cfosproxy.ws.relaypath}), C{[server] fast_path}.
+        """
         super().__init__(server="cfosproxy", protocols=[SUBPROTOCOL])
         self.hub = hub
         self.setProtocolOptions(
-            maxMessagePayloadSize=server_config.max_message_size,
-            maxFramePayloadSize=server_config.max_message_size,
-            autoPingInterval=server_config.ping_interval,
-            autoPingTimeout=server_config.ping_interval,
-            openHandshakeTimeout=OPEN_HANDSHAKE_TIMEOUT,
-            closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT,
-            # Send a close frame with the reason (1009 for a frame that is
-            # too big, 1007 for invalid UTF-8) instead of just dropping TCP.
-            failByDrop=False,
-            **FACTORY_OPTIONS,
+            **protocol_options(
+                max_message_size=server_config.max_message_size,
+                ping_interval=server_config.ping_interval,
+                open_timeout=OPEN_HANDSHAKE_TIMEOUT,
+            )
         )
+        self.use_fast_path(fast_path)
