@@ -107,14 +107,35 @@ def default_allowed_hosts(listen):
     """``localhost``, ``127.0.0.1``, ``::1`` and the address the endpoint
     string ``listen`` binds to, unless it binds to every address."""
     hosts = ("localhost", "127.0.0.1", "::1")
-    try:
-        interface = getattr(serverFromString(None, listen), "_interface", "")
-    except (ValueError, TypeError, KeyError, OSError):
-        interface = ""
-    interface = (interface or "").lower()
+    interface = _endpoint_option(listen, "interface").lower()
     if interface and interface not in ("0.0.0.0", "::") and interface not in hosts:
         hosts += (interface,)
     return hosts
+
+
+def _endpoint_option(description, name):
+    """The value of option C{name} in a Twisted endpoint string such as
+    ``tcp:19580:interface=\\:\\:1``, or empty: its fields are separated by
+    colons, and a backslash takes the next character as it is (Twisted's
+    own parser keeps what it read in private attributes)."""
+    fields, current, escaped = [], [], False
+    for character in description:
+        if escaped:
+            current.append(character)
+            escaped = False
+        elif character == "\\":
+            escaped = True
+        elif character == ":":
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(character)
+    fields.append("".join(current))
+    for field_ in fields[1:]:
+        key, equals, value = field_.partition("=")
+        if equals and key == name:
+            return value
+    return ""
 
 
 @dataclass(frozen=True)

@@ -249,6 +249,24 @@ def test_default_is_the_listen_address_and_localhost():
     assert config_from_string("").status.host_allow_list == ("localhost", "127.0.0.1", "::1")
 
 
+@pytest.mark.parametrize(
+    "listen, extra",
+    [
+        (r"tcp6:19580:interface=FE80\:\:1", ("fe80::1",)),
+        (r"tcp6:19580:interface=\:\:", ()),
+        ("tcp:19580:interface=0.0.0.0", ()),
+        ("tcp:19580:backlog=50:interface=10.0.0.7", ("10.0.0.7",)),
+        ("unix:/run/cfosproxy.sock", ()),
+    ],
+)
+def test_the_listen_address_is_read_from_the_endpoint_string(listen, extra):
+    """The address is the endpoint's interface option wherever it stands,
+    with escaped colons (IPv6); an endpoint that binds to every address,
+    or has no address, adds none."""
+    config = config_from_string("[status]\nlisten = {}\n".format(listen))
+    assert config.status.host_allow_list == ("localhost", "127.0.0.1", "::1") + extra
+
+
 def test_configured_list():
     """Names and addresses separated by commas or spaces, IPv6 with or
     without brackets, in any case; * for any host."""
