@@ -8,7 +8,7 @@ from twisted.trial import unittest
 
 from tests.browser import CHROMIUM_ARGS, ensure_chromium
 from tests.harness import RunningDaemon, asyncio_test
-from tests.wallboxes import connect, http_get
+from tests.wallboxes import connect, exchange, http_get
 
 WALLBOXES = """
 [wallbox:garage-1]
@@ -77,4 +77,29 @@ class StatusPageBrowserTests(unittest.TestCase):
             _, device = await http_get(daemon.status_url("/api/devices/garage-1"))
             self.assertTrue(device["enabled"])
         # Close the page's keep-alive connections before the daemon stops.
+        await page.context.close()
+
+    @asyncio_test
+    async def test_a_tile_shows_the_current_on_each_phase(self):
+        """The per-phase currents a wallbox reports in its MeterValues show
+        on its tile, one figure per phase, and in the API."""
+        daemon = RunningDaemon(self, wallboxes=WALLBOXES)
+        page = await self.page(daemon.status_url("/"))
+        tile = '.tile[data-device="garage-1"]'
+        async with await connect(daemon.url("CB-0001")) as ws:
+            await exchange(ws, '[2,"b","BootNotification",{"chargePointVendor":"cFos","chargePointModel":"Power Brain"}]')
+            await exchange(
+                ws,
+                '[2,"m","MeterValues",{"connectorId":1,"meterValue":[{"timestamp":"2026-12-05T10:00:00Z",'
+                '"sampledValue":[{"value":"15.9","measurand":"Current.Import","phase":"L1","unit":"A"},'
+                '{"value":"0.2","measurand":"Current.Import","phase":"L2","unit":"A"}]}]}]',
+            )
+            await page.wait_for_function(
+                "document.querySelector('.tile[data-device=\"garage-1\"]').textContent"
+                ".includes('L1 15.9 · L2 0.2 · L3 – A')",
+                timeout=15000,
+            )
+            _, device = await http_get(daemon.status_url("/api/devices/garage-1"))
+            self.assertEqual(device["currents"], [15.9, 0.2, None])
+        self.assertIn("currents", await page.text_content(tile))
         await page.context.close()

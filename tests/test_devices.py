@@ -219,3 +219,22 @@ def test_devices_are_made_with_their_gateways():
     reg = DeviceRegistry(config_from_string(TWO_CONNECTORS), Clock(), gateways={"left": FakeGateway()})
     assert reg.get("left").as_json()["gateway"] == {"link": "connected"}
     assert reg.get("right").as_json()["gateway"] is None
+
+
+def test_per_phase_currents_are_kept_and_reset_by_a_new_transaction():
+    """Current.Import samples of a phase (L1, L2, L3, or L1-N..) are kept per
+    wallbox phase, in A only; a total current, other units, negative and
+    unreadable values change nothing; a new transaction starts with none."""
+    reg = registry()
+    exchange(reg, "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": "t", "sampledValue": [
+        {"value": "16.1", "measurand": "Current.Import", "phase": "L1", "unit": "A"},
+        {"value": "0.3", "measurand": "Current.Import", "phase": "L2-N"},
+        {"value": "30", "measurand": "Current.Import"},
+        {"value": "1600", "measurand": "Current.Import", "phase": "L3", "unit": "mA"},
+        {"value": "-2", "measurand": "Current.Import", "phase": "L3"},
+        {"value": "x", "measurand": "Current.Import", "phase": "L3"},
+    ]}]}, {})
+    assert reg.get("left").as_json()["currents"] == [16.1, 0.3, None]
+    exchange(reg, "StartTransaction", {"connectorId": 1, "idTag": "A", "meterStart": 10, "timestamp": "t"},
+             {"transactionId": 3, "idTagInfo": {"status": "Accepted"}})
+    assert reg.get("left").as_json()["currents"] == [None, None, None]

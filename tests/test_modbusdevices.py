@@ -43,13 +43,14 @@ def reading(state="B", energy=100):
 
 
 def test_reading_updates_the_device():
-    """A reading shows as OCPP status, energy, power and serial; the manager
-    shares again."""
+    """A reading shows as OCPP status, energy, power, the current on each
+    phase and serial; the manager shares again."""
     joint, device, manager, _ = setup()
     joint.on_online(Wallbox(), True)
     joint.on_reading(Wallbox(), reading("C", 4200))
     state = device.as_json()
     assert (state["connected"], state["status"], state["energy_wh"], state["serial"]) == (True, "Charging", 4200, "PB-7")
+    assert state["currents"] == [1.0, 1.0, 1.0]
     assert manager.events == [("online", "pb"), ("refresh",)]
     assert device.wants_current
 

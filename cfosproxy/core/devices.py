@@ -85,6 +85,10 @@ class Device:
     id_tag: str | None = None
     energy_wh: float | None = None
     power_w: float | None = None
+    # The current on each of the wallbox's phases L1, L2, L3 as it last
+    # reported them (MeterValues Current.Import per phase, Modbus
+    # 8064/8066/8068); None where nothing was reported.
+    currents: list[float | None] = field(default_factory=lambda: [None, None, None])
     boot: dict[str, Any] = field(default_factory=dict)
     last_seen: float | None = None
     # Load management (see cfosproxy.site.manager):
@@ -119,6 +123,7 @@ class Device:
             "id_tag": mask_id_tag(self.id_tag),
             "energy_wh": self.energy_wh,
             "power_w": self.power_w,
+            "currents": list(self.currents),
             "vendor": self.boot.get("chargePointVendor"),
             "model": self.boot.get("chargePointModel"),
             "serial": boot_serial(self.boot),
@@ -391,6 +396,8 @@ class DeviceRegistry:
             device.transaction_id = result["transactionId"]
             device.id_tag = payload.get("idTag")
             device.energy_wh = payload.get("meterStart")
+            # A new car: what the last one drew on each phase says nothing.
+            device.currents = [None, None, None]
 
     def _read_StopTransaction(self, chargebox_id: str, payload: Payload, result: Payload) -> None:
         self._log.info(
@@ -421,15 +428,24 @@ class DeviceRegistry:
 _ENERGY_UNITS = {"Wh": 1.0, "kWh": 1000.0}
 _POWER_UNITS = {"W": 1.0, "kW": 1000.0}
 
+# The phases a per-phase current sample may name (OCPP 1.6 Phase), and the
+# index of the wallbox phase each stands for.
+_CURRENT_PHASES = {"L1": 0, "L2": 1, "L3": 2, "L1-N": 0, "L2-N": 1, "L3-N": 2}
+
 
 def _apply_sample(device: Device, sample: Mapping[str, Any]) -> None:
-    """Take the energy register and the active power from one sampled value.
+    """Take the energy register, the active power and the current per phase
+    from one sampled value.
 
-    Samples of a single phase are skipped: the device shows totals.
+    Of the samples of a single phase only the currents count: energy and
+    power are shown as totals.
     """
-    if sample.get("phase") or sample.get("format") == "SignedData":
+    if sample.get("format") == "SignedData":
         return
     measurand = sample.get("measurand", "Energy.Active.Import.Register")
+    phase = sample.get("phase")
+    if phase and measurand != "Current.Import":
+        return
     try:
         value = float(sample["value"])
     except (KeyError, TypeError, ValueError):
@@ -438,7 +454,11 @@ def _apply_sample(device: Device, sample: Mapping[str, Any]) -> None:
         # "NaN" and "inf" read as floats, but no meter shows them, and the
         # status API's JSON could not carry them.
         return
-    if measurand == "Energy.Active.Import.Register":
+    if measurand == "Current.Import":
+        index = _CURRENT_PHASES.get(phase) if isinstance(phase, str) else None
+        if index is not None and sample.get("unit", "A") == "A" and value >= 0:
+            device.currents[index] = value
+    elif measurand == "Energy.Active.Import.Register":
         factor = _ENERGY_UNITS.get(sample.get("unit", "Wh"))
         if factor is not None:
             device.energy_wh = value * factor

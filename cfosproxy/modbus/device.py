@@ -41,6 +41,7 @@ class ModbusDevice:
         device.status = OCPP_STATUS[reading.state]
         device.energy_wh = reading.energy_wh
         device.power_w = reading.power_w
+        device.currents = list(reading.currents)
         device.last_seen = self._clock.seconds()
         if wallbox.serial:
             device.boot = {"chargePointVendor": "cFos", "chargePointModel": "Power Brain",

@@ -17,6 +17,15 @@ function amps(value) {
   return value === null || value === undefined ? "–" : `${Number(value).toFixed(1)} A`;
 }
 
+function phaseCurrents(currents) {
+  // The wallbox's phases L1, L2, L3 as it reported them; "–" for a phase
+  // it said nothing of.
+  if (!currents || currents.every((value) => value === null)) return "–";
+  return currents
+    .map((value, i) => `L${i + 1} ${value === null ? "–" : Number(value).toFixed(1)}`)
+    .join(" · ") + " A";
+}
+
 function kwh(wh) {
   return wh === null || wh === undefined ? "–" : `${(wh / 1000).toFixed(2)} kWh`;
 }
@@ -46,6 +55,7 @@ function tile(device) {
   row(list, "granted", amps(device.granted_current));
   row(list, "accepted", amps(device.accepted_limit));
   row(list, "power", text(device.power_w, "W"));
+  row(list, "currents", phaseCurrents(device.currents));
   row(list, "energy", kwh(device.energy_wh));
   row(list, "transaction", text(device.transaction_id));
   row(list, "id tag", text(device.id_tag));
