@@ -320,6 +320,27 @@ class ConnectionTests(LinkTestCase):
         self.assertEqual(len(connected), 2)
 
     @asyncio_test
+    async def test_a_backend_close_reason_cannot_forge_log_lines(self):
+        """A backend's close reason reaches the handler, last_error and the
+        log with control characters escaped: a CR LF or an ESC in it cannot
+        forge a log line or a terminal's colours."""
+        backend = await self.backend()
+        handler = RecordingHandler()
+        link = self.link(backend.url(), handler)
+        await handler.next()
+        ws = await backend.next_connection()
+        await ws.close(4000, "bye\r\n2026 [cfosproxy#critical] forged\x1b[31m")
+        kind, reason = await handler.next()
+        self.assertEqual(kind, "closed")
+        self.assertEqual(
+            reason, "closed by the backend with 4000 bye\\r\\n2026 [cfosproxy#critical] forged\\x1b[31m"
+        )
+        self.assertEqual(link.last_error, reason)
+        for event in self.link_log(LogLevel.info):
+            self.assertNotIn("\n", formatEvent(event))
+            self.assertNotIn("\x1b", formatEvent(event))
+
+    @asyncio_test
     async def test_sending_on_a_closing_link_reports_it_closed(self):
         """A frame sent while the close handshake runs is not sent, and the
         handler hears at once that the link closed (its session would

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from cfosproxy.core.interfaces import IBackendLink
+from cfosproxy.core.logtext import printable
 from cfosproxy.ws.internals import QuietClientService
 from cfosproxy.ws.peer import PeerFactoryMixin, PeerProtocol, protocol_options
 from cfosproxy.ws.relaypath import RelayPathMixin
@@ -461,7 +462,7 @@ class _BackendConnection(PeerProtocol):
     def _describe_close(self, was_clean, code, reason):
         if not was_clean:
             # Autobahn's reason reads 'connection was closed uncleanly ("...")'.
-            return reason or "connection lost"
+            return printable(reason) if reason else "connection lost"
         if self.closedByMe:
             who, code = "cfosproxy", self.localCloseCode
             reason = (self.localCloseReason or b"").decode("utf-8", "replace")
@@ -469,8 +470,10 @@ class _BackendConnection(PeerProtocol):
             who = "the backend"
         if code is None:
             return "closed by {} without a status code".format(who)
+        # The backend chooses its close reason: escaped, it can forge no
+        # log line (it goes into the log and the status API).
         return "closed by {} with {}{}".format(
-            who, code, " " + reason if reason else ""
+            who, code, " " + printable(reason) if reason else ""
         )
 
     def _why_not_opened(self):
@@ -483,7 +486,7 @@ class _BackendConnection(PeerProtocol):
                 # A 5xx is a backend that is restarting or down behind its
                 # proxy: back off as after a failed connection.
                 kind = REFUSED if parts[1][:1] == "4" else FAILED
-                return kind, "HTTP " + parts[1].strip()
+                return kind, "HTTP " + printable(parts[1].strip())
         if self._failure is not None:
             return FAILED, self._failure
         lost = self._lost.value if self._lost is not None else None
