@@ -21,7 +21,6 @@ behind.
 
 import argparse
 import asyncio
-import os
 import ssl
 import sys
 import time

@@ -101,8 +101,6 @@ class ChargePointHub:
         self._handler_for = handler_for
         self._clock = clock
         self.sessions: dict[str, OcppSession] = {}
-        # Each open session's handler, to tell it when the session closes.
-        self._handlers: dict[OcppSession, IWallboxHandler] = {}
         self._when_empty: list[defer.Deferred[None]] = []
         self._password_backoff: PasswordBackoff | None = None
         if server_config.password and server_config.password_failures > 0:
@@ -218,7 +216,6 @@ class ChargePointHub:
             self._config.call_timeout,
         )
         self.sessions[chargebox_id] = session
-        self._handlers[session] = handler
         if certificate_subject:
             self._log.info(
                 "{cbid} connected from {peer} with certificate {subject}",
@@ -244,13 +241,13 @@ class ChargePointHub:
             # The wallbox's own close reason, or Autobahn's text about it.
             reason=printable(reason or ""),
         )
-        handler = self._handlers.pop(session, None)
         if self.sessions.get(session.chargebox_id) is session:
             del self.sessions[session.chargebox_id]
             for observer in self._observers:
                 observer.disconnected(session.chargebox_id)
-            if handler is not None:
-                handler.session_closed(session)
+            # The handler of a ChargeBox-ID does not change while the
+            # daemon runs: the one that was told of the opening.
+            self._handler_for(session.chargebox_id).session_closed(session)
         # Fail what waited for this connection only now, so that whoever
         # hears of it already knows the wallbox is gone.
         session.connection_lost()

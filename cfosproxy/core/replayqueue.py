@@ -33,8 +33,6 @@ import enum
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from twisted.logger import Logger
-
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -94,8 +92,6 @@ class ReplayQueue:
     @param clock: L{IReactorTime}, for the holds' timers.
     """
 
-    _log = Logger()
-
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
         # Messages in any state but QUEUED; QUEUED is the store's.
@@ -104,9 +100,6 @@ class ReplayQueue:
         self._writes: dict[int, Callable[[], object]] = {}
         self._holds: dict[Hold, IDelayedCall] = {}
         self.in_flight: int | None = None
-        # How many answered messages wait for their write (len(_writes),
-        # kept as a number: the gateway reads it for every message).
-        self.answered_count = 0
 
     # -- states ------------------------------------------------------------
 
@@ -151,7 +144,6 @@ class ReplayQueue:
         self._expect(message_id, _IN_FLIGHT, "answered")
         self._states[message_id] = _ANSWERED
         self._writes[message_id] = write
-        self.answered_count += 1
         self.in_flight = None
 
     def withdrawn(self, message_id: int, write: Callable[[], object]) -> None:
@@ -160,7 +152,6 @@ class ReplayQueue:
         self._expect(message_id, _QUEUED, "withdrawn")
         self._states[message_id] = _ANSWERED
         self._writes[message_id] = write
-        self.answered_count += 1
 
     def refused(self, message_id: int) -> None:
         """The backend refused it: it is tried again later."""
@@ -186,7 +177,6 @@ class ReplayQueue:
         if self._states.get(message_id) is _ANSWERED:
             del self._states[message_id]
             del self._writes[message_id]
-            self.answered_count -= 1
 
     def write(self, message_id: int) -> None:
         """Run the write that records the answer to C{message_id}.
@@ -199,6 +189,11 @@ class ReplayQueue:
         """The ids of the answered messages whose write is not on disk yet,
         oldest first."""
         return list(self._writes)
+
+    @property
+    def answered_count(self) -> int:
+        """How many answered messages wait for their write."""
+        return len(self._writes)
 
     def skipped(self, message_id: int) -> bool:
         """Whether the queue must pass C{message_id} by: it was answered
