@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 # Only the parser: building an endpoint with reactor None imports no reactor.
 from twisted.internet.endpoints import serverFromString
 
+from cfosproxy.site.phases import WIRINGS
+
 MODBUS_PORT = 4701
 """The cFos Power Brain's Modbus TCP port, used when an address has none."""
 
@@ -80,6 +82,22 @@ class ManagerConfig:
     on_deactivate: str = "lift_limit"
     state_dir: str = "var"
     offline_authorize: str = "cache"
+    max_imbalance: float = 0.0
+
+
+@dataclass(frozen=True)
+class CircuitConfig:
+    """``[circuit:<name>]``: a sub-feeder with its own fuses, in a tree
+    under the site.
+
+    ``max_current`` is in ampere per phase, for everything below the
+    circuit; ``parent`` names the circuit it hangs on, empty for directly
+    under the site.
+    """
+
+    name: str
+    max_current: float
+    parent: str = ""
 
 
 @dataclass(frozen=True)
@@ -152,6 +170,10 @@ class WallboxConfig:
 
     ``address`` is the ChargeBox-ID of an OCPP wallbox, or ``host:port`` of a
     Modbus one; ``id`` is the connector id or the Modbus unit id.
+    ``circuit`` names the L{CircuitConfig} it hangs on, empty for directly
+    under the site; ``wiring`` is one of
+    L{cfosproxy.site.phases.WIRINGS}; a higher ``priority`` is served
+    first.
     """
 
     name: str
@@ -163,6 +185,9 @@ class WallboxConfig:
     max_current: float = 16.0
     id_tag: str = ""
     poll_interval: float = 2.0
+    circuit: str = ""
+    wiring: str = "L1L2L3"
+    priority: int = 0
     gateway_url: str = ""
     gateway_password: str = field(default="", repr=False)
     gateway_client_id: str = ""
@@ -206,6 +231,7 @@ class Config:
     status: StatusConfig = field(default_factory=StatusConfig)
     manhole: ManholeConfig = field(default_factory=ManholeConfig)
     wallboxes: tuple[WallboxConfig, ...] = ()
+    circuits: tuple[CircuitConfig, ...] = ()
 
     def devices_for(self, chargebox_id):
         """The OCPP wallboxes (one per connector) with this ChargeBox-ID, maybe none."""
@@ -218,9 +244,20 @@ class Config:
                 return w
         raise KeyError(name)
 
+    def circuit(self, name):
+        """The circuit called ``name``; KeyError if there is none."""
+        for c in self.circuits:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
     def warnings(self):
         """Settings that start, but cannot do what the operator wants: each
         a message naming file, section and key, for the log at start."""
+        return self._site_warnings() + self._circuit_warnings()
+
+    def _site_warnings(self):
+        """Devices that the site limit leaves without current."""
         site = self.manager.max_current
         starved = [w for w in self.wallboxes if w.min_current > site]
         if starved and len(starved) == len(self.wallboxes):
@@ -233,6 +270,43 @@ class Config:
             f"[manager] max_current {site:g} A; this device will never be given current"
             for w in starved
         ]
+
+    def _circuit_warnings(self):
+        """Circuits that no device below them can charge under, and
+        circuits whose limit their parent (or the site) makes moot."""
+        by_name = {c.name: c for c in self.circuits}
+        below = {c.name: [] for c in self.circuits}
+        for w in self.wallboxes:
+            for name in _circuit_path(w.circuit, by_name):
+                below[name].append(w)
+        warnings = []
+        for c in self.circuits:
+            where = f"{self.path}: [circuit:{c.name}] max_current: {c.max_current:g} A"
+            devices = below[c.name]
+            if devices and all(w.min_current > c.max_current for w in devices):
+                warnings.append(f"{where} is below the min_current of every device below it; "
+                                "none of them will ever be given current")
+            if c.parent in by_name:
+                parent, limit = f"[circuit:{c.parent}]", by_name[c.parent].max_current
+            elif not c.parent:
+                parent, limit = "[manager]", self.manager.max_current
+            else:
+                continue
+            if c.max_current > limit:
+                warnings.append(f"{where} is above {parent} max_current {limit:g} A, "
+                                f"which limits it to {limit:g} A anyway")
+        return warnings
+
+
+def _circuit_path(name, by_name):
+    """The names of circuit ``name`` and of every circuit above it, nearest
+    first; it stops at a name that is not in ``by_name`` and at a loop, so
+    that it is safe on a L{Config} built without L{load_config}'s checks."""
+    path = []
+    while name in by_name and name not in path:
+        path.append(name)
+        name = by_name[name].parent
+    return path
 
 
 def load_config(path):
@@ -277,18 +351,25 @@ def config_from_string(text, path="<string>"):
     path = os.fspath(path)
     parts = {}
     wallboxes = []
+    circuits = []
     for section in parse_sections(text, path):
         name = section.name
         if name in _READERS:
             parts[name] = _READERS[name](section)
         elif name.startswith("wallbox:"):
             wallboxes.append((section, _wallbox(section, name.removeprefix("wallbox:"))))
+        elif name.startswith("circuit:"):
+            circuits.append((section, _circuit(section, name.removeprefix("circuit:"))))
         else:
             raise section.error(
-                None, "unknown section (known: server, manager, status, manhole, wallbox:<name>)"
+                None, "unknown section (known: server, manager, status, manhole, "
+                "circuit:<name>, wallbox:<name>)"
             )
+    _check_circuits(circuits)
     _check_devices(wallboxes)
-    return Config(path=path, wallboxes=tuple(w for _, w in wallboxes), **parts)
+    _check_device_circuits(wallboxes, circuits)
+    return Config(path=path, wallboxes=tuple(w for _, w in wallboxes),
+                  circuits=tuple(c for _, c in circuits), **parts)
 
 
 def _parse_error(path, err):
@@ -411,7 +492,8 @@ def _server(section):
 
 def _manager(section):
     c = ManagerConfig(**section.read(ManagerConfig))
-    section.check(c.max_current >= 0, "max_current", f"must be 0 or more{section.got('max_current')}")
+    for key in ("max_current", "max_imbalance"):
+        section.check(getattr(c, key) >= 0, key, f"must be 0 or more{section.got(key)}")
     section.check(c.state_dir, "state_dir", "must not be empty")
     return c
 
@@ -485,6 +567,10 @@ def _wallbox(section, name):
     section.check(w.min_current <= w.max_current, "min_current",
                   f"{w.min_current:g} is above max_current {w.max_current:g}")
     section.positive("poll_interval", w.poll_interval)
+    # Upper case only, as the status API and the log spell it: one way to
+    # write a wiring leaves nothing to misread when checking a fuse.
+    section.check(w.wiring in WIRINGS, "wiring",
+                  f"must be one of {', '.join(WIRINGS)}{section.got('wiring')}")
     # OCPP 1.6 IdToken is CiString20Type.
     section.check(len(w.id_tag) <= 20, "id_tag", "OCPP allows at most 20 characters")
 
@@ -495,6 +581,59 @@ def _wallbox(section, name):
                   "needs gateway_certificate to be set too")
     section.check("/" not in w.gateway_client_id, "gateway_client_id", "cannot contain '/'")
     return w
+
+
+def _circuit(section, name):
+    section.check(_DEVICE_NAME.fullmatch(name), None,
+                  "circuit name must be letters, digits, '-', '_' or '.'")
+    # The status API and /metrics show the whole site under this name; any
+    # spelling of it would read as the site there.
+    section.check(name.lower() != "site", None,
+                  f"the name {name!r} stands for the whole site (status API, /metrics); "
+                  "choose another")
+    values = section.read(CircuitConfig, name=name)
+    section.check("max_current" in values, "max_current", "is required")
+    c = CircuitConfig(**values)
+    section.check(c.max_current >= 0, "max_current",
+                  f"must be 0 or more{section.got('max_current')}")
+    section.check(c.parent != c.name, "parent", "a circuit cannot be its own parent")
+    return c
+
+
+def _check_circuits(circuits):
+    """Checks across circuits: every parent exists, and parents form a tree."""
+    by_name = {c.name: c for _, c in circuits}
+    for section, c in circuits:
+        section.check(not c.parent or c.parent in by_name, "parent",
+                      _missing_circuit(c.parent, by_name))
+    for section, c in circuits:
+        loop = [c.name]
+        parent = c.parent
+        while parent and parent not in loop:
+            loop.append(parent)
+            parent = by_name[parent].parent
+        section.check(parent != c.name, "parent",
+                      f"circuits form a loop: {' > '.join(loop + [c.name])}")
+
+
+def _check_device_circuits(wallboxes, circuits):
+    """Each device's circuit is one of the file's circuits."""
+    by_name = {c.name: c for _, c in circuits}
+    for section, w in wallboxes:
+        section.check(not w.circuit or w.circuit in by_name, "circuit",
+                      _missing_circuit(w.circuit, by_name))
+
+
+def _missing_circuit(name, by_name):
+    """The message for a reference to circuit ``name``, which is not there."""
+    if not by_name:
+        known = "it has no [circuit:*] sections"
+    else:
+        known = f"known: {', '.join(by_name)}"
+    message = f"no [circuit:{name}] in this file ({known})"
+    if name.lower() == "site":
+        message += "; leave it empty for directly under the site"
+    return message
 
 
 def _check_gateway_url(section, url):

@@ -2,11 +2,13 @@
 
 import dataclasses
 import pickle
+import re
 from pathlib import Path
 
 import pytest
 
 from cfosproxy.config import (
+    CircuitConfig,
     Config,
     ConfigError,
     ManagerConfig,
@@ -15,6 +17,7 @@ from cfosproxy.config import (
     config_from_string,
     load_config,
 )
+from cfosproxy.site.circuits import WIRINGS
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "etc" / "cfosproxy.ini"
 
@@ -38,6 +41,18 @@ def test_empty_file_gives_defaults():
     assert config.wallboxes == ()
 
 
+def test_site_model_defaults():
+    """Without the keys of the site model, a device hangs directly on the
+    site, on all three phases in order, at priority 0; there are no
+    circuits and no limit on unbalanced load."""
+    config = config_from_string(OCPP)
+    (w,) = config.wallboxes
+    assert (w.circuit, w.wiring, w.priority) == ("", "L1L2L3", 0)
+    assert config.manager.max_imbalance == 0.0
+    assert config.circuits == ()
+    assert config_from_string("").circuits == ()
+
+
 def test_example_file_loads():
     """etc/cfosproxy.ini, with its inline comments, loads as documented."""
     config = load_config(EXAMPLE)
@@ -53,6 +68,22 @@ def test_example_file_loads():
                                    min_current=6.0, max_current=16.0)
     assert config.devices_for("CB-0001") == (garage,)
     assert config.wallbox("garage-1") is garage
+
+
+def test_commented_site_keys_in_example_are_valid():
+    """The commented-out site model keys in etc/cfosproxy.ini (the
+    ``[circuit:carport]`` example, ``max_imbalance``, the wallbox's
+    ``circuit``, ``wiring`` and ``priority``) load when uncommented, with
+    the values the comments document."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    disabled = re.compile(r"^;(?=\[circuit:|(max_imbalance|max_current|parent|circuit|wiring|priority) =)",
+                          re.MULTILINE)
+    assert len(disabled.findall(text)) == 7
+    config = config_from_string(disabled.sub("", text), "example.ini")
+    assert config.circuits == (CircuitConfig(name="carport", max_current=25.0, parent=""),)
+    assert config.manager.max_imbalance == 0.0
+    (garage,) = config.wallboxes
+    assert (garage.circuit, garage.wiring, garage.priority) == ("", "L1L2L3", 0)
 
 
 def test_values_are_typed():
@@ -73,6 +104,53 @@ def test_values_are_typed():
     (w,) = config.wallboxes
     assert (w.name, w.enabled, w.min_current, w.max_current, w.poll_interval) == (
         "x.y_z-1", False, 0.0, 0.5, 0.5)
+
+
+@pytest.mark.parametrize("wiring", list(WIRINGS))
+def test_every_wiring_is_taken(wiring):
+    """Each wiring of DESIGN §3, written in upper case, is kept as it is."""
+    (w,) = config_from_string(OCPP + f"wiring = {wiring}\n").wallboxes
+    assert w.wiring == wiring
+
+
+def test_site_model_values_are_read():
+    """Circuits (in file order, nested with parent), a device's circuit,
+    wiring and priority (negative too), and max_imbalance are read and
+    typed; Config.circuit finds a circuit by name."""
+    config = config_from_string(
+        "[manager]\nmax_imbalance = 20\n"
+        "[circuit:garage]\nmax_current = 35\n"
+        "[circuit:carport]\nmax_current = 25.5\nparent = garage\n"
+        "[circuit:spare]\nmax_current = 0\n"
+        + OCPP + "circuit = carport\nwiring = L2\npriority = -2\n"
+        "[wallbox:b]\ntype = ocpp\naddress = CB-2\ncircuit = garage\nwiring = L3L1L2\n"
+        "priority = +3\n"
+    )
+    assert config.manager.max_imbalance == 20.0
+    assert config.circuits == (
+        CircuitConfig("garage", 35.0),
+        CircuitConfig("carport", 25.5, parent="garage"),
+        CircuitConfig("spare", 0.0),
+    )
+    assert config.circuit("carport") is config.circuits[1]
+    with pytest.raises(KeyError):
+        config.circuit("site")
+    a, b = config.wallboxes
+    assert (a.circuit, a.wiring, a.priority) == ("carport", "L2", -2)
+    assert (b.circuit, b.wiring, b.priority) == ("garage", "L3L1L2", 3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.circuits[0].max_current = 63
+
+
+def test_circuit_names_like_device_names():
+    """A circuit may be named with letters, digits, '.', '_' and '-', and
+    share its name with a device: they are different things."""
+    config = config_from_string(
+        "[circuit:Hall_2.b-1]\nmax_current = 16\n"
+        "[wallbox:Hall_2.b-1]\ntype = ocpp\naddress = CB-1\ncircuit = Hall_2.b-1\n"
+    )
+    assert config.circuit("Hall_2.b-1").max_current == 16.0
+    assert config.wallbox("Hall_2.b-1").circuit == "Hall_2.b-1"
 
 
 def test_client_id_defaults():
@@ -155,6 +233,8 @@ def test_missing_file(tmp_path):
 # (ini text, section, key, words the message contains)
 BAD = [
     ("[serveur]\n", "serveur", None, "unknown section"),
+    ("[circuits:a]\nmax_current = 1\n", "circuits:a", None,
+     "unknown section (known: server, manager, status, manhole, circuit:<name>, wallbox:<name>)"),
     ("[DEFAULT]\nlisten = tcp:1\n", "DEFAULT", None, "unknown section"),
     ("[wallbox:]\ntype = ocpp\naddress = X\n", "wallbox:", None, "device name"),
     ("[wallbox:a b]\ntype = ocpp\naddress = X\n", "wallbox:a b", None, "device name"),
@@ -233,6 +313,57 @@ BAD = [
     (OCPP + "gateway_url = wss://b/\ngateway_private_key = k.pem\n", "wallbox:a",
      "gateway_private_key", "gateway_certificate"),
     (OCPP + "gateway_client_id = a/b\n", "wallbox:a", "gateway_client_id", "/"),
+    ("[manager]\nmax_imbalance = -1\n", "manager", "max_imbalance", "must be 0 or more (got '-1')"),
+    ("[manager]\nmax_imbalance = inf\n", "manager", "max_imbalance", "must be a number"),
+    ("[manager]\nmeter = grid\n", "manager", "meter", "unknown key"),
+    ("[manager]\nreserve = 2\n", "manager", "reserve", "unknown key"),
+    ("[manager]\nfailsafe_current = 0\n", "manager", "failsafe_current", "unknown key"),
+    (OCPP + "wiring = l1\n", "wallbox:a", "wiring",
+     "must be one of L1L2L3, L2L3L1, L3L1L2, L1, L2, L3 (got 'l1')"),
+    (OCPP + "wiring = L1L3L2\n", "wallbox:a", "wiring",
+     "must be one of L1L2L3, L2L3L1, L3L1L2, L1, L2, L3 (got 'L1L3L2')"),
+    (OCPP + "wiring = L1 L2 L3\n", "wallbox:a", "wiring", "must be one of L1L2L3"),
+    (OCPP + "wiring =\n", "wallbox:a", "wiring", "must be one of L1L2L3, L2L3L1, L3L1L2, L1, L2, L3 (got '')"),
+    (OCPP + "priority = 1.5\n", "wallbox:a", "priority", "must be a whole number (got '1.5')"),
+    (OCPP + "priority = high\n", "wallbox:a", "priority", "must be a whole number (got 'high')"),
+    (OCPP + "circuit = carport\n", "wallbox:a", "circuit",
+     "no [circuit:carport] in this file (it has no [circuit:*] sections)"),
+    ("[circuit:garage]\nmax_current = 35\n[circuit:pool]\nmax_current = 20\n" + OCPP
+     + "circuit = Garage\n", "wallbox:a", "circuit",
+     "no [circuit:Garage] in this file (known: garage, pool)"),
+    ("[circuit:garage]\nmax_current = 35\n" + OCPP + "circuit = site\n", "wallbox:a", "circuit",
+     "no [circuit:site] in this file (known: garage); leave it empty for directly under the site"),
+    ("[circuit:carport]\n", "circuit:carport", "max_current", "is required"),
+    ("[circuit:carport]\nparent =\n", "circuit:carport", "max_current", "is required"),
+    ("[circuit:carport]\nmax_current =\n", "circuit:carport", "max_current", "must be a number (got '')"),
+    ("[circuit:carport]\nmax_current = -25\n", "circuit:carport", "max_current",
+     "must be 0 or more (got '-25')"),
+    ("[circuit:carport]\nmax_current = 25\nmeter = grid\n", "circuit:carport", "meter", "unknown key"),
+    ("[circuit:carport]\nmax_current = 25\nname = x\n", "circuit:carport", "name", "unknown key"),
+    ("[circuit:]\nmax_current = 25\n", "circuit:", None,
+     "circuit name must be letters, digits, '-', '_' or '.'"),
+    ("[circuit:car port]\nmax_current = 25\n", "circuit:car port", None, "circuit name"),
+    ("[circuit:a:b]\nmax_current = 25\n", "circuit:a:b", None, "circuit name"),
+    ("[circuit:site]\nmax_current = 25\n", "circuit:site", None,
+     "the name 'site' stands for the whole site"),
+    ("[circuit:Site]\nmax_current = 25\n", "circuit:Site", None,
+     "the name 'Site' stands for the whole site"),
+    ("[circuit:a]\nmax_current = 25\n[circuit:a]\nmax_current = 16\n", "circuit:a", None,
+     "section appears twice (line 3)"),
+    ("[circuit:a]\nmax_current = 25\nparent = b\n", "circuit:a", "parent",
+     "no [circuit:b] in this file (known: a)"),
+    ("[circuit:a]\nmax_current = 25\nparent = site\n", "circuit:a", "parent",
+     "leave it empty for directly under the site"),
+    ("[circuit:a]\nmax_current = 25\nparent = a\n", "circuit:a", "parent",
+     "a circuit cannot be its own parent"),
+    ("[circuit:a]\nmax_current = 25\nparent = b\n[circuit:b]\nmax_current = 16\nparent = a\n",
+     "circuit:a", "parent", "circuits form a loop: a > b > a"),
+    ("[circuit:top]\nmax_current = 63\n[circuit:x]\nmax_current = 25\nparent = y\n"
+     "[circuit:y]\nmax_current = 25\nparent = z\n[circuit:z]\nmax_current = 16\nparent = y\n",
+     "circuit:y", "parent", "circuits form a loop: y > z > y"),
+    ("[circuit:a]\nmax_current = 25\nparent = c\n[circuit:b]\nmax_current = 16\nparent = a\n"
+     "[circuit:c]\nmax_current = 16\nparent = b\n", "circuit:a", "parent",
+     "circuits form a loop: a > c > b > a"),
     ("[server]\ntls = on\n[server]\n", "server", None, "section appears twice (line 3)"),
     ("[server]\ntls = on\nTLS = off\n", "server", "tls", "key appears twice (line 3)"),
     ("tls = on\n", None, None, "line 1"),
@@ -315,3 +446,63 @@ def test_warns_when_no_device_can_charge():
         "this device will never be given current"
     ]
     assert config_from_string(OCPP).warnings() == []
+
+
+def test_warns_when_no_device_can_charge_under_a_circuit():
+    """A circuit whose max_current is below the min_current of every device
+    below it, directly or through a sub-circuit, starts with a warning
+    naming the circuit; one device that fits, or a circuit without devices,
+    gets none."""
+    text = (
+        "[circuit:hall]\nmax_current = 5\n"
+        "[circuit:row]\nmax_current = 5\nparent = hall\n"
+        "[circuit:empty]\nmax_current = 1\n"
+        + OCPP + "circuit = hall\n"
+        "[wallbox:b]\ntype = ocpp\naddress = CB-2\ncircuit = row\nmin_current = 5.5\n"
+    )
+    config = config_from_string(text, "site.ini")
+    assert config.warnings() == [
+        "site.ini: [circuit:hall] max_current: 5 A is below the min_current of every device "
+        "below it; none of them will ever be given current",
+        "site.ini: [circuit:row] max_current: 5 A is below the min_current of every device "
+        "below it; none of them will ever be given current",
+    ]
+    fits = text + "[wallbox:c]\ntype = ocpp\naddress = CB-3\ncircuit = row\nmin_current = 5\n"
+    assert config_from_string(fits).warnings() == []
+
+
+def test_warns_when_a_circuit_is_above_its_parent():
+    """A circuit allowed more than its parent circuit, or than the site for a
+    circuit directly under it, starts with a warning that the parent limits
+    it anyway; the same limit as the parent is fine."""
+    config = config_from_string(
+        "[manager]\nmax_current = 32\n"
+        "[circuit:garage]\nmax_current = 35\n"
+        "[circuit:carport]\nmax_current = 40\nparent = garage\n"
+        "[circuit:shed]\nmax_current = 35\nparent = garage\n"
+        "[circuit:hall]\nmax_current = 32\n",
+        "site.ini",
+    )
+    assert config.warnings() == [
+        "site.ini: [circuit:garage] max_current: 35 A is above [manager] max_current 32 A, "
+        "which limits it to 32 A anyway",
+        "site.ini: [circuit:carport] max_current: 40 A is above [circuit:garage] max_current "
+        "35 A, which limits it to 35 A anyway",
+    ]
+
+
+def test_warnings_on_a_config_built_in_code():
+    """warnings() does not fail or hang on a Config built without the file's
+    checks, with a device on a missing circuit and circuits in a loop."""
+    config = Config(
+        "test.ini",
+        wallboxes=(WallboxConfig("w", "ocpp", "CB-9", circuit="a"),
+                   WallboxConfig("v", "ocpp", "CB-8", circuit="nowhere")),
+        circuits=(CircuitConfig("a", 1, parent="b"), CircuitConfig("b", 1, parent="a")),
+    )
+    assert config.warnings() == [
+        "test.ini: [circuit:a] max_current: 1 A is below the min_current of every device "
+        "below it; none of them will ever be given current",
+        "test.ini: [circuit:b] max_current: 1 A is below the min_current of every device "
+        "below it; none of them will ever be given current",
+    ]

@@ -18,6 +18,9 @@ class FakeManager:
     def device_offline(self, name):
         self.events.append(("offline", name))
 
+    def reading(self, name):
+        self.events.append(("reading", name))
+
     def refresh(self):
         self.events.append(("refresh",))
 
@@ -44,14 +47,15 @@ def reading(state="B", energy=100):
 
 def test_reading_updates_the_device():
     """A reading shows as OCPP status, energy, power, the current on each
-    phase and serial; the manager shares again."""
+    phase and serial; the manager hears of the new currents (it learns
+    the car's phases from them) and shares again."""
     joint, device, manager, _ = setup()
     joint.on_online(Wallbox(), True)
     joint.on_reading(Wallbox(), reading("C", 4200))
     state = device.as_json()
     assert (state["connected"], state["status"], state["energy_wh"], state["serial"]) == (True, "Charging", 4200, "PB-7")
     assert state["currents"] == [1.0, 1.0, 1.0]
-    assert manager.events == [("online", "pb"), ("refresh",)]
+    assert manager.events == [("online", "pb"), ("reading", "pb"), ("refresh",)]
     assert device.wants_current
 
 
@@ -72,7 +76,9 @@ def test_backend_limit_change_writes_again():
     limits["now"] = 8.0
     joint.on_reading(Wallbox(), reading())
     joint.on_reading(Wallbox(), reading())
-    assert manager.events == [("refresh",), ("reapply", "pb"), ("refresh",)]
+    assert [e for e in manager.events if e[0] != "reading"] == [
+        ("refresh",), ("reapply", "pb"), ("refresh",)
+    ]
 
 
 def test_modbus_wants_current_from_state_b():

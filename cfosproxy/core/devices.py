@@ -98,6 +98,9 @@ class Device:
     accepted_limit: float | None = None
     pending_limit: float | None = None
     profile_error: str | None = None
+    # The site phases the load manager counts the device on (its wiring,
+    # narrowed to what its car draws on: cfosproxy.site.phases).
+    phases: tuple[str, ...] = ()
     # The device's L{cfosproxy.core.gateway.Gateway}, when it has a backend.
     gateway: GatewayStatus | None = None
 
@@ -134,6 +137,10 @@ class Device:
             "accepted_limit": self.accepted_limit,
             "pending_limit": self.pending_limit,
             "profile_error": self.profile_error,
+            "circuit": getattr(self.config, "circuit", None) or None,
+            "wiring": getattr(self.config, "wiring", None),
+            "priority": getattr(self.config, "priority", None),
+            "phases": list(self.phases),
             "gateway": self.gateway.status() if self.gateway is not None else None,
         }
 

@@ -18,53 +18,31 @@ exactly that of L{cfosproxy.site.sharing.share}.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
+from cfosproxy.site.phases import PHASES, WIRINGS, Phase, site_phases
 from cfosproxy.site.sharing import to_deciamps
 
-Phase = Literal["L1", "L2", "L3"]
-
-PHASES: tuple[Phase, Phase, Phase] = ("L1", "L2", "L3")
-
-# Per C{wiring} value: the site phase of the wallbox's L1, L2, L3 (a
-# single-phase wallbox has only its L1).
-WIRINGS: Mapping[str, tuple[Phase, ...]] = {
-    "L1L2L3": ("L1", "L2", "L3"),
-    "L2L3L1": ("L2", "L3", "L1"),
-    "L3L1L2": ("L3", "L1", "L2"),
-    "L1": ("L1",),
-    "L2": ("L2",),
-    "L3": ("L3",),
-}
+__all__ = [
+    "PHASES",
+    "WIRINGS",
+    "Circuit",
+    "Demand",
+    "Limit",
+    "Phase",
+    "PerPhase",
+    "available_per_limit",
+    "circuit_paths",
+    "share_circuits",
+    "site_phases",
+]
 
 PerPhase = tuple[float, float, float]
 
 # A limit is a phase (0, 1, 2 for L1, L2, L3) of a circuit, or of the site
 # (circuit None).
-_Limit = tuple[str | None, int]
-
-
-def site_phases(wiring: str, used: Collection[Phase] | None = None) -> frozenset[Phase]:
-    """The site phases a wallbox is counted on.
-
-    @param wiring: the wallbox's C{wiring} setting (L{WIRINGS}).
-    @param used: the wallbox's own phases its car draws on, as the wallbox
-        reports them; L{None} while that is not known. Every wired phase
-        counts while nothing is known, and also when C{used} names none of
-        the wallbox's phases: a device is never counted on no phase at all.
-    @return: the site phases, never empty.
-    @raise ValueError: C{wiring} is not one of L{WIRINGS}.
-    """
-    try:
-        wired = WIRINGS[wiring]
-    except KeyError:
-        raise ValueError(f"unknown wiring {wiring!r}; expected one of {', '.join(WIRINGS)}")
-    if used is None:
-        return frozenset(wired)
-    picked = frozenset(site for own, site in zip(PHASES, wired) if own in used)
-    return picked or frozenset(wired)
+Limit = tuple[str | None, int]
 
 
 @dataclass(frozen=True)
@@ -121,7 +99,7 @@ class _Device:
     floor: int
     ceiling: int
     phases: tuple[int, ...]
-    limits: tuple[_Limit, ...]
+    limits: tuple[Limit, ...]
 
     @property
     def usable(self) -> bool:
@@ -181,8 +159,8 @@ def share_circuits(
         among C{circuits}, the circuits form a loop, or two circuits or two
         demands share a name.
     """
-    room = _available(site, circuits)
-    paths = _paths(circuits)
+    room = available_per_limit(site, circuits)
+    paths = circuit_paths(circuits)
     devices = _devices(demands, paths)
     imbalance = to_deciamps(max_imbalance) if max_imbalance > 0 else None
     given = _admit(devices, room, imbalance)
@@ -193,16 +171,16 @@ def share_circuits(
     return grants
 
 
-def _available(site: PerPhase, circuits: Sequence[Circuit]) -> dict[_Limit, int]:
+def available_per_limit(site: PerPhase, circuits: Sequence[Circuit]) -> dict[Limit, int]:
     """Deci-amperes available per limit, never below 0."""
-    room: dict[_Limit, int] = {}
+    room: dict[Limit, int] = {}
     for name, available in [(None, site), *((c.name, c.available) for c in circuits)]:
         for phase, amps in enumerate(available):
             room[name, phase] = max(0, to_deciamps(amps))
     return room
 
 
-def _paths(circuits: Sequence[Circuit]) -> dict[str | None, tuple[str | None, ...]]:
+def circuit_paths(circuits: Sequence[Circuit]) -> dict[str | None, tuple[str | None, ...]]:
     """Per circuit (and L{None}, the site): itself and everything above it,
     up to the site."""
     parents = {circuit.name: circuit.parent for circuit in circuits}
@@ -247,7 +225,7 @@ def _devices(
 
 
 def _admit(
-    devices: Sequence[_Device], room: dict[_Limit, int], imbalance: int | None
+    devices: Sequence[_Device], room: dict[Limit, int], imbalance: int | None
 ) -> dict[str, int]:
     """Admit devices at their minimums, taking these from C{room}.
 
@@ -257,7 +235,7 @@ def _admit(
     sums = [0, 0, 0]
     for _, same_priority in itertools.groupby(devices, key=lambda d: d.priority):
         # The limits earlier waiting devices of this priority wait for.
-        awaited: set[_Limit] = set()
+        awaited: set[Limit] = set()
         for device in same_priority:
             if not device.usable:
                 awaited.update(device.limits)
@@ -297,7 +275,7 @@ def _balanced(sums: Sequence[int], phases: Sequence[int], more: int, most: int) 
 def _fill(
     devices: Sequence[_Device],
     given: dict[str, int],
-    room: dict[_Limit, int],
+    room: dict[Limit, int],
     imbalance: int | None,
 ) -> None:
     """Share what is left in C{room} among the admitted devices, highest
@@ -336,7 +314,7 @@ def _fill(
 
 def _even_step(
     group: Sequence[_Device],
-    room: Mapping[_Limit, int],
+    room: Mapping[Limit, int],
     imbalance: int | None,
     sums: Sequence[int],
 ) -> int:
@@ -350,7 +328,7 @@ def _even_step(
 
     @param sums: the admitted devices' phase sums, deci-amperes.
     """
-    sharing: dict[_Limit, int] = {}
+    sharing: dict[Limit, int] = {}
     for device in group:
         for limit in device.limits:
             sharing[limit] = sharing.get(limit, 0) + 1

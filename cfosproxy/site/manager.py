@@ -1,18 +1,27 @@
 """Load management: the site current, shared among the devices that charge.
 
 Sans-IO. The manager reads what wallboxes report (as a session observer),
-decides grants with L{cfosproxy.site.sharing.share}, and sets each device's limit
+decides grants over the site as it is wired (circuits, phases, priorities:
+L{cfosproxy.site.circuits.share_circuits}), and sets each device's limit
 through an L{ILimitActuator} (OCPP charging profiles; Modbus registers).
 
 The fuse is the point, so the manager keeps, per device, the most that the
 wallbox may draw as far as anyone can know (its I{exposure}): the limit it
 last accepted, or the one in flight if that is higher, or its C{max_current}
-while nothing is known and it charges. A limit that lowers a device goes out
-at once; one that raises a device goes out only when the sum of all
-exposures stays within the site limit with it: a device gets its grant, or
-what room the others leave it. So the wallboxes together never may draw more
-than the site limit, also while changes are in flight: one wallbox is
-lowered, and only its acceptance frees current for another.
+while nothing is known and it charges. A device's exposure counts on each
+site phase it is counted on (L{cfosproxy.site.phases}), in its circuit,
+every circuit above it and the site: each of these is a I{limit}, a phase
+of a fuse. A limit that lowers a device goes out at once; one that raises a
+device goes out only when, on every limit the device is counted on, the sum
+of all exposures stays within what is available with it: a device gets its
+grant, or what room the others leave it. So the wallboxes together never may
+draw more than a fuse allows, also while changes are in flight: one wallbox
+is lowered, and only its acceptance frees current for another.
+
+Wallboxes write limits to flash, so small changes are not sent
+(L{cfosproxy.site.volume}): a raise or re-share below 0.5 A stays out, and a
+wallbox is raised at most once in 10 s, except for the first grant of a
+transaction.
 
 A pass that raises (a bug, a device in a state nobody foresaw) does not stop
 load management: it is logged, no limit goes up until a pass succeeds again,
@@ -34,7 +43,18 @@ from zope.interface import implementer
 from cfosproxy.ocpp.frames import CallResult
 from cfosproxy.core.errors import LimitRefused, PeerGone
 from cfosproxy.core.interfaces import IHubObserver
-from cfosproxy.site.sharing import Request, share, to_deciamps
+from cfosproxy.site.circuits import (
+    Circuit,
+    Demand,
+    Limit,
+    PerPhase,
+    available_per_limit,
+    circuit_paths,
+    share_circuits,
+)
+from cfosproxy.site.phases import PHASES, Phase, phases_in_use, site_phases
+from cfosproxy.site.sharing import to_deciamps
+from cfosproxy.site.volume import MIN_STEP, RAISE_INTERVAL, steady_targets
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -73,12 +93,32 @@ class ManagerSettings(Protocol):
     @property
     def on_deactivate(self) -> str: ...
 
+    @property
+    def max_imbalance(self) -> float: ...
+
+
+class CircuitSettings(Protocol):
+    """What the manager reads of a C{[circuit:*]} section
+    (L{cfosproxy.config.CircuitConfig})."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def max_current(self) -> float: ...
+
+    @property
+    def parent(self) -> str: ...
+
 
 class SiteConfig(Protocol):
     """What the manager reads of the daemon's L{cfosproxy.config.Config}."""
 
     @property
     def manager(self) -> ManagerSettings: ...
+
+    @property
+    def circuits(self) -> Sequence[CircuitSettings]: ...
 
 
 class DeviceLimits(Protocol):
@@ -93,6 +133,18 @@ class DeviceLimits(Protocol):
 
     @property
     def max_current(self) -> float: ...
+
+    @property
+    def circuit(self) -> str: ...
+
+    @property
+    def wiring(self) -> str: ...
+
+    @property
+    def priority(self) -> int: ...
+
+
+Sharing = Callable[[PerPhase, Sequence[Circuit], Sequence[Demand], float], Mapping[str, float]]
 
 
 def _limits(device: Device) -> DeviceLimits:
@@ -110,7 +162,8 @@ class LoadManager:
     @param save_enabled: C{callable(name, enabled)} that keeps the flag on
         disk.
     @param sharing: the function that splits the site current, with the
-        signature of L{cfosproxy.site.sharing.share} (replaceable in tests).
+        signature of L{cfosproxy.site.circuits.share_circuits} (replaceable
+        in tests).
     """
 
     _log = Logger()
@@ -121,9 +174,19 @@ class LoadManager:
         registry: DeviceRegistry,
         clock: IReactorTime,
         save_enabled: Callable[[str, bool], object],
-        sharing: Callable[[float, Sequence[Request]], Mapping[str, float]] = share,
+        sharing: Sharing = share_circuits,
     ) -> None:
         self._site_limit = config.manager.max_current
+        self._site: PerPhase = (self._site_limit,) * 3
+        self._max_imbalance = config.manager.max_imbalance
+        self._circuits = [
+            Circuit(c.name, c.parent or None, (c.max_current,) * 3) for c in config.circuits
+        ]
+        # Per circuit (None: the site), itself and every circuit above it.
+        self._paths = circuit_paths(self._circuits)
+        # Deci-amperes available on each limit (a phase of a circuit or of
+        # the site).
+        self._available = available_per_limit(self._site, self._circuits)
         self._control = config.manager.mode == "control"
         self._lift_on_deactivate = config.manager.on_deactivate == "lift_limit"
         self._registry = registry
@@ -154,6 +217,18 @@ class LoadManager:
         self._failure_said = False
         self._recalculation_retry: IDelayedCall | None = None
         self._failures_logged_at: dict[tuple[object, object], float] = {}
+        # The limit each device is to have (its grant, or what it holds when
+        # the grant moved less than MIN_STEP: see cfosproxy.site.volume).
+        self._targets: dict[str, float] = {}
+        # The phases of its own each device's car draws on, as learnt in
+        # this transaction (None: nothing known, every wired phase counts).
+        self._in_use: dict[str, frozenset[Phase] | None] = {}
+        # When each device was last raised; devices whose next grant above
+        # 0 is the first of their transaction (not held to RAISE_INTERVAL);
+        # the timer that shares again when a held-back raise may go.
+        self._raised_at: dict[str, float] = {}
+        self._first_grant: set[str] = set()
+        self._raise_timer: IDelayedCall | None = None
 
     def connect_actuators(self, actuators: Mapping[str, ILimitActuator]) -> None:
         """Take the actuators that set the devices' limits, once, before
@@ -183,6 +258,9 @@ class LoadManager:
         if self._managed_size != size:
             self._managed = [d for d in self._registry if self._is_managed(d)]
             self._managed_size = size
+            for device in self._managed:
+                if not device.phases:
+                    device.phases = self._counted_phases(device)
         return self._managed
 
     def _is_managed(self, device: Device | None) -> TypeGuard[Device]:
@@ -246,7 +324,61 @@ class LoadManager:
             if answer.payload.get("status") == "Accepted":
                 self._install(chargebox_id)
                 return
+        if call.action == "StartTransaction":
+            # A new car: what the last one drew on each phase says nothing.
+            connector = call.payload.get("connectorId")
+            for device in self._devices_of(chargebox_id):
+                if device.connector_id == connector:
+                    self._forget_phases(device)
+            self._refresh_soon()
+            return
+        if call.action == "MeterValues":
+            for device in self._devices_of(chargebox_id):
+                self.reading(device.name)
         self._refresh_if_changed(chargebox_id)
+
+    def reading(self, name: str) -> None:
+        """The device reported its currents anew (MeterValues, a Modbus
+        poll): learn which phases its car draws on, and share again if
+        that changes what it is counted on."""
+        device = self._registry.get(name)
+        if self._is_managed(device) and self._learn_phases(device):
+            self._refresh_soon()
+
+    def _forget_phases(self, device: Device) -> None:
+        """Count the device on every wired phase again, until a reading
+        of its new car says otherwise."""
+        self._in_use.pop(device.name, None)
+        device.phases = self._counted_phases(device)
+
+    def _learn_phases(self, device: Device) -> bool:
+        """Learn from the device's last reading which phases its car draws
+        on (L{phases_in_use}), and count it on those.
+
+        @return: whether the phases it is counted on changed."""
+        in_use = phases_in_use(self._in_use.get(device.name), device.currents)
+        self._in_use[device.name] = in_use
+        phases = self._counted_phases(device)
+        if phases == device.phases:
+            return False
+        self._log.info(
+            "{name}: counted on {phases} from now on (currents {currents})",
+            name=device.name,
+            phases="+".join(phases),
+            currents=" / ".join("-" if a is None else f"{a:.1f}" for a in device.currents),
+        )
+        device.phases = phases
+        return True
+
+    def _counted_phases(self, device: Device) -> tuple[Phase, ...]:
+        """The site phases the device is counted on now."""
+        used = site_phases(_limits(device).wiring, self._in_use.get(device.name))
+        return tuple(phase for phase in PHASES if phase in used)
+
+    def _limits_of(self, device: Device) -> list[Limit]:
+        """The limits (circuit or site, phase) the device is counted on."""
+        path = self._paths[_limits(device).circuit or None]
+        return [(node, PHASES.index(phase)) for node in path for phase in device.phases]
 
     def _refresh_if_changed(self, chargebox_id: str) -> None:
         """Share again if one of this wallbox's devices started or stopped
@@ -280,15 +412,22 @@ class LoadManager:
     # -- deciding ------------------------------------------------------------
 
     def _update_arrivals(self) -> None:
-        """Keep the order in which devices started to want current."""
+        """Keep the order in which devices started to want current.
+
+        A device that starts to want current has a new car, or the same car
+        after a pause: which phases it draws on is learnt again, and its
+        first grant goes at once."""
         for device in self.managed():
             wants = self._wants(device)
             if wants and device.name not in self._arrival:
                 self._arrival[device.name] = next(self._order)
                 device.charging_since = self._clock.seconds()
+                self._first_grant.add(device.name)
+                self._forget_phases(device)
             elif not wants and device.name in self._arrival:
                 del self._arrival[device.name]
                 device.charging_since = None
+                self._first_grant.discard(device.name)
 
     @staticmethod
     def _wants(device: Device) -> bool:
@@ -325,29 +464,84 @@ class LoadManager:
         while it is not 0, no limit goes up (status API, /metrics)."""
         return self._failed_passes
 
+    def site_state(self) -> dict[str, Any]:
+        """The site and its circuits as the status API shows them
+        (C{GET /api/site}): per circuit and for the site, on L1, L2, L3,
+        the limit, what is available to the devices below it, what they
+        are counted for (limits in flight included) and what they are
+        granted; which devices and circuits hang directly below it."""
+        devices = self.managed()
+        counted = self.exposure_sums(devices)
+        granted = dict.fromkeys(self._available, 0)
+        for device in devices:
+            for limit in self._limits_of(device):
+                granted[limit] += to_deciamps(device.grant)
+
+        def node(name: str | None, parent: str | None, limit: PerPhase) -> dict[str, Any]:
+            return {
+                "name": name if name is not None else "site",
+                "parent": None if name is None else (parent or "site"),
+                "max_current": list(limit),
+                "available": [self._available[name, phase] / 10 for phase in range(3)],
+                "counted": [counted[name, phase] / 10 for phase in range(3)],
+                "granted": [granted[name, phase] / 10 for phase in range(3)],
+                "devices": [
+                    d.name for d in devices if (_limits(d).circuit or None) == name
+                ],
+                "circuits": [c.name for c in self._circuits if c.parent == name],
+            }
+
+        site = node(None, None, self._site)
+        site_granted = [granted[None, phase] for phase in range(3)]
+        return {
+            "phases": list(PHASES),
+            "max_imbalance": self._max_imbalance,
+            "imbalance": (max(site_granted) - min(site_granted)) / 10,
+            "sharing_failures": self._failed_passes,
+            "site": site,
+            "circuits": [node(c.name, c.parent, c.available) for c in self._circuits],
+        }
+
     def _recalculate(self) -> None:
         self._update_arrivals()
         devices = {d.name: d for d in self.managed()}
         # Only devices that are still managed: a name that left the list
         # must not stop the sharing for everybody else.
-        waiting = sorted(
-            (name for name in self._arrival if name in devices), key=self._arrival.__getitem__
-        )
+        waiting = [name for name in self._arrival if name in devices]
         grants = self._share(
-            self._site_limit,
-            [
-                Request(
-                    name,
-                    _limits(devices[name]).min_current,
-                    _limits(devices[name]).max_current,
-                )
-                for name in waiting
-            ],
+            self._site,
+            self._circuits,
+            [self._demand(devices[name]) for name in waiting],
+            self._max_imbalance,
         )
         for device in devices.values():
             device.grant = grants.get(device.name, 0.0)
+        self._targets = steady_targets(
+            {name: device.grant for name, device in devices.items()},
+            {
+                name: d.accepted_limit if d.pending_limit is None else d.pending_limit
+                for name, d in devices.items()
+            },
+            {name: (_limits(d).min_current, _limits(d).max_current) for name, d in devices.items()},
+            {name: self._limits_of(d) for name, d in devices.items()},
+            self._available,
+            self._max_imbalance,
+        )
         if self._control:
             self._apply(list(devices.values()))
+
+    def _demand(self, device: Device) -> Demand:
+        limits = _limits(device)
+        return Demand(
+            name=device.name,
+            circuit=limits.circuit or None,
+            # Set by this manager from Phase values only (_counted_phases).
+            phases=frozenset(cast("tuple[Phase, ...]", device.phases)),
+            min_current=limits.min_current,
+            max_current=limits.max_current,
+            priority=limits.priority,
+            charging_order=self._arrival[device.name],
+        )
 
     def _recalculation_failed(self, failure: Failure, granted: Mapping[str, float] | None) -> None:
         """A pass raised: log it (see L{_log_failure}), hold the grants and
@@ -442,23 +636,95 @@ class LoadManager:
             known = _limits(device).max_current if device.wants_current else 0.0
         return max(known, device.pending_limit or 0.0)
 
-    def _total_exposure(self, devices: Iterable[Device]) -> int:
-        """What all C{devices} together may draw now, in deci-amperes."""
-        return sum(to_deciamps(self.exposure(d)) for d in devices)
+    def exposure_sums(self, devices: Iterable[Device] | None = None) -> dict[Limit, int]:
+        """What C{devices} (default: every managed device) together may draw
+        now on each limit, in deci-amperes: C{{(circuit or None for the
+        site, phase index): deci-amperes}}, every limit present."""
+        sums = dict.fromkeys(self._available, 0)
+        for device in self.managed() if devices is None else devices:
+            exposure = to_deciamps(self.exposure(device))
+            if exposure:
+                for limit in self._limits_of(device):
+                    sums[limit] += exposure
+        return sums
 
-    def _allowed(self, device: Device, total: int) -> float:
+    def _room(self, device: Device, sums: Mapping[Limit, int]) -> int:
+        """The most C{device} may be given now, in deci-amperes: on each
+        limit it is counted on, what is available less what the others may
+        draw there (the exposure C{sums}, its own included)."""
+        own = to_deciamps(self.exposure(device))
+        return min(
+            self._available[limit] - (sums[limit] - own) for limit in self._limits_of(device)
+        )
+
+    def _allowed(self, device: Device, sums: Mapping[Limit, int]) -> float:
         """The limit C{device} may have now, given the devices'
-        L{_total_exposure}: its grant, or less when the others may still
-        draw more than the rest of the site (a lower limit in flight, a
+        L{exposure_sums}: its target, or less when the others may still
+        draw more than the rest of a fuse (a lower limit in flight, a
         wallbox that is offline with its old limit). Less room than its
         C{min_current} means 0: a car does not charge below its minimum."""
-        others = total - to_deciamps(self.exposure(device))
-        room = to_deciamps(self._site_limit) - others
-        if to_deciamps(device.grant) <= room:
-            return device.grant
+        target = self._targets.get(device.name, device.grant)
+        room = self._room(device, sums)
+        if to_deciamps(target) <= room:
+            return target
         if room > 0 and room >= to_deciamps(_limits(device).min_current):
             return room / 10
         return 0.0
+
+    def _held_back(self, device: Device, limit: float, sums: Mapping[Limit, int]) -> float:
+        """The limit to send instead of C{limit} so that the wallbox is not
+        raised more often than it must be: what it holds, when C{limit}
+        raises it by less than L{MIN_STEP}, or when it was raised less than
+        L{RAISE_INTERVAL} ago (then the manager shares again once it may).
+        The first grant of a transaction goes at once, and so does a raise
+        that brings the site's phases closer together while they are
+        further apart than C{max_imbalance} (another device's first grant
+        may just have pulled them apart).
+
+        @param sums: the devices' L{exposure_sums}."""
+        held = device.accepted_limit
+        if held is None or limit <= held:
+            return limit
+        if held <= 0 and device.name in self._first_grant:
+            return limit
+        if to_deciamps(limit) - to_deciamps(held) < to_deciamps(MIN_STEP):
+            return held
+        if self._rebalances(device, to_deciamps(limit) - to_deciamps(held), sums):
+            return limit
+        due = self._raised_at.get(device.name, -RAISE_INTERVAL) + RAISE_INTERVAL
+        if self._clock.seconds() < due:
+            self._refresh_at(due)
+            return held
+        return limit
+
+    def _rebalances(self, device: Device, more: int, sums: Mapping[Limit, int]) -> bool:
+        """Whether raising C{device} by C{more} deci-amperes lifts lagging
+        site phases, without lifting the highest, while the phases are
+        further apart than C{max_imbalance}."""
+        if self._max_imbalance <= 0:
+            return False
+        before = [sums[None, phase] for phase in range(3)]
+        if max(before) - min(before) <= to_deciamps(self._max_imbalance):
+            return False
+        after = list(before)
+        for phase in device.phases:
+            after[PHASES.index(cast(Phase, phase))] += more
+        return max(after) <= max(before)
+
+    def _refresh_at(self, when: float) -> None:
+        """Share again at C{when} (seconds, the clock's), or earlier."""
+        timer = self._raise_timer
+        if timer is not None and timer.active():
+            if timer.getTime() <= when:
+                return
+            timer.cancel()
+        self._raise_timer = self._clock.callLater(
+            max(0.0, when - self._clock.seconds()), self._raise_due
+        )
+
+    def _raise_due(self) -> None:
+        self._raise_timer = None
+        self.refresh()
 
     def _apply(self, devices: Sequence[Device], hold: bool = False) -> None:
         """Send each device the limit it may have now.
@@ -467,20 +733,23 @@ class LoadManager:
             (a pass that could not share: see L{_hold})."""
         self._passes += 1
         candidates = [d for d in devices if self._may_send(d)]
-        total = self._total_exposure(devices)
-        # Lowering first, then raising in the order devices arrived; each
-        # limit is worked out just before it goes, against what the others
-        # may draw at that moment.
+        sums = self.exposure_sums(devices)
+        # Lowering first, then raising in the order of sharing (priority,
+        # then arrival); each limit is worked out just before it goes,
+        # against what the others may draw at that moment.
         candidates.sort(
             key=lambda d: (
-                self._allowed(d, total) > self.exposure(d),
+                self._allowed(d, sums) > self.exposure(d),
+                -_limits(d).priority,
                 self._arrival.get(d.name, float("inf")),
             )
         )
         for device in candidates:
-            limit = self._allowed(device, total)
+            limit = self._allowed(device, sums)
             if hold:
                 limit = min(limit, device.accepted_limit or 0.0)
+            else:
+                limit = self._held_back(device, limit, sums)
             if self._failed.get(device.name) == limit:
                 continue
             if device.name in self._stale or device.accepted_limit != limit:
@@ -491,11 +760,14 @@ class LoadManager:
                     # Sending changed what this device may draw, and nothing
                     # else: after a storm of boots that is thousands of
                     # sends, so no recount of the whole site for each.
-                    total += to_deciamps(self.exposure(device)) - before
+                    change = to_deciamps(self.exposure(device)) - before
+                    if change:
+                        for limit_of in self._limits_of(device):
+                            sums[limit_of] += change
                 else:
                     # An answer that came at once shared again in between
                     # and may have sent to others: count again.
-                    total = self._total_exposure(devices)
+                    sums = self.exposure_sums(devices)
 
     def _may_send(self, device: Device) -> bool:
         return (
@@ -540,6 +812,11 @@ class LoadManager:
             d.callback(accepted)
 
     def _send_limit(self, device: Device, amps: float) -> None:
+        held = device.accepted_limit
+        if held is not None and amps > held:
+            self._raised_at[device.name] = self._clock.seconds()
+        if amps > 0:
+            self._first_grant.discard(device.name)
         device.pending_limit = amps
         self._sends[device.name] = self._sends.get(device.name, 0) + 1
         self._stale.discard(device.name)
@@ -643,8 +920,12 @@ class LoadManager:
     def stop(self) -> None:
         """Cancel every timer (the daemon stops)."""
         timers = list(self._boot_timers.values()) + list(self._retry_timers.values())
-        timers += [t for t in (self._refresh_call, self._recalculation_retry) if t is not None]
-        self._refresh_call = self._recalculation_retry = None
+        timers += [
+            t
+            for t in (self._refresh_call, self._recalculation_retry, self._raise_timer)
+            if t is not None
+        ]
+        self._refresh_call = self._recalculation_retry = self._raise_timer = None
         self._boot_timers.clear()
         self._retry_timers.clear()
         for timer in timers:
