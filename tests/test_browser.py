@@ -1,5 +1,6 @@
 """The status page in a real headless browser: tiles appear, a wallbox
-connecting changes its tile, disable/enable with the token works."""
+connecting changes its tile, disable/enable with the token works, and the
+site view shows the circuits per phase."""
 
 import asyncio
 
@@ -18,6 +19,31 @@ address = CB-0001
 type = ocpp
 address = CB-0002
 """
+
+# The site (16 A) with the carport (10 A) below it and the bay (8 A) below
+# that; garage-3 is a single-phase wallbox on L3 in the bay.
+CIRCUITS = """
+[circuit:carport]
+max_current = 10
+[circuit:bay]
+max_current = 8
+parent = carport
+[wallbox:garage-3]
+type = ocpp
+address = CB-0003
+circuit = bay
+wiring = L3
+priority = 1
+"""
+
+
+def phase_text(circuit, phase):
+    """A JavaScript expression: the text of a phase row of a circuit's
+    own block (not of one nested in it)."""
+    return (
+        "document.querySelector('.circuit[data-circuit=\"{}\"] > .phases > .phase[data-phase=\"{}\"]')"
+        ".textContent".format(circuit, phase)
+    )
 
 
 class StatusPageBrowserTests(unittest.TestCase):
@@ -102,4 +128,72 @@ class StatusPageBrowserTests(unittest.TestCase):
             _, device = await http_get(daemon.status_url("/api/devices/garage-1"))
             self.assertEqual(device["currents"], [15.9, 0.2, None])
         self.assertIn("currents", await page.text_content(tile))
+        await page.context.close()
+
+    @asyncio_test
+    async def test_the_site_view_shows_the_circuits_per_phase(self):
+        """Above the tiles, the site holds its circuits nested by parent,
+        each with rows L1, L2, L3 of bars and figures for what is counted,
+        available and the limit; once the single-phase wallbox in the bay
+        charges, the page's refresh shows it counted on L3 of the site and
+        the unbalanced load near max_imbalance. Its tile says where it is
+        wired."""
+        daemon = RunningDaemon(
+            self, manager="max_current = 16\nmax_imbalance = 9\n", wallboxes=WALLBOXES + CIRCUITS
+        )
+        page = await self.page(daemon.status_url("/"))
+        nested = '#site > .circuit[data-circuit="site"] .circuit[data-circuit="carport"] .circuit[data-circuit="bay"]'
+        await page.wait_for_selector(nested, timeout=15000)
+        # The site view comes before the tiles.
+        self.assertTrue(await page.evaluate(
+            "Boolean(document.getElementById('site').compareDocumentPosition("
+            "document.getElementById('tiles')) & Node.DOCUMENT_POSITION_FOLLOWING)"
+        ))
+        for circuit in ("site", "carport", "bay"):
+            phases = await page.eval_on_selector_all(
+                '.circuit[data-circuit="{}"] > .phases > .phase'.format(circuit),
+                "rows => rows.map(row => row.dataset.phase)",
+            )
+            self.assertEqual(phases, ["L1", "L2", "L3"], circuit)
+            bars = await page.eval_on_selector_all(
+                '.circuit[data-circuit="{}"] > .phases .track > span'.format(circuit),
+                "bars => bars.map(bar => bar.className)",
+            )
+            self.assertEqual(bars, ["limit", "available", "counted"] * 3, circuit)
+        self.assertEqual(
+            await page.evaluate(phase_text("bay", "L2")),
+            "L2counted 0.0 · available 8.0 · limit 8.0 A",
+        )
+        self.assertIsNone(await page.query_selector(".hint.imbalance"))
+
+        async with await connect(daemon.url("CB-0003")) as ws:
+            await exchange(ws, '[2,"b","BootNotification",{"chargePointVendor":"cFos","chargePointModel":"Power Brain"}]')
+            await exchange(
+                ws,
+                '[2,"s","StartTransaction",{"connectorId":1,"idTag":"T","meterStart":0,"timestamp":"2026-12-05T10:00:00Z"}]',
+            )
+            await exchange(
+                ws, '[2,"n","StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Charging"}]'
+            )
+            # Answers the limits the manager sends meanwhile.
+            await exchange(ws, '[2,"h","Heartbeat",{}]')
+            # 8 A for the single-phase car, held there by the bay's fuse.
+            await page.wait_for_function(
+                phase_text("site", "L3") + " === 'L3counted 8.0 · available 16.0 · limit 16.0 A'",
+                timeout=15000,
+            )
+            self.assertEqual(
+                await page.evaluate(phase_text("site", "L1")),
+                "L1counted 0.0 · available 16.0 · limit 16.0 A",
+            )
+            hint = await page.text_content('.circuit[data-circuit="site"] > .hint.imbalance')
+            self.assertEqual(hint, "unbalanced load 8.0 A: near the limit of 9.0 A")
+            _, state = await http_get(daemon.status_url("/api/site"))
+            self.assertEqual(state["site"]["counted"], [0.0, 0.0, 8.0])
+            wired = await page.text_content('.tile[data-device="garage-3"] .wired')
+            self.assertEqual(wired, "circuit bay · wiring L3 · counted on L3 · priority 1")
+            self.assertEqual(
+                await page.text_content('.tile[data-device="garage-1"] .wired'),
+                "circuit site · wiring L1L2L3 · counted on L1 L2 L3",
+            )
         await page.context.close()

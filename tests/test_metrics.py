@@ -10,6 +10,7 @@ from cfosproxy.config import config_from_string
 from cfosproxy.core.devices import DeviceRegistry
 from cfosproxy.ops.metrics import MessageCounter, SiteCollector, chain, metrics_resource
 from cfosproxy.ocpp.frames import Call, CallError, CallResult
+from tests.test_status import wired_site
 
 SITE = """
 [wallbox:garage]
@@ -145,10 +146,92 @@ def test_modbus_offline_transitions():
     assert m["cfosproxy_modbus_errors_total"] == {labels(device="carport"): 2}
 
 
+# What LoadManager.site_state() answers: a site and one circuit below it.
+SITE_STATE = {
+    "phases": ["L1", "L2", "L3"],
+    "max_imbalance": 20.0,
+    "imbalance": 6.0,
+    "sharing_failures": 0,
+    "site": {
+        "name": "site", "parent": None, "max_current": [32.0, 32.0, 32.0],
+        "available": [30.0, 29.5, 28.0], "counted": [16.0, 16.0, 22.0],
+        "granted": [16.0, 16.0, 21.0], "devices": ["garage"], "circuits": ["carport"],
+    },
+    "circuits": [
+        {
+            "name": "carport", "parent": "site", "max_current": [10.0, 10.0, 10.0],
+            "available": [10.0, 10.0, 9.0], "counted": [0.0, 0.0, 6.0],
+            "granted": [0.0, 0.0, 5.0], "devices": ["carport"], "circuits": [],
+        }
+    ],
+}
+
+
+def fixed_manager(sharing_failures=0):
+    """A load manager that shows L{SITE_STATE}."""
+    return SimpleNamespace(sharing_failures=sharing_failures, site_state=lambda: SITE_STATE)
+
+
+def test_circuits_per_phase():
+    """Per circuit ("site" for the whole site) and phase: the limit, what
+    is available, counted and granted, from the manager's site state;
+    and the site's unbalanced load."""
+    hub = SimpleNamespace(sessions={})
+    _, m = scrape(SiteCollector(site(), hub, {}, MessageCounter(), fixed_manager()))
+
+    def per_phase(values, circuit):
+        return {
+            labels(circuit=circuit, phase=phase): value
+            for phase, value in zip(("L1", "L2", "L3"), values)
+        }
+
+    assert m["cfosproxy_circuit_limit_amperes"] == {
+        **per_phase([32.0, 32.0, 32.0], "site"), **per_phase([10.0, 10.0, 10.0], "carport")
+    }
+    assert m["cfosproxy_circuit_available_amperes"] == {
+        **per_phase([30.0, 29.5, 28.0], "site"), **per_phase([10.0, 10.0, 9.0], "carport")
+    }
+    assert m["cfosproxy_circuit_counted_amperes"] == {
+        **per_phase([16.0, 16.0, 22.0], "site"), **per_phase([0.0, 0.0, 6.0], "carport")
+    }
+    assert m["cfosproxy_circuit_granted_amperes"] == {
+        **per_phase([16.0, 16.0, 21.0], "site"), **per_phase([0.0, 0.0, 5.0], "carport")
+    }
+    assert m["cfosproxy_site_imbalance_amperes"] == {(): 6.0}
+
+
+def test_circuits_of_a_real_manager():
+    """With a real load manager with nested circuits, every circuit and
+    the site have their four gauges on each phase, equal to what the
+    status API shows."""
+    wired = wired_site()
+    hub = SimpleNamespace(sessions={})
+    _, m = scrape(SiteCollector(wired.registry, hub, {}, MessageCounter(), wired.manager))
+    state = wired.manager.site_state()
+    names = {
+        "max_current": "cfosproxy_circuit_limit_amperes",
+        "available": "cfosproxy_circuit_available_amperes",
+        "counted": "cfosproxy_circuit_counted_amperes",
+        "granted": "cfosproxy_circuit_granted_amperes",
+    }
+    for key, metric in names.items():
+        assert m[metric] == {
+            labels(circuit=node["name"], phase=phase): value
+            for node in [state["site"]] + state["circuits"]
+            for phase, value in zip(state["phases"], node[key])
+        }, metric
+    assert {dict(key)["circuit"] for key in m["cfosproxy_circuit_limit_amperes"]} == {
+        "site", "carport", "bay",
+    }
+    assert m["cfosproxy_circuit_limit_amperes"][labels(circuit="bay", phase="L2")] == 8.0
+    assert m["cfosproxy_circuit_counted_amperes"][labels(circuit="site", phase="L3")] == 16.0
+    assert m["cfosproxy_site_imbalance_amperes"] == {(): 8.0}
+
+
 def test_sharing_failures_are_a_metric():
     """A load manager whose sharing keeps failing shows it in /metrics:
     cfosproxy_sharing_failures counts the failed passes in a row."""
     hub = SimpleNamespace(sessions={})
-    manager = SimpleNamespace(sharing_failures=3)
+    manager = fixed_manager(sharing_failures=3)
     _, m = scrape(SiteCollector(site(), hub, {}, MessageCounter(), manager))
     assert m["cfosproxy_sharing_failures"] == {(): 3}

@@ -20,8 +20,10 @@ from cfosproxy.ops.status import (
     REQUEST_DEADLINE,
     StatusSite,
     mask_query_secrets,
+    status_root,
 )
 from tests.harness import RunningDaemon, asyncio_test
+from tests.test_manager import Site as ManagedSite
 
 pytestmark = pytest.mark.usefixtures("logged_errors", "no_reactor_timers")
 
@@ -305,6 +307,125 @@ def test_sharing_that_fails_is_degraded():
     assert code == 503
     assert document["status"] == "degraded"
     assert (document["sharing"], document["sharing_failures"]) == ("failing", 4)
+
+
+WIRED_SITE = """
+[manager]
+max_current = 16
+max_imbalance = 10
+[circuit:carport]
+max_current = 10
+[circuit:bay]
+max_current = 8
+parent = carport
+[wallbox:A]
+type = ocpp
+address = CB-A
+[wallbox:C]
+type = ocpp
+address = CB-C
+circuit = bay
+wiring = L3
+priority = 1
+"""
+
+
+def wired_site():
+    """A real load manager with circuits: the site (16 A) with the
+    carport (10 A) below it and the bay (8 A) below that; wallbox A
+    three-phase on the site, wallbox C single-phase on L3 in the bay.
+    Both charge, with their limits accepted."""
+    wired = ManagedSite(WIRED_SITE)
+    for name in ("A", "C"):
+        wired.connect(name)
+        wired.start(name)
+    wired.settle()
+    return wired
+
+
+def get(wired, path, host=b"localhost"):
+    """C{GET path} from the status listener's site over C{wired}'s registry
+    and manager, through an in-memory connection.
+
+    @return: C{(status code, {lower-case header name: value}, body)}.
+    """
+    site = StatusSite(
+        status_root(wired.registry, wired.manager, "", {}), reactor=MemoryReactorClock()
+    )
+    channel = site.buildProtocol(PEER)
+    transport = StringTransport(peerAddress=PEER)
+    channel.makeConnection(transport)
+    channel.dataReceived(
+        b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+    )
+    channel.connectionLost(None)
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    status_line, *lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, body
+
+
+def test_site_api_shows_the_circuits_per_phase():
+    """GET /api/site answers the manager's site state as JSON that is not
+    to be cached: the site and each circuit under its parent, and on each
+    phase the limit, what is available, counted and granted."""
+    wired = wired_site()
+    code, headers, body = get(wired, b"/api/site")
+    assert code == 200
+    assert headers[b"content-type"] == status.JSON_TYPE
+    assert headers[b"cache-control"] == b"no-store"
+    state = json.loads(body)
+    assert state == wired.manager.site_state()
+    assert state["phases"] == ["L1", "L2", "L3"]
+    assert (state["max_imbalance"], state["imbalance"]) == (10.0, 8.0)
+    site = state["site"]
+    assert (site["name"], site["parent"], site["circuits"]) == ("site", None, ["carport"])
+    assert site["max_current"] == site["available"] == [16.0, 16.0, 16.0]
+    # C (8 A, held there by the bay) on L3 only, A (8 A) on every phase.
+    assert site["counted"] == site["granted"] == [8.0, 8.0, 16.0]
+    assert [
+        (c["name"], c["parent"], c["max_current"], c["devices"], c["circuits"])
+        for c in state["circuits"]
+    ] == [
+        ("carport", "site", [10.0, 10.0, 10.0], [], ["bay"]),
+        ("bay", "carport", [8.0, 8.0, 8.0], ["C"], []),
+    ]
+
+
+def test_site_api_checks_the_host():
+    """/api/site is behind the same Host check as the rest of the API: a
+    request for another host name gets 421 and nothing of the site."""
+    code, _, body = get(wired_site(), b"/api/site", host=b"rebound.example")
+    assert code == 421
+    assert b"carport" not in body
+
+
+def test_site_api_has_no_pages_below_it():
+    """A path below /api/site is a JSON 404 naming it."""
+    code, headers, body = get(wired_site(), b"/api/site/carport")
+    assert code == 404
+    assert headers[b"content-type"] == status.JSON_TYPE
+    assert json.loads(body) == {"error": "not found", "detail": "carport"}
+
+
+def test_devices_api_shows_where_a_device_is_wired():
+    """/api/devices shows per device its circuit (null: directly on the
+    site), wiring, priority and the site phases it is counted on, which
+    the status page's tiles show."""
+    code, _, body = get(wired_site(), b"/api/devices")
+    assert code == 200
+    devices = {d["name"]: d for d in json.loads(body)["devices"]}
+    shown = {
+        name: (d["circuit"], d["wiring"], d["priority"], d["phases"])
+        for name, d in devices.items()
+    }
+    assert shown == {
+        "A": (None, "L1L2L3", 0, ["L1", "L2", "L3"]),
+        "C": ("bay", "L3", 1, ["L3"]),
+    }
 
 
 async def http_exchange(port, data, *, trickle=None):

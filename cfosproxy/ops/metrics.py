@@ -127,6 +127,7 @@ class SiteCollector:
                 "while above 0, no limit is raised.",
                 value=self._manager.sharing_failures,
             )
+            yield from self._circuits(self._manager.site_state())
         yield from self._devices()
         yield from self._modbus_wallboxes()
         messages = CounterMetricFamily(
@@ -137,6 +138,45 @@ class SiteCollector:
         for labels, count in sorted(self._counter.messages.items()):
             messages.add_metric(list(labels), count)
         yield messages
+
+    def _circuits(self, state):
+        """Per circuit (C{"site"} for the whole site) and phase, the
+        limit, what is available, counted and granted; and the site's
+        unbalanced load, from the manager's C{site_state()}."""
+        labels = ["circuit", "phase"]
+        families = {
+            "max_current": _gauge(
+                "cfosproxy_circuit_limit_amperes",
+                "The circuit's fuse limit per phase (max_current).",
+                labels,
+            ),
+            "available": _gauge(
+                "cfosproxy_circuit_available_amperes",
+                "Current available to the devices below the circuit per phase.",
+                labels,
+            ),
+            "counted": _gauge(
+                "cfosproxy_circuit_counted_amperes",
+                "Current the devices below the circuit may draw per phase, "
+                "limits in flight included.",
+                labels,
+            ),
+            "granted": _gauge(
+                "cfosproxy_circuit_granted_amperes",
+                "Sum of the grants of the devices below the circuit per phase.",
+                labels,
+            ),
+        }
+        for node in [state["site"]] + list(state["circuits"]):
+            for key, family in families.items():
+                for phase, value in zip(state["phases"], node[key]):
+                    family.add_metric([node["name"], phase], value)
+        yield from families.values()
+        yield GaugeMetricFamily(
+            "cfosproxy_site_imbalance_amperes",
+            "Largest difference between the site phases' granted EV currents.",
+            value=state["imbalance"],
+        )
 
     def _devices(self):
         connected = _gauge(

@@ -1,7 +1,8 @@
 """The status API over HTTP (twisted.web).
 
 ``GET /api/health`` tells whether each listener is up, ``GET /api/devices``
-and ``GET /api/devices/<name>`` show what the registry knows, and
+and ``GET /api/devices/<name>`` show what the registry knows, ``GET /api/site``
+how the site's current is shared over its circuits and phases, and
 ``POST /api/devices/<name>/enable`` and ``.../disable`` (with
 ``Authorization: Bearer <token>``) activate and deactivate a device;
 ``GET /`` is the status page, which shows the same and refreshes itself.
@@ -144,6 +145,26 @@ class DevicesResource(resource.Resource):
         return None
 
 
+class SiteResource(resource.Resource):
+    """C{GET /api/site}: the site and every circuit, per phase (see
+    L{cfosproxy.site.manager.LoadManager.site_state}).
+
+    @param manager: the L{cfosproxy.site.manager.LoadManager}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, manager):
+        super().__init__()
+        self._manager = manager
+
+    def render_GET(self, request):
+        path = _segments(request)
+        if path:
+            return _not_found(request, "/".join(path))
+        return _json(request, self._manager.site_state())
+
+
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 
@@ -189,6 +210,7 @@ def status_root(registry, manager, token, listeners, extra=None):
     api = _Directory()
     api.putChild(b"health", HealthResource(listeners, manager))
     api.putChild(b"devices", DevicesResource(registry, manager, token))
+    api.putChild(b"site", SiteResource(manager))
     root = _Directory()
     assets = _Directory()
     for name in _FILES:

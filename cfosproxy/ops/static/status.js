@@ -1,6 +1,11 @@
-// The status page: one tile per device, from /api/devices every 2 seconds.
+// The status page: the site and its circuits per phase (from /api/site) and
+// one tile per device (from /api/devices), every 2 seconds.
 "use strict";
 
+// The unbalanced load gets a hint from this share of max_imbalance on.
+const NEAR_IMBALANCE = 0.8;
+
+const siteView = document.getElementById("site");
 const tiles = document.getElementById("tiles");
 const summary = document.getElementById("summary");
 const errorLine = document.getElementById("error");
@@ -28,6 +33,109 @@ function phaseCurrents(currents) {
 
 function kwh(wh) {
   return wh === null || wh === undefined ? "–" : `${(wh / 1000).toFixed(2)} kWh`;
+}
+
+function figure(value) {
+  return Number(value || 0).toFixed(1);
+}
+
+function bar(kind, value, scale) {
+  const span = document.createElement("span");
+  span.className = kind;
+  span.style.width = `${scale > 0 ? Math.min(100, (100 * (value || 0)) / scale) : 0}%`;
+  return span;
+}
+
+function phaseRow(node, index, phase, scale) {
+  // One phase of a circuit: the limit, what is available and what the
+  // devices below are counted for, as bars on the circuit's scale.
+  const limit = node.max_current[index];
+  const available = node.available[index];
+  const counted = node.counted[index];
+  const row = document.createElement("div");
+  row.className = "phase";
+  row.dataset.phase = phase;
+  const label = document.createElement("span");
+  label.textContent = phase;
+  const track = document.createElement("span");
+  track.className = "track";
+  const countedBar = bar("counted", counted, scale);
+  if (counted > available) countedBar.classList.add("over");
+  track.append(bar("limit", limit, scale), bar("available", available, scale), countedBar);
+  track.title = `${phase}: counted ${figure(counted)} A, available ${figure(available)} A, limit ${figure(limit)} A`;
+  const figures = document.createElement("span");
+  figures.className = "figures";
+  figures.textContent = `counted ${figure(counted)} · available ${figure(available)} · limit ${figure(limit)} A`;
+  if (counted > available) figures.classList.add("problem");
+  row.append(label, track, figures);
+  return row;
+}
+
+function imbalanceHint(state) {
+  // Only with a limit on unbalanced load, and only once it comes near.
+  const limit = state.max_imbalance;
+  if (!(limit > 0) || state.imbalance < NEAR_IMBALANCE * limit) return null;
+  const hint = document.createElement("p");
+  const where = state.imbalance > limit ? "above" : state.imbalance === limit ? "at" : "near";
+  hint.className = `hint imbalance ${where === "near" ? "near" : "problem"}`;
+  hint.textContent = `unbalanced load ${figure(state.imbalance)} A: ${where} the limit of ${figure(limit)} A`;
+  return hint;
+}
+
+function circuitBlock(node, state, children) {
+  const section = document.createElement("section");
+  section.className = "circuit";
+  section.dataset.circuit = node.name;
+  const title = document.createElement("h3");
+  title.textContent = node.name;
+  const below = document.createElement("small");
+  below.textContent = node.devices.length ? `devices: ${node.devices.join(", ")}` : "no devices";
+  title.append(below);
+  section.append(title);
+  if (node.parent === null) {
+    const hint = imbalanceHint(state);
+    if (hint) section.append(hint);
+  }
+  const scale = Math.max(...node.max_current, ...node.available, ...node.counted);
+  const phases = document.createElement("div");
+  phases.className = "phases";
+  state.phases.forEach((phase, index) => phases.append(phaseRow(node, index, phase, scale)));
+  const nested = document.createElement("div");
+  nested.className = "children";
+  for (const child of children.get(node.name) || []) {
+    nested.append(circuitBlock(child, state, children));
+  }
+  section.append(phases, nested);
+  return section;
+}
+
+function showSite(state) {
+  if (!state || !state.site) {
+    siteView.hidden = true;
+    return;
+  }
+  // Circuits by the name of their parent, the site at the root.
+  const children = new Map();
+  for (const circuit of state.circuits) {
+    const parent = circuit.parent || "site";
+    if (!children.has(parent)) children.set(parent, []);
+    children.get(parent).push(circuit);
+  }
+  siteView.replaceChildren(circuitBlock(state.site, state, children));
+  siteView.hidden = false;
+}
+
+function wiredLine(device) {
+  // Where the device hangs and the site phases it is counted on; devices
+  // that are not configured have none.
+  if (!device.wiring) return null;
+  const line = document.createElement("p");
+  line.className = "wired";
+  const phases = device.phases && device.phases.length ? device.phases.join(" ") : "–";
+  const parts = [`circuit ${device.circuit || "site"}`, `wiring ${device.wiring}`, `counted on ${phases}`];
+  if (device.priority) parts.push(`priority ${device.priority}`);
+  line.textContent = parts.join(" · ");
+  return line;
 }
 
 function row(list, label, value, problem) {
@@ -66,7 +174,10 @@ function tile(device) {
   }
   if (device.profile_error) row(list, "profile", device.profile_error, true);
   row(list, "enabled", device.enabled ? "yes" : "no", !device.enabled);
-  section.append(title, list);
+  section.append(title);
+  const wired = wiredLine(device);
+  if (wired) section.append(wired);
+  section.append(list);
   if (device.configured) {
     const button = document.createElement("button");
     button.textContent = device.enabled ? "disable" : "enable";
@@ -97,9 +208,13 @@ function showError(message) {
 
 async function refresh() {
   try {
-    const response = await fetch("/api/devices", { cache: "no-store" });
+    const [response, siteResponse] = await Promise.all([
+      fetch("/api/devices", { cache: "no-store" }),
+      fetch("/api/site", { cache: "no-store" }),
+    ]);
     const { devices } = await response.json();
     tiles.replaceChildren(...devices.map(tile));
+    showSite(siteResponse.ok ? await siteResponse.json() : null);
     const charging = devices.filter((d) => d.charging).length;
     const granted = devices.reduce((sum, d) => sum + (d.granted_current || 0), 0);
     summary.textContent = `${devices.length} devices, ${charging} charging, ${granted.toFixed(1)} A granted`;
