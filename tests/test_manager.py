@@ -25,7 +25,7 @@ from cfosproxy.site.volume import MIN_STEP, RAISE_INTERVAL
 from cfosproxy.ocpp.frames import Call, CallResult
 from cfosproxy.core.errors import CallTimeout, LimitRefused, PeerGone
 from cfosproxy.core.interfaces import ILimitActuator
-from cfosproxy.site.circuits import Demand, share_circuits
+from cfosproxy.site.circuits import share_circuits
 from cfosproxy.site.sharing import Request, share, to_deciamps
 
 
@@ -833,7 +833,65 @@ def assert_holds_what_it_may(site, device, devices):
         assert held == 0, (device.name, held, room)
 
 
-class FuseMachine(RuleBasedStateMachine):
+class WallboxEvents(RuleBasedStateMachine):
+    """What happens to wallboxes and to the manager's helpers, as rules of
+    a fuse state machine over a L{Site} in C{self.site} with the wallboxes
+    C{NAMES}: limits answered in every way, disconnects and reconnects,
+    deactivation, time passing, sharing and an actuator that break."""
+
+    NAMES = ("A", "B", "C")
+
+    def pick(self, data):
+        return data.draw(st.sampled_from(self.NAMES), label="wallbox")
+
+    @precondition(lambda self: self.site.wallboxes.pending)
+    @rule(data=st.data())
+    def answer(self, data):
+        name = data.draw(st.sampled_from(sorted(self.site.wallboxes.pending)))
+        how = data.draw(st.sampled_from(["accept", "accept", "refuse", "timeout-applied", "timeout-not"]))
+        if how == "accept":
+            self.site.wallboxes.accept(name)
+        elif how == "refuse":
+            self.site.wallboxes.refuse(name)
+        else:
+            self.site.wallboxes.time_out(name, applied=how == "timeout-applied")
+
+    @rule(data=st.data())
+    def disconnect(self, data):
+        name = self.pick(data)
+        if self.site.device(name).connected:
+            self.site.disconnect(name)
+
+    @rule(data=st.data(), boot=st.booleans())
+    def reconnect(self, data, boot):
+        name = self.pick(data)
+        if not self.site.device(name).connected:
+            self.site.connect(name, boot=boot)
+
+    @rule(data=st.data(), enabled=st.booleans())
+    def toggle(self, data, enabled):
+        self.site.manager.set_enabled(self.pick(data), enabled)
+
+    @rule(seconds=st.sampled_from([1, BOOT_GRACE, RAISE_INTERVAL, RECALCULATION_RETRY, RETRY_DELAY]))
+    def wait(self, seconds):
+        self.site.clock.advance(seconds)
+
+    @rule(broken=st.booleans())
+    def break_sharing(self, broken):
+        """From now on every pass of sharing raises (or works again)."""
+        self.site.sharing_broken = broken
+
+    @rule(data=st.data(), broken=st.booleans())
+    def break_actuator(self, data, broken):
+        """From now on sending a limit to this wallbox raises (or works)."""
+        name = self.pick(data)
+        if broken:
+            self.site.wallboxes.broken.add(name)
+        else:
+            self.site.wallboxes.broken.discard(name)
+
+
+class FuseMachine(WallboxEvents):
     """Random sequences of wallbox events. Every raise the manager sends is
     checked at that moment: with it, what the wallboxes may draw (what they
     hold or what is in flight, whichever is higher) stays within the site
@@ -868,49 +926,6 @@ class FuseMachine(RuleBasedStateMachine):
     def stop(self, name):
         if self.site.device(name).connected:
             self.site.stop(name)
-
-    @precondition(lambda self: self.site.wallboxes.pending)
-    @rule(data=st.data())
-    def answer(self, data):
-        name = data.draw(st.sampled_from(sorted(self.site.wallboxes.pending)))
-        how = data.draw(st.sampled_from(["accept", "accept", "refuse", "timeout-applied", "timeout-not"]))
-        if how == "accept":
-            self.site.wallboxes.accept(name)
-        elif how == "refuse":
-            self.site.wallboxes.refuse(name)
-        else:
-            self.site.wallboxes.time_out(name, applied=how == "timeout-applied")
-
-    @rule(name=names)
-    def disconnect(self, name):
-        if self.site.device(name).connected:
-            self.site.disconnect(name)
-
-    @rule(name=names, boot=st.booleans())
-    def reconnect(self, name, boot):
-        if not self.site.device(name).connected:
-            self.site.connect(name, boot=boot)
-
-    @rule(name=names, enabled=st.booleans())
-    def toggle(self, name, enabled):
-        self.site.manager.set_enabled(name, enabled)
-
-    @rule(seconds=st.sampled_from([1, BOOT_GRACE, RECALCULATION_RETRY, RETRY_DELAY]))
-    def wait(self, seconds):
-        self.site.clock.advance(seconds)
-
-    @rule(broken=st.booleans())
-    def break_sharing(self, broken):
-        """From now on every pass of sharing raises (or works again)."""
-        self.site.sharing_broken = broken
-
-    @rule(name=names, broken=st.booleans())
-    def break_actuator(self, name, broken):
-        """From now on sending a limit to this wallbox raises (or works)."""
-        if broken:
-            self.site.wallboxes.broken.add(name)
-        else:
-            self.site.wallboxes.broken.discard(name)
 
     @rule(heal=st.booleans())
     def everything_answered(self, heal):
