@@ -535,3 +535,24 @@ def test_nothing_is_left_that_a_device_could_take(wired):
         got = to_deciamps(grants[demand.name])
         if 0 < got < to_deciamps(demand.max_current):
             assert any(room[limit] <= 0 for limit in tree.limits[demand.name]), demand
+
+
+def test_a_three_phase_device_is_not_held_back_by_the_balance():
+    """A single-phase device waiting for the phases to balance does not
+    hold back a later three-phase device of its priority, which does not
+    change the balance; once a later device on another phase balances the
+    phases, the waiting one is admitted."""
+    grants = share_circuits(
+        three(32),
+        [],
+        [
+            Demand("one", None, frozenset(["L1"]), 6, 16),
+            Demand("three", None, ALL, 6, 16, charging_order=1),
+            Demand("on-l2", None, frozenset(["L2"]), 3, 16, charging_order=2),
+            Demand("on-l3", None, frozenset(["L3"]), 3, 16, charging_order=3),
+        ],
+        max_imbalance=4,
+    )
+    assert grants["three"] >= 6
+    assert all(grants[name] > 0 for name in ("one", "on-l2", "on-l3"))
+    assert grants["one"] >= 6

@@ -499,8 +499,9 @@ class ImbalanceTests(SiteTestCase):
         L1, L1 and L2: with nothing on L3, L1 and L2 may carry 6 A each, so
         the first gets 6 A, the second on L1 waits and the one on L2 gets
         6 A, though the fuses would allow more. A fourth on L3 balances
-        them: L1, L2 and L3 then carry 16 A each. Checked in the limits the
-        wallboxes accepted and in the grants of /api/devices."""
+        them: the second on L1 is admitted too, and L1, L2 and L3 carry
+        22, 16 and 16 A (11 A for each of the two on L1). Checked in the
+        limits the wallboxes accepted and in the grants of /api/devices."""
         self.shorten_raise_interval()
         specs = [
             Spec("CB-A", wiring="L1"),
@@ -520,12 +521,12 @@ class ImbalanceTests(SiteTestCase):
             {"CB-A": 6.0, "CB-B": 0.0, "CB-C": 6.0, "CB-D": 0.0},
         )
         await start_charging(boxes["CB-D"])
-        await site.settled({"CB-A": 16, "CB-C": 16, "CB-D": 16})
+        await site.settled({"CB-A": 11, "CB-B": 11, "CB-C": 16, "CB-D": 16})
         devices = await site.devices()
         self.assertBalanced(site, devices, within=6)
         self.assertEqual(
             {name: d["granted_current"] for name, d in devices.items()},
-            {"CB-A": 16.0, "CB-B": 0.0, "CB-C": 16.0, "CB-D": 16.0},
+            {"CB-A": 11.0, "CB-B": 11.0, "CB-C": 16.0, "CB-D": 16.0},
         )
         self.assertFusesHeld(site, at_least=8)
 

@@ -173,3 +173,61 @@ def test_site_state_shows_each_circuit_per_phase():
     assert carport["counted"] == carport["granted"] == [0.0, 16.0, 0.0]
     assert carport["devices"] == ["A"]
     assert state["imbalance"] == 16.0
+
+
+def test_a_modbus_reading_teaches_the_phases_too():
+    """A Modbus wallbox's currents (registers 8064/8066/8068, as the poll
+    puts them on the device) teach the manager its car's phases like
+    MeterValues do, mapped to the site by the wallbox's wiring."""
+    from twisted.internet import task
+
+    from cfosproxy.config import config_from_string
+    from cfosproxy.core.devices import DeviceRegistry
+    from cfosproxy.modbus.device import ModbusDevice
+    from cfosproxy.modbus.powerbrain import Reading
+    from cfosproxy.site.manager import LoadManager
+    from tests.test_manager import FakeWallboxes
+
+    clock = task.Clock()
+    config = config_from_string(
+        "[manager]\nmax_current = 32\n"
+        "[wallbox:pb]\ntype = modbus\naddress = 10.0.0.9:4701\nwiring = L3L1L2\n"
+    )
+    registry = DeviceRegistry(config, clock)
+    manager = LoadManager(config, registry, clock, lambda name, enabled: None)
+    manager.connect_actuators({"modbus": FakeWallboxes()})
+    joint = ModbusDevice(registry.get("pb"), manager, clock)
+
+    class Wallbox:
+        serial = "PB-1"
+
+    joint.on_online(Wallbox(), True)
+    clock.advance(0)
+    # A car is plugged in (state B): the device wants current, on every
+    # wired phase while nothing is known; then it charges.
+    joint.on_reading(Wallbox(), Reading(state="B", enabled=True, energy_wh=1, power_w=0, currents=(0.0, 0.0, 0.0)))
+    clock.advance(0)
+    assert registry.get("pb").phases == ("L1", "L2", "L3")
+    joint.on_reading(Wallbox(), Reading(state="C", enabled=True, energy_wh=1, power_w=2300, currents=(0.0, 10.0, 0.2)))
+    clock.advance(0)
+    assert registry.get("pb").phases == ("L1",)
+
+
+def test_an_overload_lowers_each_device_only_to_its_share():
+    """A car that starts drawing on another phase overloads it until the
+    limits in flight are taken. Each wallbox there is lowered to its new
+    share, not by the whole overload: counting only what the others may
+    draw until they answer, every one of them would have gone to 0 A."""
+    devices = [("W", "", "L1L2L3", 0, 16)] + [(n, "", "L3", 0, 16) for n in "PQRS"]
+    site = charging(site_config(32, [], devices, 0), "WPQRS")
+    site.deliver("W", "MeterValues", meter_values([16.0, 0.0, 0.0]), {})
+    site.settle()
+    site.clock.advance(RAISE_INTERVAL)
+    site.settle()
+    assert accepted(site, "W", "P", "Q", "R", "S") == [16.0, 8.0, 8.0, 8.0, 8.0]
+    sent = len(site.wallboxes.sent)
+    # W's car now draws on its L3 too.
+    site.deliver("W", "MeterValues", meter_values([16.0, 0.0, 16.0]), {})
+    assert sorted(site.wallboxes.sent[sent:]) == [(n, 6.4) for n in "PQRSW"]
+    site.settle()
+    assert accepted(site, "W", "P", "Q", "R", "S") == [6.4] * 5

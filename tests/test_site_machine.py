@@ -114,6 +114,7 @@ class SiteFuseMachine(WallboxEvents):
         # The wallbox phases each car draws on; absent: no car.
         self.cars = {}
         self.widened = False
+        self.enabled = {}
         self.counted = {name: set(self.site.device(name).phases) for name in NAMES}
         for name in NAMES:
             self.site.connect(name)
@@ -245,15 +246,22 @@ class SiteFuseMachine(WallboxEvents):
         """On every phase of every circuit and of the site, what the
         wallboxes may draw is within what is available, unless a car drew
         on more phases than it was counted on since the last moment it
-        was; and a device is counted on more phases only when its car
-        switched or a new one started."""
+        was, or a wallbox deactivated with lift_limit came back into load
+        management."""
         if not hasattr(self, "site"):
             return
         for name in NAMES:
-            phases = set(self.site.device(name).phases)
+            device = self.site.device(name)
+            phases = set(device.phases)
             if not phases <= self.counted[name]:
                 self.widened = True
             self.counted[name] = phases
+            if device.enabled and not self.enabled.get(name, True):
+                # Deactivated with lift_limit, the wallbox was outside load
+                # management (the operator's choice); what it holds or has
+                # in flight from then counts again from now.
+                self.widened = True
+            self.enabled[name] = device.enabled
         free = self.site.free_names()
         over = self.site.over_limits()
         if free:

@@ -123,16 +123,21 @@ def share_circuits(
     C{max_imbalance}) keeps the phase sums within C{max_imbalance} of each
     other. The balance is checked at each step, against the minimums
     admitted so far: a single-phase device whose minimum is above
-    C{max_imbalance} is admitted only once devices before it load the other
-    phases. A device that does not fit waits with 0, and so does a device
+    C{max_imbalance} is admitted only once other devices of its priority or
+    a higher one load the other phases. A device that does not fit waits with 0, and so does a device
     whose own limits give it nothing (C{max_current} below 0.1 A or below
     C{min_current}). Within one priority, a later device does not overtake
     an earlier waiting one: it waits too when it would be counted on a limit
     that the earlier one waits for (a phase of a circuit or of the site
-    where its minimum does not fit; for the imbalance, the site phases it
-    would load; for a device whose own limits give it nothing, every limit
-    it is counted on). A later device that shares no such limit, and any
-    device of a lower priority, may still be admitted.
+    where its minimum does not fit; for a device whose own limits give it
+    nothing, every limit it is counted on). A later device that shares no
+    such limit, and any device of a lower priority, may still be admitted.
+    A device that fits but would unbalance the phases holds back only later
+    ones that would load none but its phases (a later device on another
+    phase may be just what balances them, and one on all three phases does
+    not change the balance); once the devices of its priority have been
+    admitted, the waiting ones are admitted in the order they came for as
+    long as the phases allow.
 
     B{Filling.} What is left goes to the highest priority first: among the
     admitted devices of the highest priority that can still be raised, the
@@ -233,26 +238,60 @@ def _admit(
     """
     given: dict[str, int] = {}
     sums = [0, 0, 0]
+
+    def take(device: _Device) -> None:
+        given[device.name] = device.floor
+        for limit in device.limits:
+            room[limit] -= device.floor
+        for phase in device.phases:
+            sums[phase] += device.floor
+
+    def fits(device: _Device) -> bool:
+        return all(room[limit] >= device.floor for limit in device.limits)
+
+    def balanced(device: _Device) -> bool:
+        return imbalance is None or _balanced(sums, device.phases, device.floor, imbalance)
+
     for _, same_priority in itertools.groupby(devices, key=lambda d: d.priority):
         # The limits earlier waiting devices of this priority wait for.
         awaited: set[Limit] = set()
+        # Devices that fit but would unbalance the phases: they wait for
+        # devices on the other phases, which may come after them.
+        unbalancing: list[_Device] = []
+        waiting_phases: set[frozenset[int]] = set()
         for device in same_priority:
             if not device.usable:
                 awaited.update(device.limits)
                 continue
             short = {limit for limit in device.limits if room[limit] < device.floor}
-            if imbalance is not None and not _balanced(
-                sums, device.phases, device.floor, imbalance
-            ):
-                short.update((None, phase) for phase in device.phases)
             if short or awaited.intersection(device.limits):
                 awaited.update(short)
                 continue
-            given[device.name] = device.floor
-            for limit in device.limits:
-                room[limit] -= device.floor
-            for phase in device.phases:
-                sums[phase] += device.floor
+            # A device that would load only phases an earlier one waits to
+            # load does not overtake it.
+            behind = any(frozenset(device.phases) <= phases for phases in waiting_phases)
+            if behind or not balanced(device):
+                waiting_phases.add(frozenset(device.phases))
+                unbalancing.append(device)
+                continue
+            take(device)
+        # Each admission may balance the phases for one that waits, in the
+        # order they came.
+        while unbalancing:
+            still: list[_Device] = []
+            waiting: set[frozenset[int]] = set()
+            for device in unbalancing:
+                phases = frozenset(device.phases)
+                if any(phases <= other for other in waiting) or not (
+                    fits(device) and balanced(device)
+                ):
+                    still.append(device)
+                    waiting.add(phases)
+                else:
+                    take(device)
+            if len(still) == len(unbalancing):
+                break
+            unbalancing = still
     return given
 
 
@@ -282,33 +321,61 @@ def _fill(
     priority first, raising C{given} in place."""
     admitted = [device for device in devices if device.name in given]
     sums = _phase_sums(admitted, given)
-
-    def raisable(device: _Device) -> bool:
-        return (
-            given[device.name] < device.ceiling
-            and all(room[limit] > 0 for limit in device.limits)
-            and (imbalance is None or _balanced(sums, device.phases, 1, imbalance))
-        )
+    # The devices that may still be raised, in the order they are served.
+    # Room only ever shrinks, so a device at its maximum or on a full limit
+    # is out for good; only the balance of the phases comes and goes.
+    active = {
+        device.name: device
+        for device in admitted
+        if given[device.name] < device.ceiling and all(room[limit] > 0 for limit in device.limits)
+    }
+    on_limit: dict[Limit, list[_Device]] = {}
+    for device in active.values():
+        for limit in device.limits:
+            on_limit.setdefault(limit, []).append(device)
 
     def give(device: _Device, deciamps: int) -> None:
         given[device.name] += deciamps
+        if given[device.name] >= device.ceiling:
+            active.pop(device.name, None)
         for limit in device.limits:
             room[limit] -= deciamps
+            if room[limit] <= 0:
+                for other in on_limit.pop(limit, ()):
+                    active.pop(other.name, None)
         for phase in device.phases:
             sums[phase] += deciamps
 
-    while candidates := [device for device in admitted if raisable(device)]:
-        top = candidates[0].priority
-        group = [device for device in candidates if device.priority == top]
-        each = _even_step(group, room, imbalance, sums)
+    def candidates() -> list[_Device]:
+        if imbalance is None:
+            return list(active.values())
+        # Whether one more deci-ampere keeps the balance depends only on
+        # the phases a device is counted on: worked out once per set.
+        balanced: dict[tuple[int, ...], bool] = {}
+        chosen = []
+        for device in active.values():
+            ok = balanced.get(device.phases)
+            if ok is None:
+                ok = balanced[device.phases] = _balanced(sums, device.phases, 1, imbalance)
+            if ok:
+                chosen.append(device)
+        return chosen
+
+    while raisable := candidates():
+        top = raisable[0].priority
+        group = [device for device in raisable if device.priority == top]
+        each = _even_step(group, room, imbalance, sums, given)
         if each > 0:
             for device in group:
                 give(device, min(each, device.ceiling - given[device.name]))
         else:
             # Too little to split evenly: one deci-ampere each, earlier
-            # devices first, while their limits have room.
+            # devices first, while their limits have room and the phases
+            # stay balanced.
             for device in group:
-                if raisable(device):
+                if device.name in active and (
+                    imbalance is None or _balanced(sums, device.phases, 1, imbalance)
+                ):
                     give(device, 1)
 
 
@@ -317,16 +384,19 @@ def _even_step(
     room: Mapping[Limit, int],
     imbalance: int | None,
     sums: Sequence[int],
+    given: Mapping[str, int],
 ) -> int:
     """The most deci-amperes that every device of C{group} can be given at
     once without any limit overflowing, whatever each of them takes up to
     that.
 
-    For the imbalance this counts only the devices that widen a gap between
-    two phases (on one phase, not on the other): those that would close it
-    may stop early at their maximum, so they are not relied upon.
+    With an imbalance limit, the step is also no larger than any device of
+    the group can take (so that each takes all of it, and the phase sums
+    grow by the step times the number of devices on each phase), and keeps
+    every pair of phases within the limit.
 
     @param sums: the admitted devices' phase sums, deci-amperes.
+    @param given: deci-amperes given so far, per device.
     """
     sharing: dict[Limit, int] = {}
     for device in group:
@@ -334,8 +404,13 @@ def _even_step(
             sharing[limit] = sharing.get(limit, 0) + 1
     steps = [room[limit] // count for limit, count in sharing.items()]
     if imbalance is not None:
+        steps.append(min(device.ceiling - given[device.name] for device in group))
+        counts = [0, 0, 0]
+        for device in group:
+            for phase in device.phases:
+                counts[phase] += 1
         for high, low in itertools.permutations(range(3), 2):
-            widening = sum(1 for d in group if high in d.phases and low not in d.phases)
-            if widening:
-                steps.append((imbalance - (sums[high] - sums[low])) // widening)
+            if counts[high] > counts[low]:
+                slack = imbalance - (sums[high] - sums[low])
+                steps.append(slack // (counts[high] - counts[low]))
     return max(0, min(steps))

@@ -640,31 +640,45 @@ class LoadManager:
         """What C{devices} (default: every managed device) together may draw
         now on each limit, in deci-amperes: C{{(circuit or None for the
         site, phase index): deci-amperes}}, every limit present."""
+        return self._sums(self.managed() if devices is None else devices, self.exposure)
+
+    def _planned(self, device: Device) -> float:
+        """What C{device} may draw once the limit in flight to it, if any,
+        is taken (its L{exposure} while none is)."""
+        if device.pending_limit is None:
+            return self.exposure(device)
+        return min(self.exposure(device), device.pending_limit)
+
+    def _sums(self, devices: Iterable[Device], amps: Callable[[Device], float]) -> dict[Limit, int]:
+        """C{amps(device)} of C{devices}, summed per limit in deci-amperes."""
         sums = dict.fromkeys(self._available, 0)
-        for device in self.managed() if devices is None else devices:
-            exposure = to_deciamps(self.exposure(device))
-            if exposure:
+        for device in devices:
+            deciamps = to_deciamps(amps(device))
+            if deciamps:
                 for limit in self._limits_of(device):
-                    sums[limit] += exposure
+                    sums[limit] += deciamps
         return sums
 
-    def _room(self, device: Device, sums: Mapping[Limit, int]) -> int:
+    def _room(self, device: Device, sums: Mapping[Limit, int], own: int | None = None) -> int:
         """The most C{device} may be given now, in deci-amperes: on each
         limit it is counted on, what is available less what the others may
-        draw there (the exposure C{sums}, its own included)."""
-        own = to_deciamps(self.exposure(device))
+        draw there (the exposure C{sums}, its own included: C{own}, by
+        default its L{exposure})."""
+        if own is None:
+            own = to_deciamps(self.exposure(device))
         return min(
             self._available[limit] - (sums[limit] - own) for limit in self._limits_of(device)
         )
 
-    def _allowed(self, device: Device, sums: Mapping[Limit, int]) -> float:
+    def _allowed(self, device: Device, sums: Mapping[Limit, int], own: int | None = None) -> float:
         """The limit C{device} may have now, given the devices'
-        L{exposure_sums}: its target, or less when the others may still
-        draw more than the rest of a fuse (a lower limit in flight, a
-        wallbox that is offline with its old limit). Less room than its
-        C{min_current} means 0: a car does not charge below its minimum."""
+        L{exposure_sums} (C{own}: see L{_room}): its target, or less when
+        the others may still draw more than the rest of a fuse (a lower
+        limit in flight, a wallbox that is offline with its old limit).
+        Less room than its C{min_current} means 0: a car does not charge
+        below its minimum."""
         target = self._targets.get(device.name, device.grant)
-        room = self._room(device, sums)
+        room = self._room(device, sums, own)
         if to_deciamps(target) <= room:
             return target
         if room > 0 and room >= to_deciamps(_limits(device).min_current):
@@ -734,25 +748,47 @@ class LoadManager:
         self._passes += 1
         candidates = [d for d in devices if self._may_send(d)]
         sums = self.exposure_sums(devices)
-        # Lowering first, then raising in the order of sharing (priority,
-        # then arrival); each limit is worked out just before it goes,
-        # against what the others may draw at that moment.
-        candidates.sort(
-            key=lambda d: (
-                self._allowed(d, sums) > self.exposure(d),
-                -_limits(d).priority,
-                self._arrival.get(d.name, float("inf")),
-            )
-        )
+        # What the devices will draw once the limits in flight are taken
+        # and those this pass lowers to their targets: a device is lowered
+        # only as far as that leaves the fuses short. Counting only what
+        # the others may draw now, every device on an overloaded phase
+        # would be lowered by the whole overload at once.
+        lowering = {d.name for d in candidates if d.name not in self._failed}
+
+        def foreseen(device: Device) -> float:
+            taken = self._planned(device)
+            if device.name in lowering:
+                return min(taken, self._targets.get(device.name, device.grant))
+            return taken
+
+        credit = {d.name: to_deciamps(foreseen(d)) for d in devices}
+        planned = self._sums(devices, foreseen)
+
+        def order(device: Device) -> tuple[int, float, float]:
+            arrival = self._arrival.get(device.name, float("inf"))
+            if self._allowed(device, sums) > self.exposure(device):
+                # Raising in the order of sharing: priority, then arrival.
+                return (1, -_limits(device).priority, arrival)
+            # Lowering first, the lowest priority and the latest first: if
+            # they free enough, the others are lowered less.
+            return (0, _limits(device).priority, -arrival)
+
+        candidates.sort(key=order)
+        # Each limit is worked out just before it goes, against what the
+        # others may draw at that moment.
         for device in candidates:
             limit = self._allowed(device, sums)
+            held = device.accepted_limit
+            if held is not None and limit < held:
+                relaxed = self._allowed(device, planned, credit[device.name])
+                limit = max(limit, min(relaxed, held))
             if hold:
-                limit = min(limit, device.accepted_limit or 0.0)
+                limit = min(limit, held or 0.0)
             else:
                 limit = self._held_back(device, limit, sums)
             if self._failed.get(device.name) == limit:
                 continue
-            if device.name in self._stale or device.accepted_limit != limit:
+            if device.name in self._stale or held != limit:
                 before = to_deciamps(self.exposure(device))
                 passes = self._passes
                 self._send_limit(device, limit)
@@ -761,13 +797,17 @@ class LoadManager:
                     # else: after a storm of boots that is thousands of
                     # sends, so no recount of the whole site for each.
                     change = to_deciamps(self.exposure(device)) - before
-                    if change:
-                        for limit_of in self._limits_of(device):
-                            sums[limit_of] += change
+                    now = to_deciamps(self._planned(device))
+                    planned_change, credit[device.name] = now - credit[device.name], now
+                    for limit_of in self._limits_of(device):
+                        sums[limit_of] += change
+                        planned[limit_of] += planned_change
                 else:
                     # An answer that came at once shared again in between
                     # and may have sent to others: count again.
                     sums = self.exposure_sums(devices)
+                    credit = {d.name: to_deciamps(self._planned(d)) for d in devices}
+                    planned = self._sums(devices, self._planned)
 
     def _may_send(self, device: Device) -> bool:
         return (
