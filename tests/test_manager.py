@@ -1024,3 +1024,31 @@ def test_devices_are_managed_once_their_actuators_are_connected():
     assert manager.managed() == []
     manager.connect_actuators({"ocpp": FakeWallboxes()})
     assert [device.name for device in manager.managed()] == ["A", "B"]
+
+
+def test_a_limit_below_an_unanswered_one_is_not_taken_for_a_lowering():
+    """A wallbox without a profile that did not answer 9 A may hold 9 A
+    or none (its maximum, 16 A): it counts for 16 A. A limit of 12.5 A is
+    below that but may raise it from 9 A, so it goes out only when the
+    others' exposure leaves room for it: while B may still draw 16 A on a
+    25 A site, A gets no more than 9 A."""
+    site = Site(config_text(site=25), check_raises=True)
+    for name in "ABC":
+        site.connect(name)
+    site.settle()
+    site.start("B")
+    site.manager.set_enabled("A", False)
+    site.sharing_broken = True
+    site.start("A")
+    site.manager.set_enabled("A", True)
+    site.sharing_broken = False
+    site.wallboxes.refuse("A")
+    site.wallboxes.time_out("A", applied=True)
+    site.wallboxes.accept("B")
+    assert site.wallboxes.violations == []
+    assert all(amps <= 9.0 for name, amps in site.wallboxes.sent if name == "A")
+    site.settle()
+    site.clock.advance(RETRY_DELAY)
+    site.settle()
+    assert site.wallboxes.violations == []
+    assert site.wallboxes.applied["A"] == site.wallboxes.applied["B"] == 12.5

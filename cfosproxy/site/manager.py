@@ -229,6 +229,9 @@ class LoadManager:
         self._raised_at: dict[str, float] = {}
         self._first_grant: set[str] = set()
         self._raise_timer: IDelayedCall | None = None
+        # Devices whose accepted_limit is the worst case of what they may
+        # hold (a limit went unanswered), not a limit they answered.
+        self._uncertain: set[str] = set()
 
     def connect_actuators(self, actuators: Mapping[str, ILimitActuator]) -> None:
         """Take the actuators that set the devices' limits, once, before
@@ -779,7 +782,11 @@ class LoadManager:
         for device in candidates:
             limit = self._allowed(device, sums)
             held = device.accepted_limit
-            if held is not None and limit < held:
+            if held is not None and limit < held and device.name not in self._uncertain:
+                # Below a limit the wallbox surely holds, this is a lowering
+                # whatever the others do; below one it may hold (an
+                # unanswered limit), it could be a raise, so it gets what
+                # the others' exposure leaves it.
                 relaxed = self._allowed(device, planned, credit[device.name])
                 limit = max(limit, min(relaxed, held))
             if hold:
@@ -889,6 +896,7 @@ class LoadManager:
     def _limit_accepted(self, _: object, device: Device, amps: float) -> None:
         device.pending_limit = None
         device.accepted_limit = amps
+        self._uncertain.discard(device.name)
         device.profile_error = None
         self._failed.pop(device.name, None)
         self._log.info(
@@ -934,16 +942,18 @@ class LoadManager:
         )
         self._refresh_soon()
 
-    @staticmethod
-    def _may_have_taken(device: Device, amps: float) -> None:
+    def _may_have_taken(self, device: Device, amps: float) -> None:
         """C{amps} went to the device and may or may not be in force: count
-        the worst of both until the device answers a later limit.
+        the worst of both until the device answers a later limit. Until
+        then what it holds is uncertain: a limit below what it is counted
+        for may still raise it.
 
         With a known limit that is the higher of the two. With none (no
         profile of the manager's, e.g. after a lift) the device draws its
         maximum once it charges, or holds C{amps} at any time: it counts
         for the higher of these. A limit that may not have arrived must
         never lower what a device is counted for."""
+        self._uncertain.add(device.name)
         known = device.accepted_limit
         if known is None:
             if amps > 0:
@@ -1024,6 +1034,7 @@ class LoadManager:
 
         def lifted(_: object) -> None:
             device.accepted_limit = None
+            self._uncertain.discard(device.name)
             device.profile_error = None
             self._log.info("{name}: manager's limits cleared", name=device.name)
             # What it held counted until now: the others may have it.
