@@ -556,3 +556,21 @@ def test_a_three_phase_device_is_not_held_back_by_the_balance():
     assert grants["three"] >= 6
     assert all(grants[name] > 0 for name in ("one", "on-l2", "on-l3"))
     assert grants["one"] >= 6
+
+
+def test_a_device_waiting_for_room_in_its_circuit_holds_back_no_one_elsewhere():
+    """A single-phase device set aside for the balance whose circuit then
+    fills up waits for room there; it does not hold back later devices on
+    its phase in other circuits once the phases allow them."""
+    grants = share_circuits(
+        three(64),
+        [Circuit("full", None, three(6))],
+        [
+            Demand("first", "full", frozenset(["L1"]), 6, 16),
+            Demand("three", "full", ALL, 6, 16, charging_order=1),
+            Demand("elsewhere", None, frozenset(["L1"]), 3, 16, charging_order=2),
+        ],
+        max_imbalance=4,
+    )
+    assert grants["first"] == 0 and grants["three"] == 6
+    assert grants["elsewhere"] >= 3

@@ -282,9 +282,11 @@ def _admit(
             waiting: set[frozenset[int]] = set()
             for device in unbalancing:
                 phases = frozenset(device.phases)
-                if any(phases <= other for other in waiting) or not (
-                    fits(device) and balanced(device)
-                ):
+                if not fits(device):
+                    # Its circuit filled up meanwhile: it waits for room
+                    # there, which holds back nobody on other circuits.
+                    still.append(device)
+                elif any(phases <= other for other in waiting) or not balanced(device):
                     still.append(device)
                     waiting.add(phases)
                 else:
