@@ -176,8 +176,7 @@ class LoadManager:
         save_enabled: Callable[[str, bool], object],
         sharing: Sharing = share_circuits,
     ) -> None:
-        self._site_limit = config.manager.max_current
-        self._site: PerPhase = (self._site_limit,) * 3
+        self._site: PerPhase = (config.manager.max_current,) * 3
         self._max_imbalance = config.manager.max_imbalance
         self._circuits = [
             Circuit(c.name, c.parent or None, (c.max_current,) * 3) for c in config.circuits
@@ -336,8 +335,10 @@ class LoadManager:
             self._refresh_soon()
             return
         if call.action == "MeterValues":
-            for device in self._devices_of(chargebox_id):
-                self.reading(device.name)
+            # A list, not a generator: every connector's device learns.
+            if any([self._learn_phases(d) for d in self._devices_of(chargebox_id)]):
+                self._refresh_soon()
+                return
         self._refresh_if_changed(chargebox_id)
 
     def reading(self, name: str) -> None:
