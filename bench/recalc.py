@@ -41,11 +41,42 @@ ratio of the two shows what circuits and phases cost. The pure sharing
 function (L{cfosproxy.site.circuits.share_circuits}) is timed alone on
 both.
 
+The metered variant is the site with circuits plus a meter (C{type =
+api}) at each of the 10 top-level circuits; each of these fuses is raised
+by the reserve and the other load behind it, so that what the meters leave
+the devices is the fuse of the site with circuits and the devices are
+shared as there. Every reading is what the devices below the meter hold on
+the phases they are counted on plus the other load (3 A per phase). The
+site has no meter: its devices draw about 8.8 kA per phase, and a reading
+beyond L{cfosproxy.site.meters.PLAUSIBLE_AMPS} (6 kA) is not believed.
+The meters never fall silent here: readings come only where the script
+says. It runs the three cases above, and the CPU per reading (the push
+and the refresh it triggers, C{clock.advance(0)}) in five more:
+
+  - each meter's first reading with 0.1 A more other load on every phase:
+    what is available goes down by 0.1 A, at once;
+  - a reading of one meter in turn, the other load with noise of up to
+    0.1 A either way on each phase: what is available moves by at most
+    0.1 A down (already taken) or up (below the 0.5 A step), so nothing;
+  - the other load behind the metered circuit with the least room on L1
+    rises by 5 A on L1: what is available there goes down at once and
+    lowerings go out; the answers come 0.5 s later ("until settled");
+    each rise from a site where that circuit is full (the raise below
+    leaves it 5 A short, so a new site is built for each but the first);
+  - 1 s later the other load is back where it was: the raise is held back
+    for 10 s, the reading alone;
+  - the held raise goes, 10 s after the rise (the timer that raises what is
+    available, and the pass it triggers); then the site settles.
+
+C{LoadManager._managed_currents}, which every reading calls, is timed
+alone. Each figure is also given as a ratio to a pass with nothing changed
+on the site with circuits in the same run.
+
 To measure older code, copy this script into a checkout of it and run it
 there: it imports the cfosproxy of the tree it lies in, ahead of the one
 the virtualenv has installed. A manager without circuits runs the
 baseline only, and its sharing function (L{cfosproxy.site.sharing.share})
-is timed alone instead.
+is timed alone instead; one without meters, no metered variant.
 """
 
 import argparse
@@ -94,6 +125,7 @@ PRIORITIES = ((0, 0.9), (1, 0.08), (2, 0.02))
 SUB_CIRCUIT_SPAN = (-0.1, 0.6)
 TOP_CIRCUIT_SPAN = 0.4
 SITE_SPAN = 0.3
+PHASE_INDEX = {"L1": 0, "L2": 1, "L3": 2}
 WIRED = {
     "L1L2L3": (0, 1, 2), "L2L3L1": (0, 1, 2), "L3L1L2": (0, 1, 2),
     "L1": (0,), "L2": (1,), "L3": (2,),
@@ -107,6 +139,21 @@ MOST_SETTLE_STEPS = 500
 EPOCH = 1_700_000_000.0
 # Calls of the sharing function alone, per layout and run.
 SHARE_CALLS = 20
+# The metered variant: per phase, the load other than the managed devices
+# behind each metered top-level circuit.
+CIRCUIT_OTHER_LOAD = 3.0
+# [manager] reserve: what a metered fuse keeps free.
+METER_RESERVE = 2.0
+# Seconds: no meter falls silent during a run.
+METER_TIMEOUT = 86400.0
+# Each meter reads once per second, one after the other.
+POLL_INTERVAL = 1.0
+# The noise on the other load (A, either way), and the rise of case "rise".
+NOISE = 0.1
+RISE = 5.0
+# Seconds after a reading that lowered limits until the answers come.
+ANSWER_DELAY = 0.5
+METER_CASES = ("noise_first", "noise", "rise", "fall_held", "raise_goes")
 
 
 def draw(rng, choices):
@@ -122,15 +169,23 @@ class Layout:
         priority)]}.
     @ivar circuits: C{[(name, parent or None, max_current)]}.
     @ivar site: the site's C{max_current}.
+    @ivar meters: C{{place: meter name}} of the metered places, the
+        top-level circuits (the site, None, has none: see the module's
+        docstring); empty unless C{meters}.
+    @ivar other: C{{place: amperes}}, the other load behind each metered
+        place on every phase.
 
     @param seed: what the devices' wirings, maximums and priorities and
         the fuses are drawn from; the baseline draws the same maximums.
     @param circuits: False for the baseline: no circuits, every device
         L1L2L3 and of priority 0.
     @param max_imbalance: C{[manager] max_imbalance} (with circuits only).
+    @param meters: True for the metered variant of the site with circuits:
+        the same devices and what is available on every fuse, from meters.
     """
 
-    def __init__(self, seed, circuits, max_imbalance):
+    def __init__(self, seed, circuits, max_imbalance, meters=False):
+        self.seed = seed
         rng = random.Random(seed)
         self.max_imbalance = max_imbalance if circuits else 0.0
         self.with_circuits = circuits
@@ -159,6 +214,12 @@ class Layout:
                 span = TOP_CIRCUIT_SPAN if parent is None else rng.uniform(*SUB_CIRCUIT_SPAN)
                 self.circuits.append((name, parent, self._fuse(name, span)))
         self.site = self._fuse(None, SITE_SPAN)
+        self.meters, self.other = {}, {}
+        if meters:
+            for name, parent, _ in self.circuits:
+                if parent is None:
+                    self.meters[name] = "meter-" + name
+                    self.other[name] = CIRCUIT_OTHER_LOAD
 
     def _fuse(self, circuit, span):
         """A fuse C{span} of the way from the minimums to the maximums of
@@ -174,15 +235,32 @@ class Layout:
         busiest = max(range(3), key=lambda p: high[p])
         return float(round(low[busiest] + span * (high[busiest] - low[busiest])))
 
+    def configured(self, place, fuse):
+        """The C{max_current} of C{place} (None: the site) whose fuse, as
+        shared, is C{fuse}: a metered place's is higher by the reserve and
+        its other load, which the meter takes off again."""
+        if place in self.meters:
+            return fuse + METER_RESERVE + self.other[place]
+        return fuse
+
     def config_text(self):
         """The configuration file of this site."""
-        text = "[manager]\nmax_current = {:g}\n".format(self.site)
+        text = "[manager]\nmax_current = {:g}\n".format(self.configured(None, self.site))
         if self.max_imbalance:
             text += "max_imbalance = {:g}\n".format(self.max_imbalance)
+        if self.meters:
+            text += "reserve = {:g}\n".format(METER_RESERVE)
+            if None in self.meters:
+                text += "meter = {}\n".format(self.meters[None])
         for name, parent, max_current in self.circuits:
-            text += "[circuit:{}]\nmax_current = {:g}\n".format(name, max_current)
+            text += "[circuit:{}]\nmax_current = {:g}\n".format(
+                name, self.configured(name, max_current))
             if parent:
                 text += "parent = {}\n".format(parent)
+            if name in self.meters:
+                text += "meter = {}\n".format(self.meters[name])
+        for meter in self.meters.values():
+            text += "[meter:{}]\ntype = api\ntimeout = {:g}\n".format(meter, METER_TIMEOUT)
         for name, circuit, wiring, max_current, priority in self.devices:
             text += (
                 "[wallbox:{0}]\ntype = ocpp\naddress = CB-{0}\n"
@@ -230,6 +308,7 @@ class Site:
         self.manager = LoadManager(self.config, self.registry, self.clock, lambda name, enabled: None)
         self.actuator = HeldLimits()
         self.manager.connect_actuators({"ocpp": self.actuator})
+        self.before_devices()
         self._message_ids = 0
         self._transaction_ids = 0
         for name, *_ in layout.devices:
@@ -243,6 +322,14 @@ class Site:
         for name, *_ in layout.devices:
             self.start(name)
         self.settle()
+
+    def before_devices(self):
+        """What happens once the manager is there, before any device
+        connects: nothing here."""
+
+    def pending_calls(self):
+        """The timers that settling waits for: every active one here."""
+        return [c for c in self.clock.getDelayedCalls() if c.active()]
 
     def device(self, name):
         return self.registry.get(name)
@@ -292,7 +379,7 @@ class Site:
         @return: the steps it took."""
         for step in range(MOST_SETTLE_STEPS):
             self.actuator.accept_all()
-            calls = [c for c in self.clock.getDelayedCalls() if c.active()]
+            calls = self.pending_calls()
             if not calls:
                 if not self.actuator.pending:
                     return step
@@ -317,6 +404,120 @@ class Site:
         return counts
 
 
+class MeteredSite(Site):
+    """The site of a metered layout: its meters read before any device
+    connects, and again once everything settled, what the devices hold
+    plus the other load; what they leave to the devices is then checked to
+    be the layout's fuses."""
+
+    def __init__(self, layout):
+        super().__init__(layout)
+        self.read_all()
+        self.settle()
+        available = self.manager.available()
+        fuses = {None: layout.site, **{name: amps for name, _, amps in layout.circuits}}
+        for place in layout.meters:
+            for phase in range(3):
+                if available[place, phase] != round(fuses[place] * 10):
+                    raise RuntimeError("the meter of {} leaves {} dA on L{}, not its fuse {:g} A".format(
+                        place or "the site", available[place, phase], phase + 1, fuses[place]))
+
+    def before_devices(self):
+        # Silent meters would leave the devices failsafe_current (0 A).
+        self.read_all()
+
+    def pending_calls(self):
+        """Every active timer but the meters' watches (they never fire:
+        C{METER_TIMEOUT})."""
+        from cfosproxy.site.meters import MeterBoard
+
+        return [c for c in self.clock.getDelayedCalls()
+                if c.active() and getattr(c.func, "__func__", None) is not MeterBoard._fell_silent]
+
+    def drawn(self):
+        """Per metered place, what the devices below it draw on L1, L2, L3:
+        each device the limit it holds, on every phase it is counted on."""
+        sums = {place: [0.0, 0.0, 0.0] for place in self.layout.meters}
+        for name, circuit, *_ in self.layout.devices:
+            device = self.device(name)
+            if device.pending_limit is not None:
+                raise RuntimeError("{} has a limit in flight: what it draws is not known".format(name))
+            if any(amps is not None for amps in device.currents):
+                raise RuntimeError("{} reported currents: it may draw less than its limit".format(name))
+            amps = device.accepted_limit or 0.0
+            if not amps:
+                continue
+            # A sub-circuit's name starts with its parent's and a dash.
+            for place in (None, circuit.split("-")[0]):
+                if place in sums:
+                    for phase in device.phases:
+                        sums[place][PHASE_INDEX[phase]] += amps
+        return sums
+
+    def reading(self, place, other):
+        """What the meter of C{place} reads when the other load behind it
+        is C{other} (L1, L2, L3)."""
+        return [load + drawn for load, drawn in zip(other, self.drawn()[place])]
+
+    def read_all(self):
+        """Every meter reads its other load and what the devices hold."""
+        for place, meter in self.layout.meters.items():
+            self.manager.meters.push(meter, self.reading(place, (self.layout.other[place],) * 3))
+
+    def quiet(self):
+        """Accept every limit at once and run what is due now, until
+        nothing is in flight or due (the clock stays)."""
+        while True:
+            self.actuator.accept_all()
+            now = self.clock.seconds()
+            if not any(c.getTime() <= now for c in self.pending_calls()):
+                return
+            self.clock.advance(0)
+
+    def run_before(self, until):
+        """Run every timer due before C{until} (the clock's seconds), each
+        limit accepted at once."""
+        while True:
+            self.quiet()
+            times = [c.getTime() for c in self.pending_calls() if c.getTime() < until]
+            if not times:
+                return
+            self.clock.advance(min(times) - self.clock.seconds())
+
+    def wait(self, seconds):
+        """Let C{seconds} pass, each limit accepted at once."""
+        until = self.clock.seconds() + seconds
+        self.run_before(until)
+        self.clock.advance(until - self.clock.seconds())
+        self.quiet()
+
+    def answered(self):
+        """The answers to the limits in flight come L{ANSWER_DELAY} later,
+        accepting them; then what they trigger, with no more time."""
+        self.clock.advance(ANSWER_DELAY)
+        self.quiet()
+
+    def held_raise_at(self):
+        """When what the meters make available is raised next (the clock's
+        seconds), or None when no raise is held back."""
+        from cfosproxy.site.available import SiteLimits
+
+        for call in self.pending_calls():
+            if getattr(call.func, "__func__", None) is SiteLimits._raise_due:
+                return call.getTime()
+        return None
+
+    def room(self, place, phase):
+        """Deci-amperes available on C{place}'s C{phase} (an index) less
+        what its devices may draw there."""
+        return self.manager.available()[place, phase] - self.manager.exposure_sums()[place, phase]
+
+    def fullest_circuit(self):
+        """The metered circuit with the least room on L1."""
+        circuits = [place for place in self.layout.meters if place is not None]
+        return min(circuits, key=lambda c: (self.room(c, 0), c))
+
+
 def timed_pass(site, change):
     """Apply C{change} (untimed), time one C{refresh()}, then settle.
 
@@ -330,6 +531,95 @@ def timed_pass(site, change):
     began = time.process_time()
     site.settle()
     return cpu, sent, time.process_time() - began
+
+
+def timed_reading(site, place, other, then):
+    """A reading of C{place}'s meter with C{other} load behind it: time its
+    push and the refresh it triggers (C{clock.advance(0)}), then C{then()}.
+
+    @return: C{(reading CPU s, limits sent, CPU s of C{then()}, sharing
+        passes run)}."""
+    currents = site.reading(place, other)
+    sent, passes = site.actuator.sent, site.manager._passes
+    began = time.process_time()
+    site.manager.meters.push(site.layout.meters[place], currents)
+    site.clock.advance(0)
+    cpu = time.process_time() - began
+    sent, passes = site.actuator.sent - sent, site.manager._passes - passes
+    began = time.process_time()
+    then()
+    return cpu, sent, time.process_time() - began, passes
+
+
+def timed_raise(site):
+    """The raise that the meters held back goes: run the timers before it,
+    then time the timer and the refresh it triggers; then settle.
+
+    @return: as L{timed_reading}."""
+    due = site.held_raise_at()
+    if due is None:
+        raise RuntimeError("the meter's raise was not held back")
+    site.run_before(due)
+    sent, passes = site.actuator.sent, site.manager._passes
+    began = time.process_time()
+    site.clock.advance(due - site.clock.seconds())
+    site.clock.advance(0)
+    cpu = time.process_time() - began
+    sent, passes = site.actuator.sent - sent, site.manager._passes - passes
+    began = time.process_time()
+    site.settle()
+    return cpu, sent, time.process_time() - began, passes
+
+
+def measure_meter_cases(site, readings):
+    """Time the readings of L{METER_CASES} on a settled L{MeteredSite}:
+    C{readings} of each but the first (one per meter).
+
+    @return: C{{case: [(reading CPU s, sent, settle CPU s, passes)]}},
+        and under C{"circuit"} the metered circuit whose load rose."""
+    layout = site.layout
+    rng = random.Random(layout.seed)
+    places = list(layout.meters)
+    between = POLL_INTERVAL / len(places)
+    results = {case: [] for case in METER_CASES}
+    for place in places:
+        site.wait(between)
+        results["noise_first"].append(
+            timed_reading(site, place, (layout.other[place] + NOISE,) * 3, site.settle))
+    for number in range(readings):
+        place = places[number % len(places)]
+        site.wait(between)
+        other = [layout.other[place] + round(rng.uniform(-NOISE, NOISE), 2) for _ in range(3)]
+        results["noise"].append(timed_reading(site, place, other, site.settle))
+    circuit = site.fullest_circuit()
+    results["circuit"] = circuit
+    steady = (layout.other[circuit],) * 3
+    risen = (steady[0] + RISE,) + steady[1:]
+    for _ in range(readings):
+        if site.room(circuit, 0) >= round(RISE * 10):
+            # The raise back leaves the room the rise took (each device
+            # lowered for it would get less than MIN_STEP back): the next
+            # rise would lower nobody. It starts from a new site.
+            site = MeteredSite(layout)
+            gc.collect()
+        rise = timed_reading(site, circuit, risen, site.answered)
+        if not rise[1]:
+            raise RuntimeError("{} A more on L1 of {} lowered no limit".format(RISE, circuit))
+        results["rise"].append(rise)
+        site.wait(POLL_INTERVAL - ANSWER_DELAY)
+        results["fall_held"].append(timed_reading(site, circuit, steady, lambda: None))
+        results["raise_goes"].append(timed_raise(site))
+    return results
+
+
+def time_calls(function, calls):
+    """CPU seconds per call of C{function()}."""
+    times = []
+    for _ in range(calls):
+        began = time.process_time()
+        function()
+        times.append(time.process_time() - began)
+    return times
 
 
 def toggler(site, name):
@@ -385,10 +675,17 @@ def measure_site(layout, passes, counts_phases):
 
     @return: C{{case: [(cpu, sent, settle cpu)]}}, and facts of the site."""
     began = time.process_time()
-    site = Site(layout)
+    site = (MeteredSite if layout.meters else Site)(layout)
     build = time.process_time() - began
     gc.collect()
     grants = site.grants()
+    extra = {}
+    if layout.meters:
+        # Before the cases below: a device that reported its currents may
+        # draw less than its limit, which the meters' readings do not know.
+        results = measure_meter_cases(site, passes)
+        managed = time_calls(site.manager._managed_currents, SHARE_CALLS)
+        extra = {"meter_cases": results, "managed_alone": managed}
     toggled = pick(site)
     changed = pick(site, but=(toggled,))
     changes = {
@@ -403,6 +700,7 @@ def measure_site(layout, passes, counts_phases):
         "grants_after": site.grants(),
         "toggled": toggled,
         "phases_changed": changed,
+        **extra,
     }
 
 
@@ -443,6 +741,12 @@ def has_circuits():
     return hasattr(config_from_string("[manager]\nmax_current = 1\n"), "circuits")
 
 
+def has_meters():
+    """Whether this tree's manager reads meters (the configuration knows
+    C{[meter:*]})."""
+    return hasattr(config_from_string("[manager]\nmax_current = 1\n"), "meters")
+
+
 def summary(values, scale=1000.0, digits=3):
     """Median, min and max of C{values} times C{scale}."""
     return {
@@ -476,7 +780,12 @@ def main():
     layouts = {"baseline": Layout(args.seed, False, 0.0)}
     if circuits:
         layouts["circuits"] = Layout(args.seed, True, args.max_imbalance)
+    if circuits and has_meters():
+        layouts["meters"] = Layout(args.seed, True, args.max_imbalance, meters=True)
     collected = {name: {case: [] for case in CASES} for name in layouts}
+    meter_readings = {case: [] for case in METER_CASES}
+    meter_run_medians = {case: [] for case in METER_CASES}
+    managed_alone = []
     sharing = {name: [] for name in layouts}
     facts = {name: [] for name in layouts}
     run_medians = {name: {case: [] for case in CASES} for name in layouts}
@@ -489,7 +798,16 @@ def main():
             for case, passes in results.items():
                 collected[name][case].extend(passes)
                 run_medians[name][case].append(round(statistics.median(p[0] for p in passes) * 1000, 3))
-            sharing[name].extend(time_sharing(layout, SHARE_CALLS))
+            if layout.meters:
+                for case in METER_CASES:
+                    readings = fact["meter_cases"][case]
+                    meter_readings[case].extend(readings)
+                    meter_run_medians[case].append(
+                        round(statistics.median(r[0] for r in readings) * 1000, 3))
+                managed_alone.extend(fact["managed_alone"])
+            else:
+                # The metered site shares the same demands on the same fuses.
+                sharing[name].extend(time_sharing(layout, SHARE_CALLS))
             gc.collect()
 
     result = {
@@ -512,8 +830,24 @@ def main():
             "toggled": facts[name][0]["toggled"],
             "phases_changed": facts[name][0]["phases_changed"],
             "build_cpu_s": summary([f["build_cpu_s"] for f in facts[name]], 1.0, 2),
-            "share_alone_ms": summary(sharing[name]),
         }
+        if sharing[name]:
+            entry["share_alone_ms"] = summary(sharing[name])
+        if layout.meters:
+            entry["meters"] = len(layout.meters)
+            entry["other_load_a"] = {place or "site": amps for place, amps in layout.other.items()}
+            entry["load_rises_in"] = facts[name][0]["meter_cases"]["circuit"]
+            entry["managed_currents_alone_ms"] = summary(managed_alone)
+            entry["readings"] = {
+                case: {
+                    "reading_ms": summary([r[0] for r in meter_readings[case]]),
+                    "run_medians_ms": meter_run_medians[case],
+                    "limits_sent_per_reading": round(statistics.mean(r[1] for r in meter_readings[case]), 1),
+                    "passes_per_reading": round(statistics.mean(r[3] for r in meter_readings[case]), 2),
+                    "until_settled_ms": summary([r[2] for r in meter_readings[case]]),
+                }
+                for case in METER_CASES
+            }
         for case in CASES:
             passes = collected[name][case]
             entry[case] = {
@@ -532,6 +866,15 @@ def main():
         result["ratio_circuits_to_baseline"]["share_alone"] = round(
             result["layouts"]["circuits"]["share_alone_ms"]["median"]
             / result["layouts"]["baseline"]["share_alone_ms"]["median"], 2)
+    if "meters" in layouts:
+        # Against a whole pass with nothing changed, without meters.
+        unit = result["layouts"]["circuits"]["unchanged"]["pass_ms"]["median"]
+        metered = result["layouts"]["meters"]
+        ratios = {case: round(metered[case]["pass_ms"]["median"] / unit, 2) for case in CASES}
+        for case in METER_CASES:
+            ratios[case] = round(metered["readings"][case]["reading_ms"]["median"] / unit, 3)
+        ratios["managed_currents_alone"] = round(metered["managed_currents_alone_ms"]["median"] / unit, 3)
+        result["ratio_meters_to_circuits_unchanged_pass"] = ratios
 
     print("CPU per pass of the load manager, {} devices; {} runs x {} passes per case; "
           "cfosproxy from {}".format(result["devices"], args.runs, args.passes, result["cfosproxy"]))
@@ -540,6 +883,9 @@ def main():
     for name, entry in result["layouts"].items():
         print("\n{}: site {:g} A, {} circuits, {} single-phase, max_imbalance {:g}".format(
             name, entry["site_a"], entry["circuits"], entry["single_phase"], entry["max_imbalance"]))
+        if "meters" in entry:
+            print("  {} meters (type api); other load per phase {}; reserve {:g} A".format(
+                entry["meters"], entry["other_load_a"], METER_RESERVE))
         print("  grants at the start {}, at the end {}".format(entry["grants"], entry["grants_after"]))
         print("  starts and stops {}, changes its phases {}".format(
             entry["toggled"], entry["phases_changed"]))
@@ -550,9 +896,22 @@ def main():
             print("  {:<24} {:>30} {:>8} {:>30}".format(
                 case, shown(figures["pass_ms"]), figures["limits_sent_per_pass"],
                 shown(figures["until_settled_ms"])))
-        print("  {:<24} {:>30}".format("sharing alone", shown(entry["share_alone_ms"])))
+        if "share_alone_ms" in entry:
+            print("  {:<24} {:>30}".format("sharing alone", shown(entry["share_alone_ms"])))
+        if "readings" in entry:
+            print("  {:<24} {:>30} {:>8} {:>30} {:>7}".format(
+                "ms CPU, median (min to max)", "one reading", "limits", "until settled", "passes"))
+            for case, figures in entry["readings"].items():
+                print("  {:<24} {:>30} {:>8} {:>30} {:>7}".format(
+                    case, shown(figures["reading_ms"]), figures["limits_sent_per_reading"],
+                    shown(figures["until_settled_ms"]), figures["passes_per_reading"]))
+            print("  {:<24} {:>30}".format("_managed_currents alone", shown(entry["managed_currents_alone_ms"])))
+            print("  the load rises in {}".format(entry["load_rises_in"]))
     if circuits:
         print("\ncircuits / baseline (medians):", result["ratio_circuits_to_baseline"])
+    if "meters" in layouts:
+        print("meters / a pass with nothing changed on circuits (medians):",
+              result["ratio_meters_to_circuits_unchanged_pass"])
     print(json.dumps(result))
     if args.json:
         with open(args.json, "w") as f:

@@ -24,6 +24,13 @@ from cfosproxy.site.phases import WIRINGS
 MODBUS_PORT = 4701
 """The cFos Power Brain's Modbus TCP port, used when an address has none."""
 
+METER_PORT = 502
+"""The Modbus TCP port of a meter whose address has none (the standard one)."""
+
+METER_TYPES = ("sdm630", "sunspec", "api")
+"""What ``[meter:*] type`` may be: Modbus TCP meters, or readings pushed
+over the status API."""
+
 
 class ConfigError(Exception):
     """A mistake in a configuration file.
@@ -83,6 +90,9 @@ class ManagerConfig:
     state_dir: str = "var"
     offline_authorize: str = "cache"
     max_imbalance: float = 0.0
+    meter: str = ""
+    reserve: float = 2.0
+    failsafe_current: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -92,12 +102,62 @@ class CircuitConfig:
 
     ``max_current`` is in ampere per phase, for everything below the
     circuit; ``parent`` names the circuit it hangs on, empty for directly
-    under the site.
+    under the site; ``meter`` names the L{MeterConfig} that measures the
+    circuit, empty for none.
     """
 
     name: str
     max_current: float
     parent: str = ""
+    meter: str = ""
+
+
+class _ModbusAddress:
+    """``host`` and ``port`` of a device read over Modbus TCP, from its
+    ``address`` (``host:port``; the class's ``default_port`` when it names
+    none)."""
+
+    default_port = MODBUS_PORT
+
+    @property
+    def host(self):
+        """Host name or IP address (ValueError for a device not read over Modbus)."""
+        return self._host_port()[0]
+
+    @property
+    def port(self):
+        """TCP port, ``default_port`` when the address has none."""
+        return self._host_port()[1]
+
+    def _host_port(self):
+        if not self.over_modbus:
+            raise ValueError(f"{self.name} is not read over Modbus: it has no host and port")
+        return _split_host_port(self.address, self.default_port)
+
+
+@dataclass(frozen=True)
+class MeterConfig(_ModbusAddress):
+    """``[meter:<name>]``: a meter that measures a circuit or the site.
+
+    ``type`` is one of L{METER_TYPES}; ``address`` (``host:port``) and
+    ``id`` (the Modbus unit id) are for the Modbus types; a meter with no
+    reading for ``timeout`` seconds is silent.
+    """
+
+    name: str
+    type: str
+    address: str = ""
+    id: int = 1
+    poll_interval: float = 1.0
+    timeout: float = 10.0
+
+    default_port = METER_PORT
+
+    @property
+    def over_modbus(self):
+        """Whether cfosproxy polls the meter (not an ``api`` meter, whose
+        readings are pushed)."""
+        return self.type != "api"
 
 
 @dataclass(frozen=True)
@@ -165,7 +225,7 @@ class ManholeConfig:
 
 
 @dataclass(frozen=True)
-class WallboxConfig:
+class WallboxConfig(_ModbusAddress):
     """``[wallbox:<name>]``: one device, an OCPP or a Modbus wallbox.
 
     ``address`` is the ChargeBox-ID of an OCPP wallbox, or ``host:port`` of a
@@ -203,19 +263,10 @@ class WallboxConfig:
         return self.address if self.type == "ocpp" else self.name
 
     @property
-    def host(self):
-        """Host name or IP address of a Modbus wallbox (ValueError for OCPP)."""
-        return self._host_port()[0]
-
-    @property
-    def port(self):
-        """TCP port of a Modbus wallbox, 4701 when the address has none."""
-        return self._host_port()[1]
-
-    def _host_port(self):
-        if self.type != "modbus":
-            raise ValueError(f"{self.name} is not a Modbus wallbox")
-        return _split_host_port(self.address)
+    def over_modbus(self):
+        """Whether the device is a Modbus wallbox (its ``address`` is
+        ``host:port``, default port 4701)."""
+        return self.type == "modbus"
 
 
 _GATEWAY_KEYS = tuple(f.name for f in fields(WallboxConfig) if f.name.startswith("gateway_"))
@@ -232,6 +283,7 @@ class Config:
     manhole: ManholeConfig = field(default_factory=ManholeConfig)
     wallboxes: tuple[WallboxConfig, ...] = ()
     circuits: tuple[CircuitConfig, ...] = ()
+    meters: tuple[MeterConfig, ...] = ()
 
     def devices_for(self, chargebox_id):
         """The OCPP wallboxes (one per connector) with this ChargeBox-ID, maybe none."""
@@ -251,10 +303,33 @@ class Config:
                 return c
         raise KeyError(name)
 
+    def used_meters(self):
+        """The meters that measure a place (the site or a circuit): the
+        ones that are read."""
+        used = {self.manager.meter} | {c.meter for c in self.circuits}
+        return tuple(m for m in self.meters if m.name in used)
+
+    def meter(self, name):
+        """The meter called ``name``; KeyError if there is none."""
+        for m in self.meters:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
     def warnings(self):
         """Settings that start, but cannot do what the operator wants: each
         a message naming file, section and key, for the log at start."""
-        return self._site_warnings() + self._circuit_warnings()
+        return self._site_warnings() + self._circuit_warnings() + self._meter_warnings()
+
+    def _meter_warnings(self):
+        """Meters that measure nothing: no place names them."""
+        used = self.used_meters()
+        return [
+            f"{self.path}: [meter:{m.name}] measures nothing: name it in [manager] meter "
+            "or in a [circuit:*] meter; it is not read"
+            for m in self.meters
+            if m not in used
+        ]
 
     def _site_warnings(self):
         """Devices that the site limit leaves without current."""
@@ -352,24 +427,32 @@ def config_from_string(text, path="<string>"):
     parts = {}
     wallboxes = []
     circuits = []
+    meters = []
+    read = {}
     for section in parse_sections(text, path):
         name = section.name
         if name in _READERS:
             parts[name] = _READERS[name](section)
+            read[name] = section
         elif name.startswith("wallbox:"):
             wallboxes.append((section, _wallbox(section, name.removeprefix("wallbox:"))))
         elif name.startswith("circuit:"):
             circuits.append((section, _circuit(section, name.removeprefix("circuit:"))))
+        elif name.startswith("meter:"):
+            meters.append((section, _meter(section, name.removeprefix("meter:"))))
         else:
             raise section.error(
                 None, "unknown section (known: server, manager, status, manhole, "
-                "circuit:<name>, wallbox:<name>)"
+                "circuit:<name>, meter:<name>, wallbox:<name>)"
             )
     _check_circuits(circuits)
     _check_devices(wallboxes)
     _check_device_circuits(wallboxes, circuits)
-    return Config(path=path, wallboxes=tuple(w for _, w in wallboxes),
-                  circuits=tuple(c for _, c in circuits), **parts)
+    config = Config(path=path, wallboxes=tuple(w for _, w in wallboxes),
+                    circuits=tuple(c for _, c in circuits),
+                    meters=tuple(m for _, m in meters), **parts)
+    _check_meter_uses(config, read.get("manager"), circuits, meters)
+    return config
 
 
 def _parse_error(path, err):
@@ -395,6 +478,8 @@ _CHOICES = {
     "offline_authorize": ("cache", "accept", "reject"),
     "type": ("ocpp", "modbus"),
 }
+# Keys whose choices depend on the section: {section prefix: {key: choices}}.
+_SECTION_CHOICES = {"meter:": {"type": METER_TYPES}}
 _BOOLEANS = {"yes": True, "true": True, "on": True, "1": True,
              "no": False, "false": False, "off": False, "0": False}
 # Stricter than int()/float(), which also take "1_000", "inf", "nan" and "1e3".
@@ -450,8 +535,12 @@ class Section:
         if kind is float:
             self.check(_FLOAT.fullmatch(text), key, f"must be a number{self.got(key)}")
             return float(text)
-        if key in _CHOICES:
-            choices = _CHOICES[key]
+        choices = next(
+            (keys[key] for prefix, keys in _SECTION_CHOICES.items()
+             if self.name.startswith(prefix) and key in keys),
+            _CHOICES.get(key),
+        )
+        if choices is not None:
             self.check(text.lower() in choices, key,
                        f"must be one of {', '.join(choices)}{self.got(key)}")
             return text.lower()
@@ -492,7 +581,7 @@ def _server(section):
 
 def _manager(section):
     c = ManagerConfig(**section.read(ManagerConfig))
-    for key in ("max_current", "max_imbalance"):
+    for key in ("max_current", "max_imbalance", "reserve", "failsafe_current"):
         section.check(getattr(c, key) >= 0, key, f"must be 0 or more{section.got(key)}")
     section.check(c.state_dir, "state_dir", "must not be empty")
     return c
@@ -598,6 +687,57 @@ def _circuit(section, name):
                   f"must be 0 or more{section.got('max_current')}")
     section.check(c.parent != c.name, "parent", "a circuit cannot be its own parent")
     return c
+
+
+def _meter(section, name):
+    section.check(_DEVICE_NAME.fullmatch(name), None,
+                  "meter name must be letters, digits, '-', '_' or '.'")
+    values = section.read(MeterConfig, name=name)
+    section.check(values.get("type"), "type", f"is required (one of {', '.join(METER_TYPES)})")
+    m = MeterConfig(**values)
+    if m.type == "api":
+        for key in ("address", "id", "poll_interval"):
+            section.check(key not in section.raw, key,
+                          "means nothing for type = api: its readings are pushed "
+                          "with POST /api/meters/<name>")
+    else:
+        section.check(m.address, "address", "is required for a Modbus meter (host:port)")
+        try:
+            _split_host_port(m.address, METER_PORT)
+        except ValueError as e:
+            raise section.error("address", f"{e}{section.got('address')}") from None
+        section.check(1 <= m.id <= 247, "id", f"Modbus unit id must be 1 to 247{section.got('id')}")
+        section.positive("poll_interval", m.poll_interval)
+    section.positive("timeout", m.timeout)
+    if m.type != "api":
+        # Silent after one missed poll would be flapping; after two, a
+        # meter that answers at all stays heard.
+        section.check(m.timeout >= 2 * m.poll_interval, "timeout",
+                      f"is {m.timeout:g} s; it must be at least twice poll_interval "
+                      f"({m.poll_interval:g} s)")
+    return m
+
+
+def _check_meter_uses(config, manager, circuits, meters):
+    """Each meter named by [manager] meter or a circuit exists, and
+    measures one place only."""
+    by_name = {m.name: m for _, m in meters}
+    if by_name:
+        known = f"known: {', '.join(by_name)}"
+    else:
+        known = "it has no [meter:*] sections"
+    uses = {}
+    places = []
+    if config.manager.meter:
+        places.append((manager, "[manager]", config.manager.meter))
+    for section, c in circuits:
+        if c.meter:
+            places.append((section, f"[circuit:{c.name}]", c.meter))
+    for section, where, name in places:
+        section.check(name in by_name, "meter", f"no [meter:{name}] in this file ({known})")
+        other = uses.setdefault(name, where)
+        section.check(other == where, "meter",
+                      f"[meter:{name}] already measures {other}; a meter measures one place")
 
 
 def _check_circuits(circuits):
@@ -718,8 +858,9 @@ def _check_devices(wallboxes):
                           f"as {w.client_id!r}")
 
 
-def _split_host_port(address):
-    """``"host"``, ``"host:port"``, ``"[v6]"`` or ``"[v6]:port"`` as (host, port)."""
+def _split_host_port(address, default_port=MODBUS_PORT):
+    """``"host"``, ``"host:port"``, ``"[v6]"`` or ``"[v6]:port"`` as (host, port),
+    C{default_port} when it names none."""
     if address.startswith("["):
         host, bracket, rest = address[1:].partition("]")
         if not bracket or (rest and not rest.startswith(":")):
@@ -733,7 +874,7 @@ def _split_host_port(address):
     if not host or any(c.isspace() or c == "/" for c in host):
         raise ValueError("must be host:port, e.g. 192.168.1.20:4701")
     if port is None:
-        return host, MODBUS_PORT
+        return host, default_port
     if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
         raise ValueError("port must be 1 to 65535")
     return host, int(port)

@@ -56,17 +56,23 @@ class OrderedMultiService(service.MultiService):
 
 
 class ManagerService(service.Service):
-    """Starts the load manager with the enabled flags kept in the store, and
-    stops its timers at the end.
+    """Starts the load manager with the site limit and the enabled flags
+    kept in the store, and stops its timers at the end.
 
     Added after the L{StoreService}, so the store is open by then.
+
+    @param site_limit: the L{cfosproxy.ops.sitelimit.SiteLimit} to restore,
+        or None.
     """
 
-    def __init__(self, store_service, manager):
+    def __init__(self, store_service, manager, site_limit=None):
         self._store_service = store_service
         self._manager = manager
+        self._site_limit = site_limit
 
     def startService(self):
+        if self._site_limit is not None:
+            self._site_limit.restore()
         self._manager.restore_enabled(self._store_service.store.device_flags())
         service.Service.startService(self)
 

@@ -1,6 +1,6 @@
 """The status page in a real headless browser: tiles appear, a wallbox
 connecting changes its tile, disable/enable with the token works, and the
-site view shows the circuits per phase."""
+site view shows the circuits per phase, the meters and the site limit."""
 
 import asyncio
 
@@ -9,6 +9,7 @@ from twisted.trial import unittest
 
 from tests.browser import CHROMIUM_ARGS, ensure_chromium
 from tests.harness import RunningDaemon, asyncio_test
+from tests.test_status import http_json
 from tests.wallboxes import connect, exchange, http_get
 
 WALLBOXES = """
@@ -34,6 +35,19 @@ address = CB-0003
 circuit = bay
 wiring = L3
 priority = 1
+"""
+
+
+# The grid meter (on the site, given with [manager] meter) and the
+# carport's, which never reads; both take their readings over the API.
+METERS = """
+[meter:grid]
+type = api
+[meter:carport-meter]
+type = api
+[circuit:carport]
+max_current = 16
+meter = carport-meter
 """
 
 
@@ -196,4 +210,78 @@ class StatusPageBrowserTests(unittest.TestCase):
                 await page.text_content('.tile[data-device="garage-1"] .wired'),
                 "circuit site · wiring L1L2L3 · counted on L1 L2 L3",
             )
+        await page.context.close()
+
+    @asyncio_test
+    async def test_the_site_view_shows_meters_and_the_site_limit(self):
+        """With a grid meter on the site and a meter on the carport that
+        never read: once the grid's reading is pushed, the site's rows
+        show it and the other load per phase, with what that leaves
+        available; the carport wears the fail-safe badge; the list of
+        meters shows both with their state; and a site limit set over the
+        API shows with its source."""
+        daemon = RunningDaemon(
+            self,
+            manager="max_current = 32\nmeter = grid\nfailsafe_current = 6\n",
+            status="token = tile-token",
+            wallboxes=WALLBOXES + METERS,
+        )
+        page = await self.page(daemon.status_url("/"))
+        await page.wait_for_selector('.circuit[data-circuit="carport"]', timeout=15000)
+        self.assertEqual(
+            await page.text_content('.circuit[data-circuit="site"] > .site-limit'),
+            "site limit 32.0 A per phase · from the config",
+        )
+        answer = await http_json(
+            daemon.status_url("/api/meters/grid"), {"currents": [12.5, 3, -4]}, "tile-token"
+        )
+        self.assertEqual(answer, (204, None))
+        # 32 A less the reserve (2 A) and the other load; export leaves 32 A.
+        await page.wait_for_function(
+            phase_text("site", "L1")
+            + " === 'L1meter 12.5 · other 12.5 · counted 0.0 · available 17.5 · limit 32.0 A'",
+            timeout=15000,
+        )
+        self.assertEqual(
+            await page.evaluate(phase_text("site", "L3")),
+            "L3meter -4.0 · other -4.0 · counted 0.0 · available 32.0 · limit 32.0 A",
+        )
+        self.assertTrue(
+            (await page.text_content('.circuit[data-circuit="site"] > .meter')).startswith(
+                "meter grid · api · "
+            )
+        )
+        self.assertIsNone(await page.query_selector('.circuit[data-circuit="site"] > .silent'))
+        self.assertEqual(
+            await page.text_content('.circuit[data-circuit="carport"] > .hint.silent'),
+            "meter silent: fail-safe 6.0 A",
+        )
+        self.assertEqual(
+            await page.evaluate(phase_text("carport", "L2")),
+            "L2meter – · other – · counted 0.0 · available 6.0 · limit 16.0 A",
+        )
+        rows = await page.eval_on_selector_all(
+            "#site .meters tbody tr",
+            "rows => rows.map(row => [...row.cells].map(cell => cell.textContent))",
+        )
+        self.assertEqual(rows[1], ["carport-meter", "api", "–", "–", "–", "no reading yet", "silent"])
+        self.assertEqual(rows[0][:5] + rows[0][6:], ["grid", "api", "12.5 A", "3.0 A", "-4.0 A", "ok"])
+        self.assertRegex(rows[0][5], r"^\d+\.\d s ago$")
+
+        answer = await http_json(daemon.status_url("/api/site"), {"max_current": 30}, "tile-token")
+        self.assertEqual(answer, (204, None))
+        await page.wait_for_function(
+            "document.querySelector('.circuit[data-circuit=\"site\"] > .site-limit')"
+            ".textContent.startsWith('site limit 30.0 A per phase · set over the API 20')",
+            timeout=15000,
+        )
+        self.assertTrue(
+            (await page.text_content('.circuit[data-circuit="site"] > .site-limit')).endswith(
+                " UTC · config 32.0 A"
+            )
+        )
+        self.assertEqual(
+            await page.evaluate(phase_text("site", "L1")),
+            "L1meter 12.5 · other 12.5 · counted 0.0 · available 15.5 · limit 30.0 A",
+        )
         await page.context.close()

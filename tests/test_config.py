@@ -41,6 +41,41 @@ def test_empty_file_gives_defaults():
     assert config.wallboxes == ()
 
 
+def test_meters():
+    """[meter:*] sections become MeterConfigs with the defaults of DESIGN §3;
+    [manager] and [circuit:*] name the meter that measures them."""
+    config = config_from_string(
+        "[manager]\nmeter = grid\nreserve = 3\nfailsafe_current = 6\n"
+        "[meter:grid]\ntype = sdm630\naddress = 192.168.1.50\n"
+        "[meter:carport]\ntype = sunspec\naddress = [fd00::5]:1502\nid = 126\n"
+        "poll_interval = 2\ntimeout = 5\n"
+        "[meter:house]\ntype = api\n"
+        "[circuit:carport]\nmax_current = 25\nmeter = carport\n"
+    )
+    assert (config.manager.meter, config.manager.reserve, config.manager.failsafe_current) == (
+        "grid", 3.0, 6.0)
+    grid = config.meter("grid")
+    assert (grid.type, grid.host, grid.port, grid.id, grid.poll_interval, grid.timeout) == (
+        "sdm630", "192.168.1.50", 502, 1, 1.0, 10.0)
+    carport = config.meter("carport")
+    assert (carport.type, carport.host, carport.port, carport.id) == ("sunspec", "fd00::5", 1502, 126)
+    assert config.meter("house").type == "api"
+    with pytest.raises(ValueError, match="not read over Modbus"):
+        config.meter("house").host
+    assert config.circuit("carport").meter == "carport"
+    with pytest.raises(KeyError):
+        config.meter("pv")
+
+
+def test_meter_defaults():
+    """Without meters the site limit is static: no meter, reserve 2 A,
+    fail-safe 0 A (DESIGN §3)."""
+    config = config_from_string("")
+    assert (config.manager.meter, config.manager.reserve, config.manager.failsafe_current) == (
+        "", 2.0, 0.0)
+    assert config.meters == ()
+
+
 def test_site_model_defaults():
     """Without the keys of the site model, a device hangs directly on the
     site, on all three phases in order, at priority 0; there are no
@@ -234,7 +269,8 @@ def test_missing_file(tmp_path):
 BAD = [
     ("[serveur]\n", "serveur", None, "unknown section"),
     ("[circuits:a]\nmax_current = 1\n", "circuits:a", None,
-     "unknown section (known: server, manager, status, manhole, circuit:<name>, wallbox:<name>)"),
+     "unknown section (known: server, manager, status, manhole, circuit:<name>, meter:<name>, "
+     "wallbox:<name>)"),
     ("[DEFAULT]\nlisten = tcp:1\n", "DEFAULT", None, "unknown section"),
     ("[wallbox:]\ntype = ocpp\naddress = X\n", "wallbox:", None, "device name"),
     ("[wallbox:a b]\ntype = ocpp\naddress = X\n", "wallbox:a b", None, "device name"),
@@ -315,9 +351,35 @@ BAD = [
     (OCPP + "gateway_client_id = a/b\n", "wallbox:a", "gateway_client_id", "/"),
     ("[manager]\nmax_imbalance = -1\n", "manager", "max_imbalance", "must be 0 or more (got '-1')"),
     ("[manager]\nmax_imbalance = inf\n", "manager", "max_imbalance", "must be a number"),
-    ("[manager]\nmeter = grid\n", "manager", "meter", "unknown key"),
-    ("[manager]\nreserve = 2\n", "manager", "reserve", "unknown key"),
-    ("[manager]\nfailsafe_current = 0\n", "manager", "failsafe_current", "unknown key"),
+    ("[manager]\nmeter = grid\n", "manager", "meter",
+     "no [meter:grid] in this file (it has no [meter:*] sections)"),
+    ("[meter:pv]\ntype = api\n[manager]\nmeter = grid\n", "manager", "meter",
+     "no [meter:grid] in this file (known: pv)"),
+    ("[manager]\nreserve = -1\n", "manager", "reserve", "must be 0 or more (got '-1')"),
+    ("[manager]\nfailsafe_current = -2\n", "manager", "failsafe_current",
+     "must be 0 or more (got '-2')"),
+    ("[meter:grid]\n", "meter:grid", "type", "is required (one of sdm630, sunspec, api)"),
+    ("[meter:grid]\ntype = SDM 630\n", "meter:grid", "type",
+     "must be one of sdm630, sunspec, api (got 'SDM 630')"),
+    ("[meter:grid]\ntype = ocpp\n", "meter:grid", "type", "must be one of sdm630, sunspec, api"),
+    ("[meter:grid]\ntype = sdm630\n", "meter:grid", "address", "is required for a Modbus meter"),
+    ("[meter:grid]\ntype = sunspec\naddress = meter:99999\n", "meter:grid", "address",
+     "port must be 1 to 65535"),
+    ("[meter:grid]\ntype = sdm630\naddress = m\nid = 0\n", "meter:grid", "id",
+     "Modbus unit id must be 1 to 247 (got '0')"),
+    ("[meter:grid]\ntype = sdm630\naddress = m\npoll_interval = 0\n", "meter:grid",
+     "poll_interval", "must be greater than 0"),
+    ("[meter:grid]\ntype = sdm630\naddress = m\ntimeout = 0\n", "meter:grid", "timeout",
+     "must be greater than 0"),
+    ("[meter:grid]\ntype = sdm630\naddress = m\npoll_interval = 6\n", "meter:grid", "timeout",
+     "is 10 s; it must be at least twice poll_interval (6 s)"),
+    ("[meter:grid]\ntype = api\naddress = 10.0.0.5\n", "meter:grid", "address",
+     "means nothing for type = api"),
+    ("[meter:grid]\ntype = api\nfeed = 1\n", "meter:grid", "feed", "unknown key"),
+    ("[meter:my grid]\ntype = api\n", "meter:my grid", None, "meter name"),
+    ("[meter:grid]\ntype = api\n[manager]\nmeter = grid\n[circuit:c]\nmax_current = 16\n"
+     "meter = grid\n", "circuit:c", "meter",
+     "[meter:grid] already measures [manager]; a meter measures one place"),
     (OCPP + "wiring = l1\n", "wallbox:a", "wiring",
      "must be one of L1L2L3, L2L3L1, L3L1L2, L1, L2, L3 (got 'l1')"),
     (OCPP + "wiring = L1L3L2\n", "wallbox:a", "wiring",
@@ -338,7 +400,8 @@ BAD = [
     ("[circuit:carport]\nmax_current =\n", "circuit:carport", "max_current", "must be a number (got '')"),
     ("[circuit:carport]\nmax_current = -25\n", "circuit:carport", "max_current",
      "must be 0 or more (got '-25')"),
-    ("[circuit:carport]\nmax_current = 25\nmeter = grid\n", "circuit:carport", "meter", "unknown key"),
+    ("[circuit:carport]\nmax_current = 25\nmeter = grid\n", "circuit:carport", "meter",
+     "no [meter:grid] in this file"),
     ("[circuit:carport]\nmax_current = 25\nname = x\n", "circuit:carport", "name", "unknown key"),
     ("[circuit:]\nmax_current = 25\n", "circuit:", None,
      "circuit name must be letters, digits, '-', '_' or '.'"),
@@ -489,6 +552,20 @@ def test_warns_when_a_circuit_is_above_its_parent():
         "site.ini: [circuit:carport] max_current: 40 A is above [circuit:garage] max_current "
         "35 A, which limits it to 35 A anyway",
     ]
+
+
+def test_warns_about_a_meter_that_measures_nothing():
+    """A meter that no place names is not read, and the log says so at
+    start; the used ones are what the daemon reads."""
+    config = config_from_string(
+        "[manager]\nmeter = grid\n[meter:grid]\ntype = api\n[meter:pv]\ntype = sdm630\naddress = pv\n",
+        "site.ini",
+    )
+    assert config.warnings() == [
+        "site.ini: [meter:pv] measures nothing: name it in [manager] meter or in a "
+        "[circuit:*] meter; it is not read"
+    ]
+    assert [m.name for m in config.used_meters()] == ["grid"]
 
 
 def test_warnings_on_a_config_built_in_code():

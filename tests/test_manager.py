@@ -236,11 +236,17 @@ class Site:
         return [(node, int(p[1]) - 1) for node in path for p in device.phases]
 
     def available(self, limit):
-        """Deci-amperes available on a limit, from the configuration."""
+        """Deci-amperes available on a limit: from the configuration, or
+        where a meter measures it, what the manager makes of the meter
+        (which the meter machine checks against the readings)."""
         circuit, _ = limit
         if circuit is None:
-            return to_deciamps(self.site_limit)
-        return to_deciamps(self.config.circuit(circuit).max_current)
+            metered, fuse = self.config.manager.meter, self.site_limit
+        else:
+            metered, fuse = self.config.circuit(circuit).meter, self.config.circuit(circuit).max_current
+        if metered:
+            return self.manager.available()[limit]
+        return to_deciamps(fuse)
 
     def drawn_on(self, limit, but=None):
         """Deci-amperes the managed wallboxes (but C{but}) may draw on a
@@ -580,7 +586,7 @@ class CapturedLog:
         return [
             (formatEvent(e), e.get("log_failure"))
             for e in self.events
-            if e.get("log_namespace", "").startswith("cfosproxy.site.manager")
+            if e.get("log_namespace", "").startswith("cfosproxy.site.")
             and e["log_level"] >= min_level
         ]
 

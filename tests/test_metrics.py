@@ -235,3 +235,80 @@ def test_sharing_failures_are_a_metric():
     manager = fixed_manager(sharing_failures=3)
     _, m = scrape(SiteCollector(site(), hub, {}, MessageCounter(), manager))
     assert m["cfosproxy_sharing_failures"] == {(): 3}
+
+
+def metered_state():
+    """L{SITE_STATE} with meters: grid measures the site and has read,
+    sub measures the carport and is silent, and a third, spare, has not
+    read since the start."""
+    site = dict(SITE_STATE["site"], meter="grid", other=[5.0, -1.5, 0.0], silent=False)
+    carport = dict(SITE_STATE["circuits"][0], meter="sub", other=None, silent=True)
+    return dict(
+        SITE_STATE,
+        reserve=2.0,
+        failsafe_current=6.0,
+        site=site,
+        circuits=[carport],
+        meters=[
+            {"name": "grid", "type": "api", "currents": [21.0, 14.5, -6.0], "age": 1.5,
+             "silent": False, "problem": None},
+            {"name": "sub", "type": "sdm630", "currents": [4.0, 4.0, 4.0], "age": 31.0,
+             "silent": True, "problem": "no answer"},
+            {"name": "spare", "type": "sunspec", "currents": None, "age": None,
+             "silent": True, "problem": None},
+        ],
+    )
+
+
+def test_meters():
+    """Per meter: its signed current per phase (none before its first
+    reading, nor while it is silent: a stale reading would draw a flat
+    line over the outage), the age of its last reading, and whether it
+    is silent."""
+    manager = SimpleNamespace(sharing_failures=0, site_state=metered_state)
+    _, m = scrape(SiteCollector(site(), SimpleNamespace(sessions={}), {}, MessageCounter(), manager))
+    assert m["cfosproxy_meter_current_amperes"] == {
+        labels(meter="grid", phase="L1"): 21.0,
+        labels(meter="grid", phase="L2"): 14.5,
+        labels(meter="grid", phase="L3"): -6.0,
+    }
+    assert m["cfosproxy_meter_age_seconds"] == {labels(meter="grid"): 1.5, labels(meter="sub"): 31.0}
+    assert m["cfosproxy_meter_silent"] == {
+        labels(meter="grid"): 0, labels(meter="sub"): 1, labels(meter="spare"): 1,
+    }
+
+
+def test_other_load_per_metered_circuit():
+    """Per metered circuit (and the site) and phase, the other load; none
+    for a circuit whose meter is silent, nor for one without a meter. The
+    circuits' other gauges stay."""
+    manager = SimpleNamespace(sharing_failures=0, site_state=metered_state)
+    _, m = scrape(SiteCollector(site(), SimpleNamespace(sessions={}), {}, MessageCounter(), manager))
+    assert m["cfosproxy_circuit_other_load_amperes"] == {
+        labels(circuit="site", phase="L1"): 5.0,
+        labels(circuit="site", phase="L2"): -1.5,
+        labels(circuit="site", phase="L3"): 0.0,
+    }
+    assert m["cfosproxy_circuit_limit_amperes"][labels(circuit="carport", phase="L1")] == 10.0
+    # Without meters (the manager's state before them): no meter series.
+    _, plain = scrape(SiteCollector(site(), SimpleNamespace(sessions={}), {}, MessageCounter(), fixed_manager()))
+    assert "cfosproxy_meter_silent" not in plain
+    assert "cfosproxy_circuit_other_load_amperes" not in plain
+
+
+def test_meters_of_a_real_manager():
+    """With a real load manager: a pushed reading shows as the meter's
+    current and the site's other load, the meter of the carport that has
+    not read is silent, and the carport has no other load."""
+    from tests.test_status import metered_site
+
+    wired = metered_site()
+    wired.manager.meters.push("grid", [12.0, 3.0, -2.0])
+    _, m = scrape(SiteCollector(wired.registry, SimpleNamespace(sessions={}), {}, MessageCounter(), wired.manager))
+    assert m["cfosproxy_meter_current_amperes"][labels(meter="grid", phase="L3")] == -2.0
+    assert m["cfosproxy_meter_silent"] == {labels(meter="grid"): 0, labels(meter="sub"): 1}
+    assert m["cfosproxy_meter_age_seconds"] == {labels(meter="grid"): 0.0}
+    assert m["cfosproxy_circuit_other_load_amperes"] == {
+        labels(circuit="site", phase=phase): amps
+        for phase, amps in zip(("L1", "L2", "L3"), (12.0, 3.0, -2.0))
+    }

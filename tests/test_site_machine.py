@@ -1,5 +1,7 @@
 """The fuse state machine over a site as it is wired: circuits, wirings,
-cars that draw on some phases only, priorities and max_imbalance.
+cars that draw on some phases only, priorities, max_imbalance, meters that
+read the rest of the building (or fall silent) and a site limit changed at
+run time.
 
 L{tests.test_manager.FuseMachine} guards one site limit with devices on
 every phase; this machine draws a random site (a tree of circuits, devices
@@ -12,7 +14,7 @@ import os
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import initialize, invariant, rule
+from hypothesis.stateful import initialize, invariant, precondition, rule
 
 from cfosproxy.site.manager import BOOT_GRACE, RETRY_DELAY
 from cfosproxy.site.phases import PHASES, WIRINGS
@@ -21,16 +23,30 @@ from tests.test_manager import CapturedLog, Site, WallboxEvents, assert_holds_wh
 
 NAMES = ("A", "B", "C", "D")
 
+# The meters' timeout in the machine: when everything is answered they read
+# every half of it, so that they stay heard while time passes.
+METER_TIMEOUT = 20
 
-def site_config(site_limit, circuits, devices, max_imbalance):
+
+def site_config(site_limit, circuits, devices, max_imbalance, meters=(), manager=""):
     """INI text for a site.
 
     @param circuits: C{[(name, parent or "", max_current)]}.
     @param devices: C{[(name, circuit or "", wiring, priority, max_current)]}.
+    @param meters: the places (circuit names, "" for the site) with a
+        meter of C{type = api}; the meter of a place is called after it
+        (C{m-site} for the site's).
+    @param manager: more lines of C{[manager]}.
     """
-    text = f"[manager]\nmax_current = {site_limit}\nmax_imbalance = {max_imbalance}\n"
+    text = f"[manager]\nmax_current = {site_limit}\nmax_imbalance = {max_imbalance}\n{manager}"
+    if "" in meters:
+        text += "meter = m-site\n"
+    for place in meters:
+        text += f"[meter:m-{place or 'site'}]\ntype = api\ntimeout = {METER_TIMEOUT}\n"
     for name, parent, amps in circuits:
         text += f"[circuit:{name}]\nmax_current = {amps}\nparent = {parent}\n"
+        if name in meters:
+            text += f"meter = m-{name}\n"
     for name, circuit, wiring, priority, most in devices:
         text += (
             f"[wallbox:{name}]\ntype = ocpp\naddress = CB-{name}\nmin_current = 6\n"
@@ -106,13 +122,33 @@ class SiteFuseMachine(WallboxEvents):
             for name in NAMES
         ]
         max_imbalance = draw(st.sampled_from([0, 0, 6, 20]), label="max_imbalance")
+        meters = [place for place in places if draw(st.booleans(), label=f"meter at {place or 'site'}")]
+        manager = "reserve = {}\nfailsafe_current = {}\n".format(
+            draw(st.sampled_from([0, 2]), label="reserve"),
+            draw(st.sampled_from([0, 6, 10]), label="failsafe_current"),
+        )
         self.log = CapturedLog().__enter__()
-        self.site = Site(site_config(site_limit, circuits, devices, max_imbalance), check_raises=True)
+        self.site = Site(
+            site_config(site_limit, circuits, devices, max_imbalance, meters, manager),
+            check_raises=True,
+        )
+        # Per metered place: its meter, what the rest of the building draws
+        # there, whether the meter answers when everything is answered, when
+        # it last read, and per phase the least other load the manager may
+        # see in that reading (see available_follows_the_meters).
+        self.meters = {place or None: f"m-{place or 'site'}" for place in meters}
+        self.other = {place: [0.0, 0.0, 0.0] for place in self.meters}
+        self.meter_answers = dict.fromkeys(self.meters, True)
+        self.read_at = {}
+        self.least_other = {}
+        self.available_before = {}
         # The wallbox phases each car draws on; absent: no car.
         self.cars = {}
         self.widened = False
         self.enabled = {}
         self.counted = {name: set(self.site.device(name).phases) for name in NAMES}
+        for place in self.meters:
+            self.read_meter(place)
         for name in NAMES:
             self.site.connect(name)
         self.site.settle()
@@ -171,12 +207,90 @@ class SiteFuseMachine(WallboxEvents):
             self.cars[name] = self.cars[name] | {data.draw(st.sampled_from(wired), label="phase")}
             self.widened = True
 
+    # -- the meters and the site limit ------------------------------------------
+
+    def below(self, place):
+        """The wallboxes below a place (L{None}: the site)."""
+        return [n for n in NAMES if place in {node for node, _ in self.site.limits_of(n)}]
+
+    def read_meter(self, place):
+        """The place's meter reads the other load and what the cars below
+        it really draw (on the site phases of their wallboxes' wiring).
+
+        Then the manager may see no less other load on each phase than the
+        reading less what the devices below may draw on the phases they are
+        wired to (the most it can take them to draw).
+        """
+        reading = list(self.other[place])
+        exposure = [0.0, 0.0, 0.0]
+        for name in self.below(place):
+            wiring = WIRINGS[self.site.device(name).config.wiring]
+            for own, amps in zip(wiring, self.car_draws(name) if name in self.cars else [0.0] * 3):
+                reading[PHASES.index(own)] += amps
+            for own in wiring:
+                exposure[PHASES.index(own)] += self.site.manager.exposure(self.site.device(name))
+        self.least_other[place] = [reading[p] - exposure[p] for p in range(3)]
+        self.read_at[place] = self.site.clock.seconds()
+        self.site.manager.meters.push(self.meters[place], reading)
+        self.site.clock.advance(0)
+
+    @precondition(lambda self: self.meters)
+    @rule(data=st.data(), amps=st.sampled_from([-10.0, 0.0, 3.0, 8.0, 20.0]))
+    def meter_reads(self, data, amps):
+        """The rest of the building draws C{amps} more or less on some
+        phases (negative: a PV system feeds in), and the meter reads it."""
+        place = data.draw(st.sampled_from(sorted(self.meters, key=str)), label="meter")
+        for phase in data.draw(st.sets(st.sampled_from(range(3)), min_size=1), label="phases"):
+            self.other[place][phase] = amps
+        self.meter_answers[place] = True
+        self.read_meter(place)
+
+    @precondition(lambda self: self.meters)
+    @rule(data=st.data(), answers=st.booleans())
+    def meter_answers_or_not(self, data, answers):
+        """The meter stops answering (it falls silent after its timeout,
+        when time passes) or answers again."""
+        place = data.draw(st.sampled_from(sorted(self.meters, key=str)), label="meter")
+        self.meter_answers[place] = answers
+
+    @rule(amps=st.sampled_from([0, 10, 16, 25, 32, 40]))
+    def change_site_limit(self, amps):
+        """The operator sets another site limit at run time."""
+        self.site.manager.set_site_limit(amps)
+        self.site.site_limit = amps
+        self.site.clock.advance(0)
+
+    @invariant()
+    def available_follows_the_meters(self):
+        """On each phase of each metered place, the manager makes available
+        no more than the last reading allows (fuse − reserve − other load,
+        within 0 and the fuse, the fuse as it is now), and while the meter
+        is silent, no more than failsafe_current."""
+        if not hasattr(self, "site"):
+            return
+        config = self.site.config
+        available = self.site.manager.available()
+        now = self.site.clock.seconds()
+        for place, meter in self.meters.items():
+            fuse = self.site.site_limit if place is None else config.circuit(place).max_current
+            timeout = config.meter(meter).timeout
+            silent = place not in self.read_at or now - self.read_at[place] >= timeout
+            for phase in range(3):
+                if silent:
+                    most = min(fuse, config.manager.failsafe_current)
+                else:
+                    other = self.least_other[place][phase]
+                    most = max(0.0, min(fuse, fuse - config.manager.reserve - other))
+                most = to_deciamps(most)
+                assert available[place, phase] <= most, (place, phase, silent, available[place, phase], most)
+
     @rule(heal=st.booleans())
     def everything_answered(self, heal):
         """Let every wallbox answer everything and report its car (boot
-        grace, retries and raise intervals included): then the site is
-        within its fuses. With C{heal}, nothing is broken any more from the
-        start, and the manager has recovered."""
+        grace, retries and raise intervals included), and the meters that
+        answer read every second: then the site is within its fuses. With
+        C{heal}, nothing is broken any more from the start, and the manager
+        has recovered."""
         if heal:
             self.site.sharing_broken = False
             self.site.wallboxes.broken.clear()
@@ -186,7 +300,7 @@ class SiteFuseMachine(WallboxEvents):
             for name in NAMES:
                 if self.site.device(name).connected and name in self.cars:
                     self.site.deliver(name, "MeterValues", meter_values(self.car_draws(name)), {})
-            self.site.clock.advance(RETRY_DELAY)
+            self.pass_time(RETRY_DELAY)
         self.site.settle()
         # A wallbox that is offline, or that the actuator chokes on, cannot
         # be reached. Where one of them was counted on more phases after the
@@ -202,6 +316,17 @@ class SiteFuseMachine(WallboxEvents):
                     assert self.site.drawable(name) == 0, (limit, name)
         if heal:
             self.recovered()
+
+    def pass_time(self, seconds):
+        """C{seconds} go by; the meters that answer read every half of
+        their timeout."""
+        step = METER_TIMEOUT / 2
+        for _ in range(int(seconds // step)):
+            for place, answers in self.meter_answers.items():
+                if answers:
+                    self.read_meter(place)
+            self.site.clock.advance(step)
+            self.site.settle()
 
     def recovered(self):
         """Every wallbox the manager can send to holds what it may have
@@ -230,10 +355,18 @@ class SiteFuseMachine(WallboxEvents):
         """On every phase of every circuit and of the site, what the
         wallboxes may draw is within what is available, unless a car drew
         on more phases than it was counted on since the last moment it
-        was, or a wallbox deactivated with lift_limit came back into load
-        management."""
+        was, a wallbox deactivated with lift_limit came back into load
+        management, or a meter made less available (at a reading, a
+        silence or a new site limit)."""
         if not hasattr(self, "site"):
             return
+        available = dict(self.site.manager.available())
+        if any(amps < self.available_before.get(limit, amps) for limit, amps in available.items()):
+            # A meter read more other load, or fell silent: the lower
+            # limits went out at once, and until they are taken the
+            # wallboxes may draw more than is left.
+            self.widened = True
+        self.available_before = available
         for name in NAMES:
             device = self.site.device(name)
             phases = set(device.phases)

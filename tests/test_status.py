@@ -22,7 +22,7 @@ from cfosproxy.ops.status import (
     mask_query_secrets,
     status_root,
 )
-from tests.harness import RunningDaemon, asyncio_test
+from tests.harness import RunningDaemon, asyncio_test, wait_deferred
 from tests.test_manager import Site as ManagedSite
 
 pytestmark = pytest.mark.usefixtures("logged_errors", "no_reactor_timers")
@@ -343,22 +343,26 @@ def wired_site():
     return wired
 
 
-def get(wired, path, host=b"localhost"):
-    """C{GET path} from the status listener's site over C{wired}'s registry
-    and manager, through an in-memory connection.
+def http(root, method, path, body=b"", token=None, host=b"localhost"):
+    """C{method path} with C{body} (and C{token} as a bearer token) to a
+    status listener's site over the resource tree C{root}, through an
+    in-memory connection.
 
     @return: C{(status code, {lower-case header name: value}, body)}.
     """
-    site = StatusSite(
-        status_root(wired.registry, wired.manager, "", {}), reactor=MemoryReactorClock()
-    )
+    site = StatusSite(root, reactor=MemoryReactorClock())
+    site.doStart()
     channel = site.buildProtocol(PEER)
     transport = StringTransport(peerAddress=PEER)
     channel.makeConnection(transport)
-    channel.dataReceived(
-        b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
-    )
+    head = method + b" " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n"
+    if token is not None:
+        head += b"Authorization: Bearer " + token + b"\r\n"
+    if body:
+        head += b"Content-Length: " + str(len(body)).encode("ascii") + b"\r\n"
+    channel.dataReceived(head + b"\r\n" + body)
     channel.connectionLost(None)
+    site.doStop()
     head, _, body = transport.value().partition(b"\r\n\r\n")
     status_line, *lines = head.split(b"\r\n")
     headers = {}
@@ -366,6 +370,15 @@ def get(wired, path, host=b"localhost"):
         name, _, value = line.partition(b":")
         headers[name.strip().lower()] = value.strip()
     return int(status_line.split()[1]), headers, body
+
+
+def get(wired, path, host=b"localhost"):
+    """C{GET path} from the status listener's site over C{wired}'s registry
+    and manager, through an in-memory connection.
+
+    @return: C{(status code, {lower-case header name: value}, body)}.
+    """
+    return http(status_root(wired.registry, wired.manager, "", {}), b"GET", path, host=host)
 
 
 def test_site_api_shows_the_circuits_per_phase():
@@ -523,3 +536,383 @@ class RealSocketTests(unittest.TestCase):
             )
             answers[host] = answer[:12]
         self.assertEqual(answers, {b"cfos.garage": b"HTTP/1.1 200", b"localhost": b"HTTP/1.1 421"})
+
+
+# -- meters and the site limit -------------------------------------------------
+
+TOKEN = b"meter-token"
+
+# The site (32 A) measured by grid, an api meter; the carport (16 A) by
+# sub, which cfosproxy polls over Modbus.
+METERED_SITE = """
+[manager]
+max_current = 32
+meter = grid
+reserve = 2
+failsafe_current = 6
+[meter:grid]
+type = api
+[meter:sub]
+type = sdm630
+address = 192.0.2.1
+[circuit:carport]
+max_current = 16
+meter = sub
+[wallbox:A]
+type = ocpp
+address = CB-A
+circuit = carport
+"""
+
+# 2026-12-05 13:02:00 UTC
+SET_AT = 1796475720.0
+
+
+def metered_site():
+    """A real load manager over L{METERED_SITE}; no meter has read yet."""
+    return ManagedSite(METERED_SITE)
+
+
+def metered_root(wired, site_limit=None, token="meter-token"):
+    """The status listener's resources over C{wired}, with C{token}."""
+    return status_root(wired.registry, wired.manager, token, {}, site_limit=site_limit)
+
+
+def push(root, body, name=b"grid", token=TOKEN):
+    """C{POST /api/meters/<name>} with C{body}: C{(code, headers, body)}."""
+    return http(root, b"POST", b"/api/meters/" + name, body, token)
+
+
+def test_a_pushed_reading_is_taken():
+    """POST /api/meters/grid with the token and three signed currents:
+    204 without a body, and the meter's reading is what was sent, so
+    the site's other load follows it."""
+    wired = metered_site()
+    root = metered_root(wired)
+    code, _, body = push(root, b'{"currents": [12.5, 3, -4.25]}')
+    assert (code, body) == (204, b"")
+    assert wired.manager.meters.state("grid").currents == (12.5, 3.0, -4.25)
+    state = json.loads(get(wired, b"/api/site")[2])
+    [grid] = [m for m in state["meters"] if m["name"] == "grid"]
+    assert (grid["currents"], grid["silent"]) == ([12.5, 3.0, -4.25], False)
+    assert state["site"]["other"] == pytest.approx([12.5, 3.0, -4.25], abs=0.05)
+
+
+@pytest.mark.parametrize("token, status_token, code", [
+    (None, "meter-token", 401), (b"wrong", "meter-token", 401), (TOKEN, "", 403),
+])
+def test_a_reading_needs_the_token(token, status_token, code):
+    """Without the right bearer token (401), or without a [status] token
+    at all (403), as for the other POSTs, no reading is taken."""
+    wired = metered_site()
+    answer, _, _ = push(metered_root(wired, token=status_token), b'{"currents": [1, 2, 3]}',
+                        token=token)
+    assert answer == code
+    assert wired.manager.meters.state("grid").currents is None
+
+
+def test_an_unknown_meter_is_404():
+    """A meter no [meter:*] section names, or no name at all: 404."""
+    root = metered_root(metered_site())
+    code, _, body = push(root, b'{"currents": [1, 2, 3]}', name=b"garage")
+    assert code == 404
+    assert json.loads(body) == {"error": "not found", "detail": "garage"}
+    assert http(root, b"POST", b"/api/meters/", b'{"currents": [1, 2, 3]}', TOKEN)[0] == 404
+    assert push(root, b'{"currents": [1, 2, 3]}', name=b"grid/more")[0] == 404
+
+
+def test_a_polled_meter_takes_no_reading():
+    """A meter cfosproxy polls (type sdm630): 409 with the reason."""
+    wired = metered_site()
+    code, _, body = push(metered_root(wired), b'{"currents": [1, 2, 3]}', name=b"sub")
+    assert code == 409
+    document = json.loads(body)
+    assert document["error"] == "conflict"
+    assert "type sdm630" in document["detail"]
+    assert wired.manager.meters.state("sub").currents is None
+
+
+@pytest.mark.parametrize("body, says", [
+    (b"", "no body"),
+    (b"currents=1,2,3", "not JSON"),
+    (b"\xff\xfe", "not UTF-8"),
+    (b"[1, 2, 3]", "must be a JSON object"),
+    (b'{"current": [1, 2, 3]}', 'unknown key "current"'),
+    (b'{"currents": [1, 2, 3], "at": 5}', 'unknown key "at"'),
+    (b"{}", "currents is missing"),
+    (b'{"currents": null}', "list of three numbers"),
+    (b'{"currents": [1, 2]}', "list of three numbers"),
+    (b'{"currents": [1, 2, 3, 4]}', "list of three numbers"),
+    (b'{"currents": {"L1": 1}}', "list of three numbers"),
+    (b'{"currents": [1, "2", 3]}', 'currents L2 is "2", not a number'),
+    (b'{"currents": [1, 2, true]}', "currents L3 is true, not a number"),
+    (b'{"currents": [NaN, 2, 3]}', "NaN is not a number JSON knows"),
+    (b'{"currents": [1, -Infinity, 3]}', "-Infinity is not a number JSON knows"),
+    (b'{"currents": [1e999, 2, 3]}', "L1 is inf"),
+    (b'{"currents": [1, 2, 1' + b"0" * 400 + b"]}", "not a number of amperes"),
+    (b'{"currents": [1, 2, 9000]}', "beyond any real meter"),
+])
+def test_a_malformed_reading_is_400_naming_the_fault(body, says):
+    """A body that is no reading gets 400 with a detail that says what is
+    wrong, and the meter keeps no reading."""
+    wired = metered_site()
+    code, headers, answer = push(metered_root(wired), body)
+    assert code == 400
+    assert headers[b"content-type"] == status.JSON_TYPE
+    document = json.loads(answer)
+    assert document["error"] == "bad request"
+    assert says in document["detail"]
+    assert wired.manager.meters.state("grid").currents is None
+
+
+def test_a_long_body_is_refused_unread():
+    """A body over MAX_BODY bytes gets 413, however well formed."""
+    wired = metered_site()
+    body = b'{"currents": [1, 2, 3]' + b" " * status.MAX_BODY + b"}"
+    code, _, answer = push(metered_root(wired), body)
+    assert code == 413
+    assert str(status.MAX_BODY) in json.loads(answer)["detail"]
+    assert wired.manager.meters.state("grid").currents is None
+
+
+def test_readings_are_logged_at_debug_and_refusals_once(log):
+    """Readings may come every second: neither the access log nor the
+    meters say them at info. A refusal is a warning the first time of
+    its kind only, and again once a reading was taken in between."""
+    wired = metered_site()
+    root = metered_root(wired)
+    for _ in range(3):
+        assert push(root, b'{"currents": [1, 2, 3]}')[0] == 204
+    assert not [line for line in log.lines(LogLevel.info) if "/api/meters" in line]
+    assert len([line for line in log.lines(LogLevel.debug) if '"POST /api/meters/grid' in line]) == 3
+    assert len([line for line in log.lines(LogLevel.debug) if "meter grid: " in line]) == 3
+
+    for _ in range(3):
+        push(root, b'{"currents": [1, 2]}')
+        push(root, b'{"currents": [1, 2, 3]}', name=b"sub")
+    warnings = log.lines(LogLevel.warn)
+    assert len(warnings) == 2
+    assert "three numbers" in warnings[0] and "192.0.2.7" in warnings[0]
+    assert "type sdm630" in warnings[1]
+    push(root, b'{"currents": [1, 2, 3]}')
+    push(root, b'{"currents": [1, 2]}')
+    assert len(log.lines(LogLevel.warn)) == 3
+
+
+def test_posts_elsewhere_stay_at_info(log):
+    """Only meter readings leave the access log's info level: a POST to
+    /api/site is still said there."""
+    http(metered_root(metered_site()), b"POST", b"/api/site", b'{"max_current": 1}', TOKEN)
+    assert [line for line in log.lines(LogLevel.info) if '"POST /api/site' in line]
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A real store in a temporary state directory."""
+    from cfosproxy.store import Store
+
+    store = Store.in_state_dir(str(tmp_path))
+    yield store
+    store.close()
+
+
+def limit_of(wired, store):
+    """The L{SiteLimit} over C{wired}'s manager and C{store}."""
+    from cfosproxy.ops.sitelimit import SiteLimit
+
+    return SiteLimit(
+        wired.manager, wired.config.manager.max_current, lambda: store, now=lambda: SET_AT
+    )
+
+
+def site_json(root):
+    """What C{GET /api/site} of C{root} answers, parsed."""
+    code, _, body = http(root, b"GET", b"/api/site")
+    assert code == 200
+    return json.loads(body)
+
+
+def test_site_api_shows_the_site_limit_from_the_config(store):
+    """GET /api/site shows the limit in force at the top level: the
+    configured one, from the config, with no time."""
+    wired = metered_site()
+    state = site_json(metered_root(wired, limit_of(wired, store)))
+    assert state["site_limit"] == {
+        "max_current": 32.0, "source": "config", "set_at": None, "configured": 32.0,
+    }
+
+
+def test_setting_the_site_limit(store):
+    """POST /api/site {"max_current": 25} with the token: 204, the
+    manager shares 25 A per phase, the store keeps it, and GET shows it
+    as set over the API, with when."""
+    wired = metered_site()
+    root = metered_root(wired, limit_of(wired, store))
+    code, _, body = http(root, b"POST", b"/api/site", b'{"max_current": 25}', TOKEN)
+    assert (code, body) == (204, b"")
+    assert wired.manager.site_limit == 25.0
+    assert store.site_limit() == (25.0, SET_AT)
+    state = site_json(root)
+    assert state["site_limit"] == {
+        "max_current": 25.0, "source": "api", "set_at": "2026-12-05T13:02:00Z",
+        "configured": 32.0,
+    }
+    assert state["site"]["max_current"] == [25.0, 25.0, 25.0]
+
+
+def test_null_goes_back_to_the_configured_limit(store):
+    """{"max_current": null} puts [manager] max_current in force again and
+    removes the kept limit."""
+    wired = metered_site()
+    root = metered_root(wired, limit_of(wired, store))
+    http(root, b"POST", b"/api/site", b'{"max_current": 10.5}', TOKEN)
+    code, _, _ = http(root, b"POST", b"/api/site", b'{"max_current": null}', TOKEN)
+    assert code == 204
+    assert wired.manager.site_limit == 32.0
+    assert store.site_limit() is None
+    assert site_json(root)["site_limit"]["source"] == "config"
+
+
+@pytest.mark.parametrize("body, says", [
+    (b'{"max_current": -1}', "0 A or more"),
+    (b'{"max_current": 1e999}', "0 A or more"),
+    (b'{"max_current": "25"}', "not a number"),
+    (b'{"max_current": true}', "not a number"),
+    (b'{"max_current": [25]}', "not a number"),
+    (b'{"max_current": 25, "phases": 3}', 'unknown key "phases"'),
+    (b"{}", "max_current is missing"),
+    (b"25", "must be a JSON object"),
+    (b'{"max_current": NaN}', "NaN"),
+    (b'{"max_current": 40}', "40 A is above [manager] max_current = 32 A of the config"),
+])
+def test_a_site_limit_that_is_none_is_400(store, body, says):
+    """Anything but a number of 0 A or more, or null, is 400 naming the
+    fault; the limit and the store stay as they were."""
+    wired = metered_site()
+    code, _, answer = http(
+        metered_root(wired, limit_of(wired, store)), b"POST", b"/api/site", body, TOKEN
+    )
+    assert code == 400
+    assert says in json.loads(answer)["detail"]
+    assert wired.manager.site_limit == 32.0
+    assert store.site_limit() is None
+
+
+def test_setting_the_site_limit_needs_the_token(store):
+    """Without the bearer token, 401 and nothing changes."""
+    wired = metered_site()
+    root = metered_root(wired, limit_of(wired, store))
+    assert http(root, b"POST", b"/api/site", b'{"max_current": 1}')[0] == 401
+    assert http(root, b"POST", b"/api/site", b'{"max_current": 1}', b"nope")[0] == 401
+    assert wired.manager.site_limit == 32.0
+    assert store.site_limit() is None
+
+
+def test_a_store_that_cannot_keep_the_limit_changes_nothing(store, monkeypatch, logged_errors):
+    """When the store cannot write, 500 with the store's reason, an error
+    in the log, and the manager keeps its limit."""
+    from cfosproxy.core.errors import StoreError
+
+    def full(amps, at=None):
+        raise StoreError("cannot write store var/cfosproxy.sqlite: database or disk is full")
+
+    monkeypatch.setattr(store, "set_site_limit", full)
+    wired = metered_site()
+    code, _, answer = http(
+        metered_root(wired, limit_of(wired, store)), b"POST", b"/api/site",
+        b'{"max_current": 20}', TOKEN,
+    )
+    assert code == 500
+    assert "disk is full" in json.loads(answer)["detail"]
+    assert wired.manager.site_limit == 32.0
+
+
+def test_without_a_site_limit_setting_post_finds_nothing():
+    """A status tree made without a SiteLimit shows no site_limit and
+    answers a POST to /api/site with 404."""
+    wired = metered_site()
+    root = metered_root(wired)
+    assert "site_limit" not in site_json(root)
+    assert http(root, b"POST", b"/api/site", b'{"max_current": 1}', TOKEN)[0] == 404
+    assert wired.manager.site_limit == 32.0
+
+
+async def http_json(url, document=None, token=None):
+    """GET C{url}, or POST C{document} as JSON to it with C{token} (in a
+    thread: the daemon runs on this thread's loop).
+
+    @return: C{(status, parsed JSON body or None when empty)}.
+    """
+    import urllib.error
+    import urllib.request
+
+    def send():
+        data = None if document is None else json.dumps(document).encode("utf-8")
+        request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
+        if token is not None:
+            request.add_header("Authorization", "Bearer " + token)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    return await asyncio.get_running_loop().run_in_executor(None, send)
+
+
+class SiteLimitDaemonTests(unittest.TestCase):
+    """The site limit set over the API of a running daemon."""
+
+    @asyncio_test
+    async def test_the_site_limit_outlasts_a_restart(self):
+        """A limit set with POST /api/site is in force again after a
+        restart of the daemon, said in its log; null goes back to the
+        configured one for good."""
+        log = Events()
+        self.addCleanup(log.stop)
+        daemon = RunningDaemon(self, manager="max_current = 32\n", status="token = t0k\n")
+        url = daemon.status_url("/api/site")
+        self.assertEqual(await http_json(url, {"max_current": 25}, "t0k"), (204, None))
+        await wait_deferred(daemon.restart())
+        _, state = await http_json(url)
+        self.assertEqual(state["site_limit"]["max_current"], 25.0)
+        self.assertEqual(state["site_limit"]["source"], "api")
+        self.assertEqual(state["site"]["max_current"], [25.0, 25.0, 25.0])
+        self.assertTrue(any(
+            "site limit 25 A per phase, set over the status API on" in line
+            and "replaces [manager] max_current = 32 A" in line
+            for line in log.lines(LogLevel.info)
+        ))
+
+        self.assertEqual(await http_json(url, {"max_current": None}, "t0k"), (204, None))
+        await wait_deferred(daemon.restart())
+        _, state = await http_json(url)
+        self.assertEqual(state["site_limit"]["source"], "config")
+        self.assertEqual(state["site"]["max_current"], [32.0, 32.0, 32.0])
+
+    @asyncio_test
+    async def test_a_reading_pushed_to_the_daemon(self):
+        """POST /api/meters/<name> of a running daemon takes the reading:
+        the site view shows it and the other load."""
+        daemon = RunningDaemon(
+            self,
+            manager="max_current = 32\nmeter = grid\n",
+            status="token = t0k\n",
+            wallboxes="[meter:grid]\ntype = api\n",
+        )
+        answer = await http_json(
+            daemon.status_url("/api/meters/grid"), {"currents": [10, 2, -3]}, "t0k"
+        )
+        self.assertEqual(answer, (204, None))
+        _, state = await http_json(daemon.status_url("/api/site"))
+        self.assertEqual(state["meters"][0]["currents"], [10.0, 2.0, -3.0])
+        self.assertEqual(state["site"]["other"], [10.0, 2.0, -3.0])
+
+
+def test_a_meter_name_from_the_url_cannot_forge_log_lines(log):
+    """An unknown meter name with a line break (percent-encoded in the
+    URL) is written escaped in the refusal's warning."""
+    push(metered_root(metered_site()), b'{"currents": [1, 2, 3]}', name=b"x%0Aforged")
+    [warning] = log.lines(LogLevel.warn)
+    assert "\n" not in warning
+    assert "x\\nforged" in warning

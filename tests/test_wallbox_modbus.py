@@ -3,22 +3,27 @@ a client reads, what its writes do to the simulated wallbox, what it refuses,
 and the service that runs it in the daemon."""
 
 import asyncio
+import socket
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.constants import ExcCodes
 from twisted.internet import defer, reactor, task
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from cfosproxy.modbus import powerbrain
+from cfosproxy.modbus.meterserver import MeterModbusServer
 from cfosproxy.modbus.wallbox import ModbusWallbox
 from cfosproxy.services import ListenError
 from cfosproxy.wallbox.model import TEST_CAR, PowerBrainModel
 from cfosproxy.wallbox.modbusserver import (
+    AsyncioServerService,
     CannotListen,
     ModbusServerService,
     PowerBrainModbusServer,
 )
 from tests.harness import asyncio_test, eventually, free_port, wait_deferred
+from tests.meterserver import MeasuredCurrents
 
 HOUR = 3600.0
 
@@ -297,3 +302,40 @@ class ServiceTests(ServerTestCase):
         self.assertIn("[modbus] listen", str(raised.exception))
         self.assertFalse(svc.running)
         self.assertEqual(fake.stopped, 0)
+
+    @asyncio_test
+    async def test_port_taken_after_the_check(self):
+        """A port taken between the check in startService and the start on
+        the reactor's first turn: the Power Brain's server and a meter's
+        both fail with the CannotListen the service knows, which is logged
+        as one critical line naming the server, the address and the
+        reason, and the reactor is stopped."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        servers = [
+            (PowerBrainModbusServer(self.model(), port=free_port()), "Modbus server"),
+            (MeterModbusServer(MeasuredCurrents(), kind="sdm630", port=free_port()), "grid meter"),
+        ]
+        for server, what in servers:
+            fake = RecordingReactor()
+            svc = AsyncioServerService(server, reactor=fake, where="[x] listen", what=what)
+            svc.startService()
+            with socket.socket() as taken:
+                taken.bind(("127.0.0.1", server.port))
+                taken.listen()
+                await until(lambda: fake.stopped)
+            await wait_deferred(svc.stopService())
+            self.assertEqual(fake.stopped, 1)
+            self.assertFalse(server.running)
+            critical = [
+                formatEvent(event) for event in events if event["log_level"] == LogLevel.critical
+            ]
+            self.assertEqual(
+                critical,
+                [
+                    "no {}, stopping: cannot listen on 127.0.0.1:{}: Address already in use"
+                    .format(what, server.port)
+                ],
+            )
+            events.clear()

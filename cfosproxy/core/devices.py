@@ -89,6 +89,8 @@ class Device:
     # reported them (MeterValues Current.Import per phase, Modbus
     # 8064/8066/8068); None where nothing was reported.
     currents: list[float | None] = field(default_factory=lambda: [None, None, None])
+    # When a current was last reported (the clock's seconds); None before.
+    currents_at: float | None = None
     boot: dict[str, Any] = field(default_factory=dict)
     last_seen: float | None = None
     # Load management (see cfosproxy.site.manager):
@@ -427,7 +429,8 @@ class DeviceRegistry:
             return
         for meter_value in payload.get("meterValue", ()):
             for sample in meter_value.get("sampledValue", ()):
-                _apply_sample(device, sample)
+                if _apply_sample(device, sample):
+                    device.currents_at = self._clock.seconds()
 
 
 # Sample units as the OCPP 1.6 UnitOfMeasure enumeration names them, with the
@@ -440,31 +443,34 @@ _POWER_UNITS = {"W": 1.0, "kW": 1000.0}
 _CURRENT_PHASES = {"L1": 0, "L2": 1, "L3": 2, "L1-N": 0, "L2-N": 1, "L3-N": 2}
 
 
-def _apply_sample(device: Device, sample: Mapping[str, Any]) -> None:
+def _apply_sample(device: Device, sample: Mapping[str, Any]) -> bool:
     """Take the energy register, the active power and the current per phase
     from one sampled value.
 
     Of the samples of a single phase only the currents count: energy and
     power are shown as totals.
+
+    @return: whether it was a current of a phase.
     """
     if sample.get("format") == "SignedData":
-        return
+        return False
     measurand = sample.get("measurand", "Energy.Active.Import.Register")
     phase = sample.get("phase")
     if phase and measurand != "Current.Import":
-        return
+        return False
     try:
         value = float(sample["value"])
     except (KeyError, TypeError, ValueError):
-        return
+        return False
     if not math.isfinite(value):
         # "NaN" and "inf" read as floats, but no meter shows them, and the
         # status API's JSON could not carry them.
-        return
+        return False
     if measurand == "Current.Import":
         index = _CURRENT_PHASES.get(phase) if isinstance(phase, str) else None
         if index is not None and sample.get("unit", "A") == "A" and value >= 0:
             device.currents[index] = value
+            return True
     elif measurand == "Energy.Active.Import.Register":
         factor = _ENERGY_UNITS.get(sample.get("unit", "Wh"))
         if factor is not None:
@@ -473,3 +479,4 @@ def _apply_sample(device: Device, sample: Mapping[str, Any]) -> None:
         factor = _POWER_UNITS.get(sample.get("unit", "W"))
         if factor is not None:
             device.power_w = value * factor
+    return False

@@ -42,6 +42,7 @@ class ModbusDevice:
         device.energy_wh = reading.energy_wh
         device.power_w = reading.power_w
         device.currents = list(reading.currents)
+        device.currents_at = self._clock.seconds()
         self._manager.reading(device.name)
         device.last_seen = self._clock.seconds()
         if wallbox.serial:

@@ -32,28 +32,20 @@ How a L{ModbusWallbox} behaves:
     before is taken for granted: the wanted values are written again.
 """
 
-import asyncio
-
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.constants import ExcCodes
-from pymodbus.exceptions import ModbusException
 from twisted.internet import defer
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from cfosproxy.modbus import powerbrain
+from cfosproxy.modbus.poller import ModbusPoller, TurnFailed
+from cfosproxy.modbus.requests import RequestFailed
 from cfosproxy.core.errors import PeerGone
 from cfosproxy.core.interfaces import ILimitActuator
 
-# Retry delays of a device that does not answer.
-BACKOFF_START = 1.0
+# The longest retry delay of a device that does not answer.
 BACKOFF_MAX = 30.0
 
-# What a failed request may raise in pymodbus (or the socket below it).
-_TRANSPORT_ERRORS = (ModbusException, OSError, asyncio.TimeoutError)
 
-
-class ModbusError(Exception):
+class ModbusError(TurnFailed):
     """A request to a Power Brain failed.
 
     @ivar register: the (first) register of the request, or None for the
@@ -88,19 +80,7 @@ class WritesDisabled(Exception):
     """The device is only observed: cfosproxy writes nothing to it."""
 
 
-def _exception_text(response):
-    try:
-        name = ExcCodes(response.exception_code).name.lower().replace("_", " ")
-    except ValueError:
-        name = "unknown"
-    return "Modbus exception {} ({})".format(response.exception_code, name)
-
-
-def _error_text(error):
-    return str(error) or type(error).__name__
-
-
-class ModbusWallbox:
+class ModbusWallbox(ModbusPoller):
     """Polls one Power Brain and writes its limit and enable registers.
 
     @param on_reading: C{on_reading(wallbox, reading)} after each poll that
@@ -118,7 +98,8 @@ class ModbusWallbox:
         None while it is online.
     """
 
-    _log = Logger()
+    _backoff_max = BACKOFF_MAX
+    _connect_error = ModbusConnectError
 
     def __init__(
         self,
@@ -135,15 +116,17 @@ class ModbusWallbox:
         retries=1,
         writes=True,
     ):
-        self.name = name
-        self.host = host
-        self.port = port
-        self.unit_id = unit_id
-        self.poll_interval = poll_interval
-        self.timeout = timeout
-        self.retries = retries
+        super().__init__(
+            name=name,
+            host=host,
+            port=port,
+            unit_id=unit_id,
+            poll_interval=poll_interval,
+            reactor=reactor,
+            timeout=timeout,
+            retries=retries,
+        )
         self.writes = writes
-        self._reactor = reactor
         self._on_reading = on_reading
         self._on_online = on_online
 
@@ -152,68 +135,17 @@ class ModbusWallbox:
         self.serial = None
         self.last_error = None
 
-        self._client = None
-        self._running = False
-        self._timer = None
-        self._turn = None  # Deferred of the turn in progress
-        self._request = None  # Deferred of the pymodbus call in progress
-        self._again = False
         self._poll_due = False
         self._new_connection = False
         self._fresh = False  # no reading trusted yet on this connection
         self._zero_seen = False
-        self._backoff = None
         self._warned = False  # "offline" was logged and "back" was not
         self._wanted = {}  # register -> value
         self._written = {}  # register -> value the device acknowledged
         self._dirty = False  # _wanted may differ from _written
         self._waiters = []
-        self._stopped = []
-
-    @classmethod
-    def from_config(cls, config, *, reactor, on_reading, on_online, **kwargs):
-        """A wallbox for a C{type = modbus} L{cfosproxy.config.WallboxConfig}."""
-        return cls(
-            name=config.name,
-            host=config.host,
-            port=config.port,
-            unit_id=config.id,
-            poll_interval=config.poll_interval,
-            reactor=reactor,
-            on_reading=on_reading,
-            on_online=on_online,
-            **kwargs,
-        )
 
     # -- public ----------------------------------------------------------------
-
-    def start(self):
-        """Start polling. The pymodbus client is made in the first turn,
-        which runs from the reactor, so inside the running asyncio loop."""
-        if self._running:
-            return
-        self._running = True
-        self._timer = self._reactor.callLater(0, self._tick)
-
-    def stop(self):
-        """Stop polling, cancel a request in flight and close the connection.
-
-        @return: a Deferred that fires once nothing is left running.
-        """
-        if not self._running:
-            return defer.succeed(None)
-        self._running = False
-        self._cancel_timer()
-        self._fail_waiters(WallboxOffline("{} stopped".format(self.name)))
-        if self._turn is None:
-            self._close()
-            return defer.succeed(None)
-        if self._request is not None:
-            # Don't wait for pymodbus's timeout: the answer is not wanted.
-            self._request.cancel()
-        d = defer.Deferred()
-        self._stopped.append(d)
-        return d
 
     def set_outputs(self, limit_amps, enabled):
         """Want register 8093 = L{powerbrain.limit_register}C{(limit_amps)}
@@ -259,79 +191,27 @@ class ModbusWallbox:
     # -- turns -----------------------------------------------------------------
 
     def _tick(self):
-        self._timer = None
+        # A turn the timer starts polls; one set_outputs starts only writes.
         self._poll_due = True
-        self._kick()
-
-    def _kick(self):
-        if not self._running:
-            return
-        if self._turn is not None:
-            self._again = True
-            return
-        self._again = False
-        self._turn = d = defer.ensureDeferred(self._work())
-        d.addErrback(
-            lambda f: self._log.failure("{name}: Modbus turn failed", f, name=self.name)
-        )
-        d.addBoth(self._turn_done)
-
-    def _turn_done(self, _):
-        self._turn = None
-        if not self._running:
-            self._close()
-            stopped, self._stopped = self._stopped, []
-            for d in stopped:
-                d.callback(None)
-        elif self._again:
-            self._kick()
+        super()._tick()
 
     async def _work(self):
         polled = False
-        try:
-            if self._poll_due:
-                self._poll_due = False
-                polled = True
-                await self._poll()
-            if self.online and self._dirty:
-                await self._write_outputs()
-        except asyncio.CancelledError:
-            # stop() cancelled the request in flight; a CancelledError
-            # is no Exception, so nothing else here would catch it.
-            if self._running:
-                raise
-            return
-        except ModbusError as error:
-            if self._running:
-                self._went_offline(error)
-                self._schedule(self._next_backoff())
-            return
-        if polled and self._running:
-            self._schedule(self.poll_interval)
+        if self._poll_due:
+            self._poll_due = False
+            polled = True
+            await self._poll()
+        if self.online and self._dirty:
+            await self._write_outputs()
+        return polled
 
-    def _schedule(self, delay):
-        if not self._running:
-            return
-        self._cancel_timer()
-        self._timer = self._reactor.callLater(delay, self._tick)
-
-    def _cancel_timer(self):
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _next_backoff(self):
-        if self._backoff is None:
-            self._backoff = BACKOFF_START
-        else:
-            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
-        return min(self._backoff, self.poll_interval)
+    def _stopping(self):
+        self._fail_waiters(WallboxOffline("{} stopped".format(self.name)))
 
     # -- polling ---------------------------------------------------------------
 
     async def _poll(self):
-        if self._client is None or not self._client.connected:
-            await self._connect()
+        await self._ensure_connected()
         if self._new_connection:
             await self._read_serial()
         control = await self._read(*powerbrain.CONTROL_BLOCK)
@@ -342,27 +222,7 @@ class ModbusWallbox:
             self.reading = reading
             self._notify(self._on_reading, self, reading)
 
-    async def _connect(self):
-        if self._client is None:
-            self._client = AsyncModbusTcpClient(
-                self.host,
-                port=self.port,
-                name=self.name,
-                timeout=self.timeout,
-                retries=self.retries,
-                reconnect_delay=0,
-            )
-        try:
-            connected = await self._call(self._client.connect)
-        except _TRANSPORT_ERRORS as error:
-            connected = False
-            reason = _error_text(error)
-        else:
-            reason = "refused or no answer"
-        if not connected:
-            raise ModbusConnectError(
-                "connecting to {}:{}: {}".format(self.host, self.port, reason)
-            )
+    def _connected(self):
         self._new_connection = True
         self._fresh = True
         self._zero_seen = False
@@ -397,46 +257,11 @@ class ModbusWallbox:
 
     async def _read(self, address, count):
         try:
-            response = await self._call(
-                self._client.read_holding_registers,
-                address,
-                count=count,
-                device_id=self.unit_id,
-            )
-        except _TRANSPORT_ERRORS as error:
+            return await self._read_registers("read_holding_registers", address, count)
+        except RequestFailed as failure:
             raise ModbusReadError(
-                "reading {}: {}".format(address, _error_text(error)), address
-            ) from error
-        if response.isError():
-            raise ModbusReadError(
-                "reading {}: {}".format(address, _exception_text(response)),
-                address,
-                answered=True,
-            )
-        registers = list(response.registers)
-        if len(registers) < count:
-            raise ModbusReadError(
-                "reading {}: {} registers instead of {}".format(address, len(registers), count),
-                address,
-                answered=True,
-            )
-        return registers[:count]
-
-    async def _call(self, method, *args, **kwargs):
-        if not self._running:
-            # stop() came between two requests of one turn.
-            raise asyncio.CancelledError()
-
-        async def request():
-            # Inside the task: pymodbus raises ConnectionException at once,
-            # not from the coroutine, when it has no connection.
-            return await method(*args, **kwargs)
-
-        self._request = defer.Deferred.fromFuture(asyncio.ensure_future(request()))
-        try:
-            return await self._request
-        finally:
-            self._request = None
+                "reading {}: {}".format(address, failure), address, answered=failure.answered
+            ) from failure
 
     # -- online / offline ------------------------------------------------------
 
@@ -463,7 +288,8 @@ class ModbusWallbox:
         self._warned = False
         self._notify(self._on_online, self, True)
 
-    def _went_offline(self, error):
+    def _failed(self, error):
+        # The device went offline, or stays so.
         self.last_error = str(error)
         if not error.answered:
             self._close()
@@ -485,17 +311,6 @@ class ModbusWallbox:
         if self.online:
             self.online = False
             self._notify(self._on_online, self, False)
-
-    def _close(self):
-        if self._client is not None:
-            self._client.close()
-
-    def _notify(self, callback, *args):
-        # A mistake in a listener must not stop polling.
-        try:
-            callback(*args)
-        except Exception:
-            self._log.failure("{name}: listener failed", name=self.name)
 
     # -- writing ---------------------------------------------------------------
 
@@ -537,19 +352,13 @@ class ModbusWallbox:
 
     async def _write(self, register, value):
         try:
-            response = await self._call(
-                self._client.write_register, register, value, device_id=self.unit_id
-            )
-        except _TRANSPORT_ERRORS as error:
+            await self._write_register(register, value)
+        except RequestFailed as failure:
             raise ModbusWriteError(
-                "writing {} = {}: {}".format(register, value, _error_text(error)), register
-            ) from error
-        if response.isError():
-            raise ModbusWriteError(
-                "writing {} = {}: {}".format(register, value, _exception_text(response)),
+                "writing {} = {}: {}".format(register, value, failure),
                 register,
-                answered=True,
-            )
+                answered=failure.answered,
+            ) from failure
 
     def _fail_waiters(self, error):
         waiters, self._waiters = self._waiters, []

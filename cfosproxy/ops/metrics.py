@@ -127,7 +127,9 @@ class SiteCollector:
                 "while above 0, no limit is raised.",
                 value=self._manager.sharing_failures,
             )
-            yield from self._circuits(self._manager.site_state())
+            state = self._manager.site_state()
+            yield from self._circuits(state)
+            yield from self._meters(state)
         yield from self._devices()
         yield from self._modbus_wallboxes()
         messages = CounterMetricFamily(
@@ -167,16 +169,57 @@ class SiteCollector:
                 labels,
             ),
         }
+        other = _gauge(
+            "cfosproxy_circuit_other_load_amperes",
+            "What the circuit's meter measures beyond the managed devices below "
+            "it, per phase (negative: fed in); absent while the meter is silent.",
+            labels,
+        )
         for node in [state["site"]] + list(state["circuits"]):
             for key, family in families.items():
                 for phase, value in zip(state["phases"], node[key]):
                     family.add_metric([node["name"], phase], value)
+            if node.get("other") is not None:
+                for phase, value in zip(state["phases"], node["other"]):
+                    other.add_metric([node["name"], phase], value)
         yield from families.values()
+        yield other
         yield GaugeMetricFamily(
             "cfosproxy_site_imbalance_amperes",
             "Largest difference between the site phases' granted EV currents.",
             value=state["imbalance"],
         )
+
+    def _meters(self, state):
+        """Per meter, its reading per phase (while it is not silent), the
+        age of its last reading and whether it is silent, from the
+        manager's C{site_state()}."""
+        current = _gauge(
+            "cfosproxy_meter_current_amperes",
+            "The meter's last reading per phase, signed (negative: fed into the "
+            "grid); absent while the meter is silent (a graph shows the gap).",
+            ["meter", "phase"],
+        )
+        age = _gauge(
+            "cfosproxy_meter_age_seconds",
+            "Seconds since the meter's last reading; absent before the first.",
+            ["meter"],
+        )
+        silent = _gauge(
+            "cfosproxy_meter_silent",
+            "Whether the meter is silent (no reading for its timeout): the "
+            "devices below it share failsafe_current.",
+            ["meter"],
+        )
+        for meter in state.get("meters", ()):
+            name = meter["name"]
+            if meter["currents"] is not None and not meter["silent"]:
+                for phase, value in zip(state["phases"], meter["currents"]):
+                    current.add_metric([name, phase], value)
+            if meter["age"] is not None:
+                age.add_metric([name], meter["age"])
+            silent.add_metric([name], 1 if meter["silent"] else 0)
+        yield from (current, age, silent)
 
     def _devices(self):
         connected = _gauge(

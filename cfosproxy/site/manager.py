@@ -32,6 +32,7 @@ next event and on a timer.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, cast
 
@@ -43,15 +44,16 @@ from zope.interface import implementer
 from cfosproxy.ocpp.frames import CallResult
 from cfosproxy.core.errors import LimitRefused, PeerGone
 from cfosproxy.core.interfaces import IHubObserver
+from cfosproxy.site.available import RAMP_TIME, CircuitSettings, SiteLimits, device_currents
+from cfosproxy.site.available import ManagerSettings as LimitSettings
 from cfosproxy.site.circuits import (
     Circuit,
     Demand,
     Limit,
     PerPhase,
-    available_per_limit,
-    circuit_paths,
     share_circuits,
 )
+from cfosproxy.site.meters import MeterBoard, MeterSettings
 from cfosproxy.site.phases import PHASES, Phase, phases_in_use, site_phases
 from cfosproxy.site.sharing import to_deciamps
 from cfosproxy.site.volume import MIN_STEP, RAISE_INTERVAL, steady_targets
@@ -80,12 +82,10 @@ RECALCULATION_RETRY = 10.0
 FAILURE_REMINDER = 600.0
 
 
-class ManagerSettings(Protocol):
+class ManagerSettings(LimitSettings, Protocol):
     """What the manager reads of the C{[manager]} section
-    (L{cfosproxy.config.ManagerConfig})."""
-
-    @property
-    def max_current(self) -> float: ...
+    (L{cfosproxy.config.ManagerConfig}): what L{SiteLimits} reads, and
+    more."""
 
     @property
     def mode(self) -> str: ...
@@ -97,18 +97,18 @@ class ManagerSettings(Protocol):
     def max_imbalance(self) -> float: ...
 
 
-class CircuitSettings(Protocol):
-    """What the manager reads of a C{[circuit:*]} section
-    (L{cfosproxy.config.CircuitConfig})."""
+class MeterConfig(Protocol):
+    """What the manager reads of a C{[meter:*]} section
+    (L{cfosproxy.config.MeterConfig})."""
 
     @property
     def name(self) -> str: ...
 
     @property
-    def max_current(self) -> float: ...
+    def type(self) -> str: ...
 
     @property
-    def parent(self) -> str: ...
+    def timeout(self) -> float: ...
 
 
 class SiteConfig(Protocol):
@@ -119,6 +119,8 @@ class SiteConfig(Protocol):
 
     @property
     def circuits(self) -> Sequence[CircuitSettings]: ...
+
+    def used_meters(self) -> Sequence[MeterConfig]: ...
 
 
 class DeviceLimits(Protocol):
@@ -176,16 +178,7 @@ class LoadManager:
         save_enabled: Callable[[str, bool], object],
         sharing: Sharing = share_circuits,
     ) -> None:
-        self._site: PerPhase = (config.manager.max_current,) * 3
         self._max_imbalance = config.manager.max_imbalance
-        self._circuits = [
-            Circuit(c.name, c.parent or None, (c.max_current,) * 3) for c in config.circuits
-        ]
-        # Per circuit (None: the site), itself and every circuit above it.
-        self._paths = circuit_paths(self._circuits)
-        # Deci-amperes available on each limit (a phase of a circuit or of
-        # the site).
-        self._available = available_per_limit(self._site, self._circuits)
         self._control = config.manager.mode == "control"
         self._lift_on_deactivate = config.manager.on_deactivate == "lift_limit"
         self._registry = registry
@@ -231,6 +224,91 @@ class LoadManager:
         # Devices whose accepted_limit is the worst case of what they may
         # hold (a limit went unanswered), not a limit they answered.
         self._uncertain: set[str] = set()
+        # The fuses, the meters, and what is available on each limit now.
+        self._limits = SiteLimits(
+            config.manager,
+            config.circuits,
+            [MeterSettings(m.name, m.type, m.timeout) for m in config.used_meters()],
+            clock,
+            self._managed_currents,
+            self._limits_changed,
+        )
+        # Per circuit (None: the site), itself and every circuit above it.
+        self._paths = self._limits.paths
+        self._site: PerPhase
+        self._circuits: list[Circuit]
+        # Deci-amperes available on each limit (a phase of a circuit or of
+        # the site).
+        self._available: dict[Limit, int]
+        self._take_limits()
+
+    # -- what is available ----------------------------------------------------
+
+    @property
+    def meters(self) -> MeterBoard:
+        """The meters: their readings, age and silence (status API); the
+        Modbus meters' pollers report to it."""
+        return self._limits.board
+
+    @property
+    def site_limit(self) -> float:
+        """The site's limit per phase: configured, or set at run time."""
+        return self._limits.max_current
+
+    def set_site_limit(self, amps: float) -> None:
+        """Change the site's limit per phase at run time; shares again at
+        once (lowering goes out at once, as for any overload)."""
+        if not (math.isfinite(amps) and amps >= 0):
+            raise ValueError(f"a site limit must be 0 A or more, got {amps!r}")
+        self._limits.set_max_current(amps)
+        self._take_limits()
+        self._refresh_soon()
+
+    def available(self) -> Mapping[Limit, int]:
+        """Deci-amperes available on each limit (a phase of a circuit or of
+        the site) now: the fuses, less what the meters say the rest of the
+        building draws."""
+        return self._available
+
+    def _take_limits(self) -> None:
+        self._site = self._limits.site
+        self._circuits = self._limits.circuits
+        self._available = self._limits.available
+
+    def _limits_changed(self) -> None:
+        """A meter moved what is available: share again (a lower limit
+        goes out at once; see L{SiteLimits} for how raises are held)."""
+        self._take_limits()
+        self._refresh_soon()
+
+    def _managed_currents(self) -> dict[str | None, tuple[list[float], list[float]]]:
+        """Per place (circuit, None for the site), what the managed devices
+        below it draw on L1, L2, L3 (L{device_currents}): as they report
+        it, and with every device that ramps from a raise at its limit."""
+        sums: dict[str | None, tuple[list[float], list[float]]] = {}
+        unreported: list[float | None] = [None, None, None]
+        for device in self.managed():
+            limits = _limits(device)
+            exposure = self.exposure(device)
+            reported = device_currents(limits.wiring, device.currents, device.phases, exposure)
+            most = reported
+            if self._ramps(device):
+                most = device_currents(limits.wiring, unreported, device.phases, exposure)
+            for node in self._paths[limits.circuit or None]:
+                by_report, by_limit = sums.setdefault(node, ([0.0] * 3, [0.0] * 3))
+                for phase in range(3):
+                    by_report[phase] += reported[phase]
+                    by_limit[phase] += most[phase]
+        return sums
+
+    def _ramps(self, device: Device) -> bool:
+        """Whether the device's car may still be taking its last raise: it
+        has not reported since L{RAMP_TIME} after it."""
+        raised = self._raised_at.get(device.name)
+        if raised is None:
+            return False
+        reported = device.currents_at
+        return reported is None or reported < raised + RAMP_TIME
 
     def connect_actuators(self, actuators: Mapping[str, ILimitActuator]) -> None:
         """Take the actuators that set the devices' limits, once, before
@@ -481,11 +559,11 @@ class LoadManager:
             for limit in self._limits_of(device):
                 granted[limit] += to_deciamps(device.grant)
 
-        def node(name: str | None, parent: str | None, limit: PerPhase) -> dict[str, Any]:
+        def node(name: str | None, parent: str | None) -> dict[str, Any]:
             return {
                 "name": name if name is not None else "site",
                 "parent": None if name is None else (parent or "site"),
-                "max_current": list(limit),
+                **self._limits.place_state(name),
                 "available": [self._available[name, phase] / 10 for phase in range(3)],
                 "counted": [counted[name, phase] / 10 for phase in range(3)],
                 "granted": [granted[name, phase] / 10 for phase in range(3)],
@@ -495,15 +573,19 @@ class LoadManager:
                 "circuits": [c.name for c in self._circuits if c.parent == name],
             }
 
-        site = node(None, None, self._site)
+        site = node(None, None)
         site_granted = [granted[None, phase] for phase in range(3)]
+        now = self._clock.seconds()
         return {
             "phases": list(PHASES),
             "max_imbalance": self._max_imbalance,
             "imbalance": (max(site_granted) - min(site_granted)) / 10,
             "sharing_failures": self._failed_passes,
+            "reserve": self._limits.reserve,
+            "failsafe_current": self._limits.failsafe,
             "site": site,
-            "circuits": [node(c.name, c.parent, c.available) for c in self._circuits],
+            "circuits": [node(c.name, c.parent) for c in self._circuits],
+            "meters": [meter.as_json(now) for meter in self._limits.board.states()],
         }
 
     def _recalculate(self) -> None:
@@ -982,6 +1064,7 @@ class LoadManager:
         for timer in timers:
             if timer.active():
                 timer.cancel()
+        self._limits.stop()
 
     # -- activation ----------------------------------------------------------
 

@@ -3,11 +3,11 @@ migrated, with every table's methods on one object.
 
 One file, ``cfosproxy.sqlite``, in WAL mode with ``synchronous=FULL``: a
 commit is on disk before the wallbox gets its answer. It holds the site-wide
-transaction id counter, the devices' enabled flags set at run time and, for
-the gateway, what a backend outage must not lose: the ordered queue of
-messages toward each backend link, messages given up on (dead letters), the
-map of local transaction ids to the backend's, the id tags the backend
-accepted, and each wallbox's last BootNotification.
+transaction id counter, the devices' enabled flags and the site limit set at
+run time and, for the gateway, what a backend outage must not lose: the
+ordered queue of messages toward each backend link, messages given up on
+(dead letters), the map of local transaction ids to the backend's, the id
+tags the backend accepted, and each wallbox's last BootNotification.
 
 Access is synchronous, on the reactor thread: SQLite in WAL mode commits a
 small transaction in well under a millisecond on local disk, which is cheaper
@@ -29,6 +29,7 @@ from cfosproxy.store.idtags import IdTagCache
 from cfosproxy.store.integrity import check_file, check_write_ahead_log, damaged
 from cfosproxy.store.outbound import OutboundQueue
 from cfosproxy.store.schema import migrate
+from cfosproxy.store.settings import SiteSettings
 from cfosproxy.store.transactionids import TransactionIdCounter, TransactionIdMap
 from cfosproxy.store.watermark import Watermark
 
@@ -40,7 +41,13 @@ STORE_FILE = "cfosproxy.sqlite"
 # that only passes the call on.
 @implementer(IOutboundQueue, ITransactionIds, IIdTagCache)
 class Store(
-    OutboundQueue, Boots, TransactionIdCounter, TransactionIdMap, IdTagCache, DeviceFlags
+    OutboundQueue,
+    Boots,
+    TransactionIdCounter,
+    TransactionIdMap,
+    IdTagCache,
+    DeviceFlags,
+    SiteSettings,
 ):
     """The daemon's durable state, one SQLite file.
 

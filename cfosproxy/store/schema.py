@@ -70,6 +70,15 @@ MIGRATIONS = (
     """
     ALTER TABLE outbound ADD COLUMN local_transaction_id INTEGER;
     """,
+    # Settings changed over the status API that outlast a restart (the
+    # site limit): the value as text, and when it was set.
+    """
+    CREATE TABLE settings (
+        name   TEXT PRIMARY KEY,
+        value  TEXT NOT NULL,
+        set_at REAL NOT NULL
+    );
+    """,
 )
 
 

@@ -1,5 +1,6 @@
 """``twistd cfoswallbox`` put together: the virtual Power Brain, its Modbus
-server, and its OCPP charge point behind a gateway to the backend."""
+server, its OCPP charge point behind a gateway to the backend, and, with
+``[meter]``, a grid meter measuring the building."""
 
 import functools
 import itertools
@@ -7,9 +8,12 @@ import itertools
 from cfosproxy.config import WallboxConfig
 from cfosproxy.core.devices import Device
 from cfosproxy.core.localcs import LocalCentralSystem
-from cfosproxy.services import GatewayService, OrderedMultiService
+from cfosproxy.modbus.meterserver import MeterModbusServer
+from cfosproxy.services import GatewayService, ListeningService, OrderedMultiService
 from cfosproxy.wallbox.chargepoint import VirtualChargePoint
-from cfosproxy.wallbox.modbusserver import ModbusServerService
+from cfosproxy.wallbox.meter import BuildingMeter
+from cfosproxy.wallbox.metercontrol import control_site
+from cfosproxy.wallbox.modbusserver import AsyncioServerService, ModbusServerService
 from cfosproxy.wallbox.model import PowerBrainModel
 from cfosproxy.wallbox.service import (
     MemoryStoreService,
@@ -27,8 +31,8 @@ CALL_TIMEOUT = 30
 
 def build_virtual_wallbox(options):
     """The virtual wallbox's services, in the order they start (and,
-    reversed, stop: the charge point, its link, the store, the Modbus
-    server).
+    reversed, stop: the charge point, its link, the store, the grid
+    meter's control and Modbus server, the Modbus server).
 
     @param options: the L{cfosproxy.wallbox.tap.Options}, parsed.
     """
@@ -53,6 +57,8 @@ def build_virtual_wallbox(options):
         model, host=config.modbus.host, port=config.modbus.port, unit_id=config.modbus.unit_id,
         where="{}: [modbus] listen".format(options["config"]),
     ).setServiceParent(top)
+    if config.meter is not None:
+        add_grid_meter(top, model, config.meter, options["config"])
     store = MemoryStoreService()
     store.setServiceParent(top)
 
@@ -76,3 +82,28 @@ def build_virtual_wallbox(options):
     )
     VirtualWallboxService(virtual, reactor).setServiceParent(top)
     return top
+
+
+def add_grid_meter(top, wallbox, config, path):
+    """Add the grid meter of C{[meter]} to C{top}: its Modbus TCP server
+    and, with C{control} set, its HTTP control.
+
+    @param wallbox: the L{cfosproxy.wallbox.model.PowerBrainModel} whose
+        car the meter measures.
+    @param config: the L{cfosproxy.wallbox.config.MeterServerConfig}.
+    @param path: the configuration file, for messages.
+    @return: the L{BuildingMeter}.
+    """
+    meter = BuildingMeter(wallbox, config.other_load)
+    AsyncioServerService(
+        MeterModbusServer(
+            meter, kind=config.type, host=config.host, port=config.port, unit_id=config.unit_id
+        ),
+        where="{}: [meter] listen".format(path),
+        what="grid meter",
+    ).setServiceParent(top)
+    if config.control:
+        ListeningService(
+            config.control, control_site(meter), where="{}: [meter] control".format(path)
+        ).setServiceParent(top)
+    return meter

@@ -4,10 +4,13 @@ The same file rules as cfosproxy's own (L{cfosproxy.config}): unknown
 sections and keys are errors, every error names file, section and key.
 """
 
+import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Optional
 
-from cfosproxy.config import ConfigError, check_ws_url, parse_sections, read_config_text
+from cfosproxy.config import ConfigError, Section, check_ws_url, parse_sections, read_config_text
+from cfosproxy.modbus import meterserver
 
 
 @dataclass(frozen=True)
@@ -48,12 +51,43 @@ class CarConfig:
     max_current: float = 32.0
 
 
+# The meter types the virtual grid meter serves.
+METER_KINDS = meterserver.KINDS
+
+
+@dataclass(frozen=True)
+class MeterServerConfig:
+    """``[meter]``: a grid meter on Modbus TCP measuring the building: the
+    other load plus what the simulated car draws.
+
+    @ivar other_load: signed amperes of L1, L2, L3 (negative: fed into the
+        grid), as three floats.
+    @ivar control: the Twisted endpoint of the HTTP control (loopback
+        unless it names an interface), or empty for none.
+    """
+
+    listen: str = "tcp:5020:interface=127.0.0.1"
+    type: str = "sdm630"
+    unit_id: int = 1
+    other_load: tuple = (0.0, 0.0, 0.0)
+    control: str = ""
+
+    @property
+    def host(self):
+        return _listen_parts(self.listen)[1]
+
+    @property
+    def port(self):
+        return _listen_parts(self.listen)[0]
+
+
 @dataclass(frozen=True)
 class WallboxSimConfig:
     path: str
     ocpp: OcppClientConfig = OcppClientConfig()
     modbus: ModbusServerConfig = ModbusServerConfig()
     car: CarConfig = CarConfig()
+    meter: Optional[MeterServerConfig] = None
 
 
 # The Modbus server is pymodbus's, not a Twisted endpoint: it takes a TCP
@@ -77,7 +111,7 @@ def wallbox_config_from_string(text, path="<string>"):
     for section in parse_sections(text, path):
         reader = _READERS.get(section.name)
         if reader is None:
-            raise section.error(None, "unknown section (known: ocpp, modbus, car)")
+            raise section.error(None, "unknown section (known: ocpp, modbus, car, meter)")
         parts[section.name] = reader(section)
     return WallboxSimConfig(path=path, **parts)
 
@@ -109,6 +143,64 @@ def _car(section):
     return c
 
 
-_READERS = {"ocpp": _ocpp, "modbus": _modbus, "car": _car}
+# A number as cfosproxy's files write them: no "nan", "inf", "1e3" or "1_000".
+_AMPERES = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
 
-__all__ = ["ConfigError", "load_wallbox_config", "wallbox_config_from_string", "WallboxSimConfig"]
+
+def _meter(section):
+    # "type" has choices of its own in cfosproxy's files (ocpp | modbus),
+    # which Section would check it against, and other_load is a list: both
+    # are read here, the other keys by Section.
+    raw = dict(section.raw)
+    kind = raw.pop("type", MeterServerConfig.type).strip().lower()
+    section.check(kind in METER_KINDS, "type",
+                  "must be one of {}{}".format(", ".join(METER_KINDS), section.got("type")))
+    other_load = _other_load(section, raw.pop("other_load", "0"))
+    c = MeterServerConfig(
+        **Section(section.path, section.name, raw).read(
+            MeterServerConfig, type=kind, other_load=other_load
+        )
+    )
+    section.check(_LISTEN.fullmatch(c.listen), "listen",
+                  "must be tcp:PORT or tcp:PORT:interface=ADDRESS")
+    section.check(1 <= c.unit_id <= 247, "unit_id", "must be 1 to 247")
+    if c.control:
+        control = loopback_by_default(c.control)
+        section.listen("control", control)
+        c = replace(c, control=control)
+    return c
+
+
+def _other_load(section, text):
+    parts = [part.strip() for part in text.split(",")]
+    ok = len(parts) in (1, 3) and all(_AMPERES.fullmatch(part) for part in parts)
+    section.check(ok, "other_load",
+                  "must be one number (A on every phase) or three separated by commas "
+                  "(A on L1, L2, L3; negative: fed into the grid){}".format(
+                      section.got("other_load")))
+    amps = [float(part) for part in parts]
+    section.check(all(math.isfinite(a) for a in amps), "other_load",
+                  "must be finite{}".format(section.got("other_load")))
+    return tuple(amps * 3 if len(amps) == 1 else amps)
+
+
+def loopback_by_default(endpoint):
+    """C{endpoint} (a Twisted server endpoint string), with the loopback
+    interface added to a C{tcp:} or C{tcp6:} endpoint that names none: the
+    control has no password, so it is not offered to the network unless
+    the configuration says so."""
+    kind, _, rest = endpoint.partition(":")
+    if kind not in ("tcp", "tcp6") or re.search(r"(^|:)interface=", rest):
+        return endpoint
+    return "{}:interface={}".format(endpoint, "127.0.0.1" if kind == "tcp" else "\\:\\:1")
+
+
+_READERS = {"ocpp": _ocpp, "modbus": _modbus, "car": _car, "meter": _meter}
+
+__all__ = [
+    "ConfigError",
+    "load_wallbox_config",
+    "wallbox_config_from_string",
+    "MeterServerConfig",
+    "WallboxSimConfig",
+]

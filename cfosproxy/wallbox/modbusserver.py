@@ -8,16 +8,14 @@ daemon's Twisted asyncio reactor).
 """
 
 import asyncio
-import socket
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
 from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from cfosproxy.modbus import powerbrain
+from cfosproxy.modbus.simserver import CannotListen, SimDeviceServer, bind_error
 from cfosproxy.services import ListenError
 from cfosproxy.wallbox.model import TEST_CAR
 
@@ -43,78 +41,24 @@ WRITE_FUNCTIONS = (6, 16, 23)
 WRITE_LOG = 1000
 
 
-class CannotListen(OSError):
-    """The Modbus TCP port could not be opened."""
-
-
-class PowerBrainModbusServer:
+class PowerBrainModbusServer(SimDeviceServer):
     """A Power Brain on Modbus TCP, serving a model.
 
     The model needs C{update()}, C{registers()} (a value for every register
     in L{BLOCKS}), C{set_modbus_limit(amps)}, C{set_modbus_enabled(flag)},
     C{plug()} and C{unplug()}: L{cfosproxy.wallbox.model.PowerBrainModel}.
 
-    Start and stop may alternate on the same port.
+    Start and stop may alternate on the same port; C{start} raises
+    L{CannotListen} when the port cannot be opened.
 
     @ivar writes: the last L{WRITE_LOG} write requests in order, as
         C{(register, [values])}, refused ones too.
     """
 
-    _log = Logger()
-
     def __init__(self, model, *, host="127.0.0.1", port=4701, unit_id=1):
+        super().__init__(host=host, port=port, unit_id=unit_id)
         self.model = model
-        self.host = host
-        self.port = port
-        self.unit_id = unit_id
         self.writes = []
-        self._server = None
-
-    @property
-    def running(self):
-        """The port is open."""
-        return self._server is not None
-
-    async def start(self):
-        """Listen; returns once the port is open.
-
-        @raise CannotListen: the port is in use, or the address is not
-            this machine's.
-        """
-        if self._server is not None:
-            return
-        device = SimDevice(
-            id=self.unit_id,
-            simdata=[
-                SimData(first, count=count, datatype=DataType.REGISTERS)
-                for first, count in BLOCKS
-            ],
-            action=self._access,
-        )
-        server = ModbusTcpServer(
-            device, address=(self.host, self.port), trace_pdu=self._trace
-        )
-        try:
-            await server.serve_forever(background=True)
-        except RuntimeError:
-            raise CannotListen(
-                "cannot listen on {}:{}: {}".format(
-                    self.host, self.port, _bind_error(self.host, self.port) or "unknown reason"
-                )
-            ) from None
-        self._server = server
-        self._log.info(
-            "Modbus TCP server on {host}:{port}, unit id {unit_id}",
-            host=self.host,
-            port=self.port,
-            unit_id=self.unit_id,
-        )
-
-    async def stop(self):
-        """Close the port and every connection (idempotent)."""
-        if self._server is not None:
-            server, self._server = self._server, None
-            await server.shutdown()
 
     # -- hooks -----------------------------------------------------------------
 
@@ -143,11 +87,20 @@ class PowerBrainModbusServer:
                 return ExcCodes.ILLEGAL_VALUE
         return None
 
-    # -- pymodbus hooks --------------------------------------------------------
+    # -- server hooks ----------------------------------------------------------
+
+    def _blocks(self):
+        return BLOCKS
+
+    def _listening(self):
+        self._log.info(
+            "Modbus TCP server on {host}:{port}, unit id {unit_id}",
+            host=self.host,
+            port=self.port,
+            unit_id=self.unit_id,
+        )
 
     def _trace(self, sending, pdu):
-        # Requests as they arrive, also those that pymodbus refuses itself
-        # (a register the device does not have) before _access sees them.
         if not sending:
             if pdu.function_code == READ_HOLDING_REGISTERS:
                 self.received(pdu.function_code, pdu.address, pdu.count, None)
@@ -158,9 +111,8 @@ class PowerBrainModbusServer:
         return pdu
 
     async def _access(self, function_code, start, address, count, current, values):
-        # pymodbus keeps its own copy of the registers (current, from
-        # start); the model is the truth: copied in on a read, told on a
-        # write.
+        # The model is the truth: copied into pymodbus's registers on a
+        # read, told on a write.
         refused = self.refusal(address, count, values)
         if refused is not None:
             return refused
@@ -186,31 +138,18 @@ class PowerBrainModbusServer:
             self.model.unplug()
 
 
-def _bind_error(host, port):
-    # pymodbus only logs why it could not listen and raises a bare
-    # RuntimeError; binding once ourselves, as asyncio does (SO_REUSEADDR),
-    # finds the reason to tell the operator.
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
-    except OSError as error:
-        return error.strerror or str(error)
-    return None
-
-
 def _check_free(host, port):
     """Raise L{CannotListen} when C{host:port} cannot be listened on now."""
-    reason = _bind_error(host, port)
+    reason = bind_error(host, port)
     if reason is not None:
         raise CannotListen("cannot listen on Modbus TCP {}:{}: {}".format(host, port, reason))
 
 
-class ModbusServerService(service.Service):
-    """Runs a L{PowerBrainModbusServer} for the model in a twistd daemon.
+class AsyncioServerService(service.Service):
+    """Runs a pymodbus server in a twistd daemon: any object with C{host},
+    C{port}, C{running} and the coroutines C{start()} (raising
+    L{CannotListen}) and C{stop()}, as a
+    L{cfosproxy.modbus.simserver.SimDeviceServer} has.
 
     pymodbus needs the asyncio loop running, and twistd starts services
     before the reactor runs: the server starts on the reactor's first turn.
@@ -222,21 +161,20 @@ class ModbusServerService(service.Service):
     with the reason) and the reactor is stopped: a virtual wallbox without
     its Modbus port is of no use.
 
-    @ivar server: the L{PowerBrainModbusServer}.
+    @param what: how the log names the server, e.g. C{"Modbus server"}.
+    @ivar server: the server.
     """
 
     _log = Logger()
 
-    def __init__(
-        self, model, *, host="127.0.0.1", port=4701, unit_id=1, reactor=None,
-        where="[modbus] listen",
-    ):
+    def __init__(self, server, *, reactor=None, where, what="Modbus server"):
         if reactor is None:
             # Imported here: importing a module must not install a reactor.
             from twisted.internet import reactor
-        self.server = PowerBrainModbusServer(model, host=host, port=port, unit_id=unit_id)
+        self.server = server
         self._reactor = reactor
         self._where = where
+        self._what = what
         self._call = None
         self._starting = None
 
@@ -258,10 +196,10 @@ class ModbusServerService(service.Service):
     def _failed(self, failure):
         if failure.check(CannotListen):
             self._log.critical(
-                "no Modbus server, stopping: {error}", error=failure.getErrorMessage()
+                "no {what}, stopping: {error}", what=self._what, error=failure.getErrorMessage()
             )
         else:
-            self._log.failure("no Modbus server, stopping", failure)
+            self._log.failure("no {what}, stopping", failure, what=self._what)
         self._reactor.stop()
 
     def stopService(self):
@@ -279,3 +217,20 @@ class ModbusServerService(service.Service):
             await starting
         await defer.Deferred.fromFuture(asyncio.ensure_future(self.server.stop()))
 
+
+class ModbusServerService(AsyncioServerService):
+    """Runs a L{PowerBrainModbusServer} for the model in a twistd daemon
+    (see L{AsyncioServerService}).
+
+    @ivar server: the L{PowerBrainModbusServer}.
+    """
+
+    def __init__(
+        self, model, *, host="127.0.0.1", port=4701, unit_id=1, reactor=None,
+        where="[modbus] listen",
+    ):
+        super().__init__(
+            PowerBrainModbusServer(model, host=host, port=port, unit_id=unit_id),
+            reactor=reactor,
+            where=where,
+        )

@@ -21,9 +21,11 @@ from cfosproxy.core.hub import ChargePointHub
 from cfosproxy.core.localcs import LocalCentralSystem
 from cfosproxy.modbus.chargepoint import ModbusChargePoint
 from cfosproxy.modbus.device import ModbusDevice
+from cfosproxy.modbus.meter import ModbusMeter
 from cfosproxy.modbus.wallbox import ModbusLimitActuator, ModbusWallbox
 from cfosproxy.ops.memory import memory_release_service
 from cfosproxy.ops.metrics import MessageCounter, SiteCollector, chain, metrics_resource
+from cfosproxy.ops.sitelimit import SiteLimit
 from cfosproxy.ops.status import StatusSite, status_root
 from cfosproxy.services import (
     CloseConnectionsService,
@@ -57,7 +59,9 @@ def build_daemon(options):
     config = options.config
     for warning in config.warnings():
         _log.warn("{warning}", warning=warning)
-    if any(w.type == "modbus" for w in config.wallboxes):
+    if any(w.type == "modbus" for w in config.wallboxes) or any(
+        m.type != "api" for m in config.used_meters()
+    ):
         # pymodbus logs every failed (re)connect through stdlib logging; the
         # daemon logs a Modbus device going offline and back itself, once.
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -138,6 +142,19 @@ def build_daemon(options):
             writes=config.manager.mode == "control",
         )
 
+    # Modbus meters, each reporting to the manager's meters; an api meter's
+    # readings come over the status API.
+    meters = [
+        ModbusMeter.from_config(
+            meter,
+            reactor=reactor,
+            on_reading=manager.meters.reading,
+            on_failure=manager.meters.failure,
+        )
+        for meter in config.used_meters()
+        if meter.type != "api"
+    ]
+
     hub = ChargePointHub(
         config.server,
         registry,
@@ -171,11 +188,15 @@ def build_daemon(options):
             namespace=admin_namespace(registry=registry, manager=manager, hub=hub),
             where=_where(options, "manhole"),
         ).setServiceParent(top)
-    ManagerService(store, manager).setServiceParent(top)
+    # The site limit set over the status API, kept in the store.
+    site_limit = SiteLimit(manager, config.manager.max_current, lambda: store.store)
+    ManagerService(store, manager, site_limit).setServiceParent(top)
     GatewayService(
         list(ocpp_gateways.values()) + list(modbus_gateways.values())
     ).setServiceParent(top)
-    ModbusService(list(modbus_wallboxes.values()), list(chargepoints.values())).setServiceParent(top)
+    ModbusService(
+        list(modbus_wallboxes.values()) + meters, list(chargepoints.values())
+    ).setServiceParent(top)
     CloseConnectionsService(hub).setServiceParent(top)
 
     wallbox_factory = WallboxServerFactory(hub, config.server, fast_path=config.server.fast_path)
@@ -204,6 +225,7 @@ def build_daemon(options):
                 manager,
                 config.status.token,
                 listeners,
+                site_limit=site_limit,
                 extra={
                     b"metrics": metrics_resource(
                         SiteCollector(registry, hub, modbus_wallboxes, counter, manager)

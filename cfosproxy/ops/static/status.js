@@ -1,5 +1,6 @@
-// The status page: the site and its circuits per phase (from /api/site) and
-// one tile per device (from /api/devices), every 2 seconds.
+// The status page: the site and its circuits per phase, the site limit and
+// the meters (from /api/site), and one tile per device (from /api/devices),
+// every 2 seconds.
 "use strict";
 
 // The unbalanced load gets a hint from this share of max_imbalance on.
@@ -46,9 +47,14 @@ function bar(kind, value, scale) {
   return span;
 }
 
-function phaseRow(node, index, phase, scale) {
+function signed(value) {
+  return value === null || value === undefined ? "–" : Number(value).toFixed(1);
+}
+
+function phaseRow(node, index, phase, scale, reading) {
   // One phase of a circuit: the limit, what is available and what the
-  // devices below are counted for, as bars on the circuit's scale.
+  // devices below are counted for, as bars on the circuit's scale; with a
+  // meter, first what it reads and the other load on the phase.
   const limit = node.max_current[index];
   const available = node.available[index];
   const counted = node.counted[index];
@@ -65,7 +71,11 @@ function phaseRow(node, index, phase, scale) {
   track.title = `${phase}: counted ${figure(counted)} A, available ${figure(available)} A, limit ${figure(limit)} A`;
   const figures = document.createElement("span");
   figures.className = "figures";
-  figures.textContent = `counted ${figure(counted)} · available ${figure(available)} · limit ${figure(limit)} A`;
+  const metered = node.meter
+    ? `meter ${signed(reading && !reading.silent && reading.currents ? reading.currents[index] : null)} · ` +
+      `other ${signed(node.other ? node.other[index] : null)} · `
+    : "";
+  figures.textContent = `${metered}counted ${figure(counted)} · available ${figure(available)} · limit ${figure(limit)} A`;
   if (counted > available) figures.classList.add("problem");
   row.append(label, track, figures);
   return row;
@@ -82,6 +92,39 @@ function imbalanceHint(state) {
   return hint;
 }
 
+function age(seconds) {
+  if (seconds === null || seconds === undefined) return "no reading yet";
+  return seconds < 120 ? `${Number(seconds).toFixed(1)} s ago` : `${Math.round(seconds / 60)} min ago`;
+}
+
+function meterLine(node, reading, state) {
+  // The meter of a circuit or the site, and a badge while it is silent:
+  // then the devices below share the fail-safe current.
+  const lines = [];
+  const line = document.createElement("p");
+  line.className = "meter";
+  line.textContent = `meter ${node.meter}` + (reading ? ` · ${reading.type} · ${age(reading.age)}` : "");
+  lines.push(line);
+  if (node.silent) {
+    const badge = document.createElement("p");
+    badge.className = "hint problem silent";
+    badge.textContent = `meter silent: fail-safe ${figure(state.failsafe_current)} A`;
+    if (reading && reading.problem) badge.title = reading.problem;
+    lines.push(badge);
+  }
+  return lines;
+}
+
+function siteLimitLine(limit) {
+  // The site's limit in force, and where it comes from.
+  const line = document.createElement("p");
+  line.className = `site-limit ${limit.source}`;
+  line.textContent = limit.source === "api"
+    ? `site limit ${figure(limit.max_current)} A per phase · set over the API ${limit.set_at.replace("T", " ").replace("Z", " UTC")} · config ${figure(limit.configured)} A`
+    : `site limit ${figure(limit.max_current)} A per phase · from the config`;
+  return line;
+}
+
 function circuitBlock(node, state, children) {
   const section = document.createElement("section");
   section.className = "circuit";
@@ -93,13 +136,16 @@ function circuitBlock(node, state, children) {
   title.append(below);
   section.append(title);
   if (node.parent === null) {
+    if (state.site_limit) section.append(siteLimitLine(state.site_limit));
     const hint = imbalanceHint(state);
     if (hint) section.append(hint);
   }
+  const reading = node.meter ? (state.meters || []).find((meter) => meter.name === node.meter) : null;
+  if (node.meter) section.append(...meterLine(node, reading, state));
   const scale = Math.max(...node.max_current, ...node.available, ...node.counted);
   const phases = document.createElement("div");
   phases.className = "phases";
-  state.phases.forEach((phase, index) => phases.append(phaseRow(node, index, phase, scale)));
+  state.phases.forEach((phase, index) => phases.append(phaseRow(node, index, phase, scale, reading)));
   const nested = document.createElement("div");
   nested.className = "children";
   for (const child of children.get(node.name) || []) {
@@ -121,8 +167,42 @@ function showSite(state) {
     if (!children.has(parent)) children.set(parent, []);
     children.get(parent).push(circuit);
   }
-  siteView.replaceChildren(circuitBlock(state.site, state, children));
+  const blocks = [circuitBlock(state.site, state, children)];
+  if (state.meters && state.meters.length) blocks.push(meterList(state));
+  siteView.replaceChildren(...blocks);
   siteView.hidden = false;
+}
+
+function meterList(state) {
+  // Every meter: its last reading per phase, how old it is, and whether
+  // it is silent.
+  const section = document.createElement("section");
+  section.className = "meters";
+  const title = document.createElement("h3");
+  title.textContent = "meters";
+  const settings = document.createElement("small");
+  settings.textContent = `reserve ${figure(state.reserve)} A · fail-safe ${figure(state.failsafe_current)} A`;
+  title.append(settings);
+  const table = document.createElement("table");
+  const head = table.createTHead().insertRow();
+  for (const label of ["meter", "type", ...state.phases, "read", "state"]) {
+    const cell = document.createElement("th");
+    cell.textContent = label;
+    head.append(cell);
+  }
+  const body = table.createTBody();
+  for (const meter of state.meters) {
+    const row = body.insertRow();
+    row.dataset.meter = meter.name;
+    if (meter.silent) row.className = "silent";
+    const cells = [meter.name, meter.type];
+    state.phases.forEach((_, i) => cells.push(meter.currents ? `${signed(meter.currents[i])} A` : "–"));
+    cells.push(age(meter.age), meter.silent ? "silent" : "ok");
+    for (const value of cells) row.insertCell().textContent = value;
+    if (meter.problem) row.title = meter.problem;
+  }
+  section.append(title, table);
+  return section;
 }
 
 function wiredLine(device) {
