@@ -263,7 +263,7 @@ def test_without_meters_the_fuses_are_available():
     site, _, _ = limits("[manager]\nmax_current = 20\n[circuit:c]\nmax_current = 10\n")
     assert site.site == (20, 20, 20)
     assert [(c.name, c.available) for c in site.circuits] == [("c", (10, 10, 10))]
-    assert not site.metered
+    assert site.board.states() == [] and site.place_state(None)["meter"] is None
 
 
 def test_metered_places_follow_their_meters():

@@ -316,11 +316,6 @@ class SiteLimits:
         """Every circuit with what is available to it now."""
         return [Circuit(_name(p), p.parent, self._amps(p.node)) for p in self._places[1:]]
 
-    @property
-    def metered(self) -> bool:
-        """Whether any place has a meter."""
-        return any(p.meter for p in self._places)
-
     def place_state(self, node: str | None) -> dict[str, Any]:
         """A place's fuses and meter as the status API shows them:
         C{max_current}, C{meter} (its name or None) and, with a meter,
