@@ -40,6 +40,31 @@ def test_a_local_start_is_mapped_both_ways(tmp_path):
     store.close()
 
 
+def test_a_transaction_profile_of_the_backend_names_the_local_id(tmp_path):
+    """A backend's SetChargingProfile with a TxProfile for a transaction the
+    wallbox knows by its local id reaches it with that id; a profile
+    without a transaction, or for an unmapped one, stays the same object."""
+    store = Store(str(tmp_path / "s.sqlite"))
+    ids = TransactionIds(lambda: store, "CB-1", "CB-1")
+    payload = {"transactionId": 7}
+    local_id = ids.start_locally(payload)
+    ids.learn(Message(1, local_id), CallResult("s1", {"transactionId": 4711}))
+    profile = {"chargingProfileId": 5, "stackLevel": 0, "chargingProfilePurpose": "TxProfile",
+               "chargingProfileKind": "Absolute", "transactionId": 4711, "chargingSchedule": {}}
+    call = Call("p1", "SetChargingProfile", {"connectorId": 1, "csChargingProfiles": profile})
+    mapped = ids.to_local(call)
+    assert mapped.payload["csChargingProfiles"]["transactionId"] == local_id
+    assert call.payload["csChargingProfiles"]["transactionId"] == 4711
+    default = {k: v for k, v in profile.items() if k != "transactionId"}
+    for unmapped in (
+        Call("p2", "SetChargingProfile", {"connectorId": 1, "csChargingProfiles": default}),
+        Call("p3", "SetChargingProfile", {"connectorId": 1, "csChargingProfiles": {**profile, "transactionId": 99}}),
+        Call("p4", "SetChargingProfile", {"connectorId": 1, "csChargingProfiles": "junk"}),
+    ):
+        assert ids.to_local(unmapped) is unmapped
+    store.close()
+
+
 def test_a_refused_start_maps_nothing(tmp_path):
     """A CALLERROR to a StartTransaction, or the answer to another message,
     leaves the local id unmapped."""

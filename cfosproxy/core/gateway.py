@@ -804,10 +804,12 @@ class Gateway:
         """A CALL from the backend, for the wallbox (the backend leg's
         answers)."""
         self._count(call.action, "from_backend")
+        if call.action in _CARRY_TRANSACTION_IDS:
+            # A transaction started while the backend was away has the
+            # local id in the wallbox (and in the registry).
+            call = self._ids.to_local(call)
         if self._profiles is not None and call.action in self._profiles.ACTIONS:
             return self._profiles.handle(self, call)
-        if call.action == "RemoteStopTransaction":
-            call = self._ids.to_local(call)
         d = self.pass_to_wallbox(call)
         d.addErrback(_unanswered_by_wallbox)
         return d
@@ -833,6 +835,10 @@ class Gateway:
         self._boot.stop()
         self._queue.cancel(Hold.RETRY)
         self._queue.cancel(Hold.RECORD)
+
+
+# Backend CALLs that may name a transaction by the backend's id.
+_CARRY_TRANSACTION_IDS = frozenset({"RemoteStopTransaction", "SetChargingProfile"})
 
 
 def _unanswered_by_wallbox(failure: Failure) -> NoReturn:

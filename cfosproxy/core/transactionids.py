@@ -81,16 +81,30 @@ class TransactionIds:
         return Call(call.unique_id, call.action, dict(call.payload, transactionId=backend_id))
 
     def to_local(self, call: Call) -> Call:
-        """A backend's CALL (RemoteStopTransaction) with the backend's id
-        replaced by the local one the wallbox knows; C{call} itself when
-        nothing maps."""
-        backend_id = call.payload.get("transactionId")
-        if not isinstance(backend_id, int):
-            return call
-        local_id = self._store().local_transaction_id(self._link_id, backend_id)
+        """A backend's CALL with the backend's transaction id replaced by
+        the local one the wallbox knows (RemoteStopTransaction's
+        C{transactionId}, a SetChargingProfile's TxProfile
+        C{csChargingProfiles.transactionId}); C{call} itself when nothing
+        maps."""
+        if call.action == "SetChargingProfile":
+            profile = call.payload.get("csChargingProfiles")
+            if not isinstance(profile, dict):
+                return call
+            local_id = self._local_id(profile.get("transactionId"))
+            if local_id is None:
+                return call
+            payload = dict(call.payload, csChargingProfiles=dict(profile, transactionId=local_id))
+            return Call(call.unique_id, call.action, payload)
+        local_id = self._local_id(call.payload.get("transactionId"))
         if local_id is None:
             return call
         return Call(call.unique_id, call.action, dict(call.payload, transactionId=local_id))
+
+    def _local_id(self, backend_id: object) -> int | None:
+        if not isinstance(backend_id, int):
+            return None
+        local_id: int | None = self._store().local_transaction_id(self._link_id, backend_id)
+        return local_id
 
     def learn(self, message: StoredMessage, answer: CallResult | CallError) -> None:
         """Keep the backend's id from its C{answer} to a queued
