@@ -233,7 +233,10 @@ class WallboxConfig(_ModbusAddress):
     ``circuit`` names the L{CircuitConfig} it hangs on, empty for directly
     under the site; ``wiring`` is one of
     L{cfosproxy.site.phases.WIRINGS}; a higher ``priority`` is served
-    first.
+    first. ``charging_profile``, ``stack_level`` and ``rate_unit`` say how
+    an OCPP wallbox takes its limits (``auto``: learnt, see
+    L{cfosproxy.site.strategy}); ``voltage`` turns amperes into watts for
+    one that takes watts.
     """
 
     name: str
@@ -248,6 +251,10 @@ class WallboxConfig(_ModbusAddress):
     circuit: str = ""
     wiring: str = "L1L2L3"
     priority: int = 0
+    charging_profile: str = "auto"
+    stack_level: str = "auto"
+    rate_unit: str = "auto"
+    voltage: float = 230.0
     gateway_url: str = ""
     gateway_password: str = field(default="", repr=False)
     gateway_client_id: str = ""
@@ -267,6 +274,22 @@ class WallboxConfig(_ModbusAddress):
         """Whether the device is a Modbus wallbox (its ``address`` is
         ``host:port``, default port 4701)."""
         return self.type == "modbus"
+
+    @property
+    def explicit_stack_level(self):
+        """The configured stack level as a number, or None for ``auto``."""
+        return None if self.stack_level == "auto" else int(self.stack_level)
+
+
+# The keys that say how an OCPP wallbox takes its limits (DESIGN §8), each
+# with its spellings: read in any case, kept as OCPP spells them.
+PROFILE_CHOICES = {
+    "charging_profile": ("auto", "TxDefaultProfile", "TxProfile"),
+    "rate_unit": ("auto", "A", "W"),
+}
+# The highest stack level a configuration may name: OCPP 1.6 leaves it to the
+# wallbox (ChargeProfileMaxStackLevel); no wallbox known offers more.
+MAX_STACK_LEVEL = 99
 
 
 _GATEWAY_KEYS = tuple(f.name for f in fields(WallboxConfig) if f.name.startswith("gateway_"))
@@ -662,6 +685,7 @@ def _wallbox(section, name):
                   f"must be one of {', '.join(WIRINGS)}{section.got('wiring')}")
     # OCPP 1.6 IdToken is CiString20Type.
     section.check(len(w.id_tag) <= 20, "id_tag", "OCPP allows at most 20 characters")
+    w = _profile_keys(section, w)
 
     scheme = _check_gateway_url(section, w.gateway_url)
     for key in ("gateway_ca", "gateway_certificate"):
@@ -670,6 +694,33 @@ def _wallbox(section, name):
                   "needs gateway_certificate to be set too")
     section.check("/" not in w.gateway_client_id, "gateway_client_id", "cannot contain '/'")
     return w
+
+
+def _profile_keys(section, w):
+    """Check and spell the keys of DESIGN §8 (how limits are sent)."""
+    if w.type != "ocpp":
+        for key in (*PROFILE_CHOICES, "stack_level", "voltage"):
+            section.check(key not in section.raw, key,
+                          "means nothing for type = modbus: a Modbus wallbox takes its "
+                          "limit in register 8093")
+        return w
+    spelled = {}
+    for key, choices in PROFILE_CHOICES.items():
+        given = getattr(w, key)
+        match = [c for c in choices if c.lower() == given.lower()]
+        section.check(match, key, f"must be one of {', '.join(choices)}{section.got(key)}")
+        spelled[key] = match[0]
+    level = w.stack_level.lower()
+    if level != "auto":
+        section.check(_INT.fullmatch(level) and 0 <= int(level) <= MAX_STACK_LEVEL,
+                      "stack_level",
+                      f"must be auto or a whole number 0 to {MAX_STACK_LEVEL}"
+                      f"{section.got('stack_level')}")
+        level = str(int(level))
+    # Mains voltage per phase: 230 V in Europe, 120/277 V elsewhere.
+    section.check(100 <= w.voltage <= 480, "voltage",
+                  f"must be 100 to 480 V per phase{section.got('voltage')}")
+    return replace(w, stack_level=level, **spelled)
 
 
 def _circuit(section, name):

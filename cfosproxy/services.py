@@ -74,6 +74,7 @@ class ManagerService(service.Service):
         if self._site_limit is not None:
             self._site_limit.restore()
         self._manager.restore_enabled(self._store_service.store.device_flags())
+        self._manager.restore_state(self._store_service.store.device_states())
         service.Service.startService(self)
 
     def stopService(self):

@@ -1,8 +1,16 @@
 """The status page in a real headless browser: tiles appear, a wallbox
-connecting changes its tile, disable/enable with the token works, and the
-site view shows the circuits per phase, the meters and the site limit."""
+connecting changes its tile, disable/enable with the token works, the
+site view shows the circuits per phase, the meters and the site limit, and
+a tile shows how limits go to its wallbox and what it refused.
+
+With C{STATUS_PAGE_SCREENSHOTS} naming a directory, the test of the limits
+lines saves the page there at 1280 and 390 pixels wide, to look at."""
 
 import asyncio
+import contextlib
+import json
+import os
+import time
 
 from twisted.internet import defer
 from twisted.trial import unittest
@@ -49,6 +57,124 @@ type = api
 max_current = 16
 meter = carport-meter
 """
+
+
+def takes_transaction_profiles_only(action, payload):
+    """The answer of a wallbox that allows stack levels up to 8 and limits
+    in A, and rejects every TxDefaultProfile, to a CALL from cfosproxy."""
+    if action == "GetConfiguration":
+        return {
+            "configurationKey": [
+                {"key": "ChargeProfileMaxStackLevel", "readonly": True, "value": "8"},
+                {"key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True, "value": "Current"},
+            ]
+        }
+    if action == "SetChargingProfile":
+        purpose = payload["csChargingProfiles"]["chargingProfilePurpose"]
+        return {"status": "Rejected" if purpose == "TxDefaultProfile" else "Accepted"}
+    return {"status": "Accepted"}
+
+
+class ScriptedWallbox:
+    """A wallbox on a raw WebSocket: it sends the test's frames, and answers
+    every CALL from cfosproxy at once, also while the test waits for the
+    page, with C{answer(action, payload)}."""
+
+    def __init__(self, ws, answer):
+        self._ws = ws
+        self._answer = answer
+        self._waiting = {}
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self):
+        async for text in self._ws:
+            frame = json.loads(text)
+            if frame[0] == 2:
+                await self._ws.send(json.dumps([3, frame[1], self._answer(frame[2], frame[3])]))
+            elif frame[1] in self._waiting:
+                self._waiting.pop(frame[1]).set_result(frame)
+
+    async def call(self, unique_id, action, payload):
+        """Send a CALL; return cfosproxy's answer frame."""
+        answered = asyncio.get_running_loop().create_future()
+        self._waiting[unique_id] = answered
+        await self._ws.send(json.dumps([2, unique_id, action, payload]))
+        return await asyncio.wait_for(answered, 15)
+
+    async def stop(self):
+        """Stop answering (before the WebSocket closes)."""
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+def limits_json(state="ready", purpose="TxDefaultProfile", stack_level=1, rate_unit="A",
+                voltage=None, default_limit=True, source="wallbox", last_refusal=None):
+    """The C{limits} of a device in C{/api/devices}."""
+    return {
+        "state": state, "purpose": purpose, "stack_level": stack_level, "rate_unit": rate_unit,
+        "voltage": voltage, "default_limit": default_limit, "source": source,
+        "wallbox": {"max_stack_level": 8, "rate_units": ["A"], "max_periods": 24, "max_profiles": 4}
+        if source == "wallbox" else None,
+        "last_refusal": last_refusal,
+    }
+
+
+def device_json(name, kind="ocpp", **values):
+    """A device of C{/api/devices}: connected, idle, on the site's three
+    phases; C{values} replace what the API would say."""
+    document = {
+        "name": name, "type": kind, "configured": True, "enabled": True, "connected": True,
+        "status": "Available", "charging": False, "granted_current": 0.0, "accepted_limit": 0.0,
+        "power_w": 0.0, "currents": [None, None, None], "energy_wh": 120000.0,
+        "session_energy_wh": None, "transaction_id": None, "id_tag": None, "profile_error": None,
+        "circuit": None, "wiring": "L1L2L3", "priority": 0, "phases": ["L1", "L2", "L3"],
+        "limits": None, "gateway": None,
+    }
+    document.update(values)
+    return document
+
+
+def devices_with_every_kind_of_limits():
+    """Devices as C{/api/devices} would show them now: one charging with
+    limits configured in W that the wallbox refused 185 s ago (its reason
+    with markup in it), one being probed, one that refuses every way, and
+    a Modbus wallbox."""
+    refused_at = time.time() - 185
+    return {
+        "devices": [
+            device_json(
+                "garage", status="Charging", charging=True, granted_current=16.0,
+                accepted_limit=16.0, power_w=11040.0, currents=[16.0, 16.0, 16.0],
+                transaction_id=7, id_tag="0451***", energy_wh=123456.0,
+                session_energy_wh=8765.4,
+                limits=limits_json(
+                    purpose="TxProfile", rate_unit="W", voltage=230.0, default_limit=False,
+                    source="configuration",
+                    last_refusal={
+                        "at": refused_at, "way": "TxDefaultProfile, stack level 1, W",
+                        "reason": "SetChargingProfile answered <b>NotSupported</b>",
+                    },
+                ),
+            ),
+            device_json(
+                "carport", limits=limits_json(state="probing", default_limit=None, source="defaults")
+            ),
+            device_json(
+                "barn", status="SuspendedEVSE",
+                profile_error="every way refused; the last, TxProfile, stack level 0, A: "
+                "SetChargingProfile answered Rejected",
+                limits=limits_json(
+                    state="refused", stack_level=0, source="wallbox",
+                    last_refusal={
+                        "at": refused_at, "way": "TxProfile, stack level 0, A",
+                        "reason": "SetChargingProfile answered Rejected",
+                    },
+                ),
+            ),
+            device_json("shed", kind="modbus"),
+        ]
+    }
 
 
 def phase_text(circuit, phase):
@@ -284,4 +410,142 @@ class StatusPageBrowserTests(unittest.TestCase):
             await page.evaluate(phase_text("site", "L1")),
             "L1meter 12.5 · other 12.5 · counted 0.0 · available 15.5 · limit 30.0 A",
         )
+        await page.context.close()
+
+    @asyncio_test
+    async def test_a_tile_shows_how_limits_go_to_its_wallbox(self):
+        """A wallbox that rejects every TxDefaultProfile gets its limits as
+        TxProfiles, learnt from its GetConfiguration: its tile says so in
+        one line, with the refusal that led there and its reason, and the
+        energy of the session; the API agrees."""
+        daemon = RunningDaemon(self, wallboxes=WALLBOXES)
+        page = await self.page(daemon.status_url("/"))
+        tile = '.tile[data-device="garage-1"]'
+        async with await connect(daemon.url("CB-0001")) as ws:
+            wallbox = ScriptedWallbox(ws, takes_transaction_profiles_only)
+            await wallbox.call(
+                "b", "BootNotification", {"chargePointVendor": "cFos", "chargePointModel": "Power Brain"}
+            )
+            await wallbox.call(
+                "a", "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Preparing"}
+            )
+            await wallbox.call(
+                "s", "StartTransaction",
+                {"connectorId": 1, "idTag": "T", "meterStart": 1000, "timestamp": "2026-12-05T10:00:00Z"},
+            )
+            await wallbox.call(
+                "c", "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging"}
+            )
+            await wallbox.call(
+                "m", "MeterValues",
+                {"connectorId": 1, "meterValue": [{"timestamp": "2026-12-05T10:05:00Z", "sampledValue": [
+                    {"value": "2500", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]}]},
+            )
+            # The session's 1.5 kWh since meterStart, once the page shows it.
+            await page.wait_for_function(
+                "(document.querySelector('.tile[data-device=\"garage-1\"] .limits') || {}).textContent"
+                " === 'limits: TxProfile · stack 1 · A · no default limit (from the wallbox)'"
+                " && document.querySelector('.tile[data-device=\"garage-1\"] dl').textContent"
+                ".includes('session1.50 kWh')",
+                timeout=15000,
+            )
+            self.assertRegex(
+                await page.text_content(tile + " .refusal"),
+                r"^last refused \d+ s ago: TxDefaultProfile, stack level 0, A — "
+                r"SetChargingProfile answered Rejected$",
+            )
+            self.assertIsNone(await page.query_selector(tile + " .badge"))
+            self.assertEqual(
+                await page.get_attribute(tile + " .limits", "title"),
+                "max stack level 8, units A, max periods –, max profiles –",
+            )
+            _, shown = await http_get(daemon.status_url("/api/devices/garage-1"))
+            self.assertEqual(
+                (shown["limits"]["purpose"], shown["limits"]["source"], shown["session_energy_wh"]),
+                ("TxProfile", "wallbox", 1500.0),
+            )
+            self.assertEqual(
+                shown["limits"]["last_refusal"]["reason"], "SetChargingProfile answered Rejected"
+            )
+            # A wallbox that never connected: the defaults, nothing refused.
+            self.assertEqual(
+                await page.text_content('.tile[data-device="garage-2"] .limits'),
+                "limits: TxDefaultProfile · stack 1 · A (defaults)",
+            )
+            await wallbox.stop()
+        await page.context.close()
+
+    @asyncio_test
+    async def test_the_limits_lines_at_desktop_and_phone_width(self):
+        """With devices in every state of their limits (the devices JSON
+        made here): the way in one line per OCPP wallbox, in W with the
+        voltage; a badge for the one probed and for the one that refuses
+        every way; the last refusal with its age, the reason's markup shown
+        as text; the session energy; nothing of limits on the Modbus tile.
+        At 390 pixels wide nothing runs off the page or out of a tile."""
+        daemon = RunningDaemon(self, wallboxes=WALLBOXES)
+        page = await self.page("about:blank")
+
+        async def devices(route):
+            await route.fulfill(
+                status=200, content_type="application/json",
+                body=json.dumps(devices_with_every_kind_of_limits()),
+            )
+
+        async def no_site(route):
+            # The daemon's site would name its own devices: no site view.
+            await route.fulfill(status=404, content_type="application/json", body="{}")
+
+        await page.route("**/api/devices", devices)
+        await page.route("**/api/site", no_site)
+        await page.goto(daemon.status_url("/"))
+        await page.wait_for_selector('.tile[data-device="shed"]', timeout=15000)
+
+        def of(name, part):
+            return '.tile[data-device="{}"] {}'.format(name, part)
+
+        self.assertEqual(
+            await page.text_content(of("garage", ".limits")),
+            "limits: TxProfile · stack 1 · W at 230 V · no default limit (configured)",
+        )
+        self.assertEqual(
+            await page.text_content(of("garage", ".refusal")),
+            "last refused 3 min ago: TxDefaultProfile, stack level 1, W — "
+            "SetChargingProfile answered <b>NotSupported</b>",
+        )
+        self.assertIsNone(await page.query_selector(of("garage", ".refusal b")))
+        self.assertIsNone(await page.query_selector(of("garage", ".badge")))
+        self.assertIn("session8.77 kWh", await page.text_content(of("garage", "dl")))
+        self.assertEqual(
+            await page.text_content(of("carport", ".badge.probing")),
+            "probing: asking the wallbox how it takes limits",
+        )
+        self.assertEqual(
+            await page.text_content(of("carport", ".limits")),
+            "limits: TxDefaultProfile · stack 1 · A (defaults)",
+        )
+        self.assertNotIn("session", await page.text_content(of("carport", "dl")))
+        self.assertEqual(
+            await page.text_content(of("barn", ".badge.refused")),
+            "refuses every limit: counted at max current",
+        )
+        self.assertEqual(
+            await page.text_content(of("barn", ".refusal")),
+            "last refused 3 min ago: TxProfile, stack level 0, A — SetChargingProfile answered Rejected",
+        )
+        self.assertIsNone(await page.query_selector(of("shed", ".limits")))
+        self.assertIsNone(await page.query_selector(of("shed", ".refusal")))
+
+        screenshots = os.environ.get("STATUS_PAGE_SCREENSHOTS")
+        for width in (1280, 390):
+            await page.set_viewport_size({"width": width, "height": 900})
+            overflowing = await page.evaluate(
+                "[document.documentElement, ...document.querySelectorAll('.tile, .tile > *')]"
+                ".filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.className || e.tagName)"
+            )
+            self.assertEqual(overflowing, [], width)
+            if screenshots:
+                await page.screenshot(
+                    path=os.path.join(screenshots, "status-limits-{}.png".format(width)), full_page=True
+                )
         await page.context.close()

@@ -108,17 +108,35 @@ def test_example_file_loads():
 def test_commented_site_keys_in_example_are_valid():
     """The commented-out site model keys in etc/cfosproxy.ini (the
     ``[circuit:carport]`` example, ``max_imbalance``, the wallbox's
-    ``circuit``, ``wiring`` and ``priority``) load when uncommented, with
-    the values the comments document."""
+    ``circuit``, ``wiring``, ``priority`` and how limits are sent) load when
+    uncommented, with the values the comments document."""
     text = EXAMPLE.read_text(encoding="utf-8")
-    disabled = re.compile(r"^;(?=\[circuit:|(max_imbalance|max_current|parent|circuit|wiring|priority) =)",
-                          re.MULTILINE)
-    assert len(disabled.findall(text)) == 7
+    disabled = re.compile(
+        r"^;(?=\[circuit:|(max_imbalance|max_current|parent|circuit|wiring|priority"
+        r"|charging_profile|stack_level|rate_unit|voltage) =)",
+        re.MULTILINE,
+    )
+    assert len(disabled.findall(text)) == 11
     config = config_from_string(disabled.sub("", text), "example.ini")
     assert config.circuits == (CircuitConfig(name="carport", max_current=25.0, parent=""),)
     assert config.manager.max_imbalance == 0.0
     (garage,) = config.wallboxes
     assert (garage.circuit, garage.wiring, garage.priority) == ("", "L1L2L3", 0)
+    assert (garage.charging_profile, garage.stack_level, garage.rate_unit, garage.voltage) == (
+        "auto", "auto", "auto", 230.0)
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("charging_profile = txprofile\nstack_level = 00\nrate_unit = w\nvoltage = 120\n",
+     ("TxProfile", "0", 0, "W", 120.0)),
+    ("charging_profile = TXDEFAULTPROFILE\nstack_level = AUTO\nrate_unit = a\n",
+     ("TxDefaultProfile", "auto", None, "A", 230.0)),
+])
+def test_profile_keys_are_spelled_as_ocpp_does(given, expected):
+    """The keys of how limits are sent are read in any case and kept as
+    OCPP spells them; the stack level as a number when explicit."""
+    (w,) = config_from_string(OCPP + given).wallboxes
+    assert (w.charging_profile, w.stack_level, w.explicit_stack_level, w.rate_unit, w.voltage) == expected
 
 
 def test_values_are_typed():
@@ -427,6 +445,14 @@ BAD = [
     ("[circuit:a]\nmax_current = 25\nparent = c\n[circuit:b]\nmax_current = 16\nparent = a\n"
      "[circuit:c]\nmax_current = 16\nparent = b\n", "circuit:a", "parent",
      "circuits form a loop: a > c > b > a"),
+    (OCPP + "charging_profile = ChargePointMaxProfile\n", "wallbox:a", "charging_profile",
+     "must be one of auto, TxDefaultProfile, TxProfile"),
+    (OCPP + "stack_level = -1\n", "wallbox:a", "stack_level", "auto or a whole number 0 to 99"),
+    (OCPP + "stack_level = 1.5\n", "wallbox:a", "stack_level", "auto or a whole number 0 to 99"),
+    (OCPP + "rate_unit = kW\n", "wallbox:a", "rate_unit", "must be one of auto, A, W"),
+    (OCPP + "voltage = 0.23\n", "wallbox:a", "voltage", "must be 100 to 480 V per phase"),
+    ("[wallbox:m]\ntype = modbus\naddress = pb\nrate_unit = W\n", "wallbox:m", "rate_unit",
+     "means nothing for type = modbus"),
     ("[server]\ntls = on\n[server]\n", "server", None, "section appears twice (line 3)"),
     ("[server]\ntls = on\nTLS = off\n", "server", "tls", "key appears twice (line 3)"),
     ("tls = on\n", None, None, "line 1"),

@@ -8,6 +8,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from cfosproxy.config import config_from_string
 from cfosproxy.core.devices import DeviceRegistry
+from cfosproxy.ocpp.profiles import MANAGER_STACK_LEVEL
 from cfosproxy.ops.metrics import MessageCounter, SiteCollector, chain, metrics_resource
 from cfosproxy.ocpp.frames import Call, CallError, CallResult
 from tests.test_status import wired_site
@@ -144,6 +145,34 @@ def test_modbus_offline_transitions():
     assert seen == [True, False, True, False]
     assert m["cfosproxy_modbus_online"] == {labels(device="carport"): 0}
     assert m["cfosproxy_modbus_errors_total"] == {labels(device="carport"): 2}
+
+
+def test_how_limits_are_sent():
+    """Per OCPP wallbox the manager controls, an info gauge of 1 whose
+    labels say how its limits are sent and the strategy's state, and once
+    it refused a limit, when; a Modbus wallbox has neither."""
+    from tests.test_status import SET_AT, mixed_site
+
+    mixed = mixed_site()
+    hub = SimpleNamespace(sessions={})
+    _, m = scrape(SiteCollector(mixed.registry, hub, {}, MessageCounter(), mixed.manager))
+    assert m["cfosproxy_device_limit_strategy_info"] == {
+        labels(device="garage", purpose="TxDefaultProfile", stack_level=str(MANAGER_STACK_LEVEL),
+               rate_unit="A", state="ready"): 1,
+    }
+    assert "cfosproxy_device_limit_last_refusal_timestamp_seconds" not in m
+
+    # The wallbox refuses every way there is to send a limit.
+    strategy = mixed.device("garage").strategy
+    for _ in range(20):
+        if strategy.refused(strategy.way, "SetChargingProfile answered Rejected", SET_AT) is None:
+            break
+    _, m = scrape(SiteCollector(mixed.registry, hub, {}, MessageCounter(), mixed.manager))
+    [(shown, value)] = m["cfosproxy_device_limit_strategy_info"].items()
+    assert (dict(shown)["state"], value) == ("refused", 1)
+    assert m["cfosproxy_device_limit_last_refusal_timestamp_seconds"] == {
+        labels(device="garage"): SET_AT,
+    }
 
 
 # What LoadManager.site_state() answers: a site and one circuit below it.

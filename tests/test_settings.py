@@ -55,6 +55,9 @@ class FakeManager:
     def restore_enabled(self, flags):
         self.enabled_flags = flags
 
+    def restore_state(self, states):
+        self.states = states
+
 
 def test_a_fresh_store_has_no_site_limit(store):
     """Nothing set: no site limit kept."""
@@ -105,19 +108,22 @@ def test_the_limit_is_on_disk_when_the_call_returns(store):
     assert rows == [("site_limit", "20.0", SET_AT)]
 
 
-def test_an_older_store_gets_the_settings_table(tmp_path):
-    """A file of the release before (every migration but the settings
-    table) opens with its data intact, gains the table, and keeps a
-    site limit."""
-    path = str(tmp_path / STORE_FILE)
+def older_store(path, migrations, rows):
+    """Write a store file as a release before this one left it: the first
+    C{migrations} of L{MIGRATIONS} applied, with C{rows} (SQL) in it."""
     old = sqlite3.connect(path)
-    for script in MIGRATIONS[:-1]:
+    for script in MIGRATIONS[:migrations]:
         old.executescript(script)
-    old.executescript(
-        "INSERT INTO device_flags VALUES ('garage', 0);"
-        "PRAGMA user_version = {:d};".format(len(MIGRATIONS) - 1)
-    )
+    old.executescript(rows + "PRAGMA user_version = {:d};".format(migrations))
     old.close()
+
+
+def test_an_older_store_gets_the_settings_table(tmp_path):
+    """A file of the release before the settings table opens with its data
+    intact, gains the table, and keeps a site limit."""
+    path = str(tmp_path / STORE_FILE)
+    settings = next(i for i, script in enumerate(MIGRATIONS) if "CREATE TABLE settings" in script)
+    older_store(path, settings, "INSERT INTO device_flags VALUES ('garage', 0);")
 
     store = Store(path)
     try:

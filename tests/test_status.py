@@ -13,6 +13,7 @@ from twisted.trial import unittest
 from twisted.web import resource
 from twisted.web.test.requesthelper import DummyRequest
 
+from cfosproxy.ocpp.profiles import MANAGER_STACK_LEVEL
 from cfosproxy.ops import status
 from cfosproxy.config import ConfigError, config_from_string
 from cfosproxy.ops.status import (
@@ -439,6 +440,79 @@ def test_devices_api_shows_where_a_device_is_wired():
         "A": (None, "L1L2L3", 0, ["L1", "L2", "L3"]),
         "C": ("bay", "L3", 1, ["L3"]),
     }
+
+
+MIXED_SITE = """
+[manager]
+max_current = 32
+[wallbox:garage]
+type = ocpp
+address = CB-G
+[wallbox:carport]
+type = modbus
+address = pb.local
+"""
+
+
+def mixed_site():
+    """A real load manager over an OCPP wallbox (garage) charging a car
+    that has drawn 1.5 kWh so far, and a Modbus wallbox (carport)."""
+    mixed = ManagedSite(MIXED_SITE)
+    mixed.connect("garage")
+    mixed.start("garage")
+    mixed.deliver(
+        "garage", "MeterValues",
+        {"connectorId": 1, "transactionId": 1, "meterValue": [{"timestamp": "t", "sampledValue": [
+            {"value": "1500", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]}]},
+        {},
+    )
+    mixed.settle()
+    return mixed
+
+
+def devices_of(mixed, path=b"/api/devices"):
+    """The devices C{GET path} answers, by name."""
+    code, _, body = get(mixed, path)
+    assert code == 200
+    document = json.loads(body)
+    return {d["name"]: d for d in document.get("devices", [document])}
+
+
+def test_devices_api_shows_how_limits_are_sent():
+    """An OCPP wallbox the manager controls has C{limits}: the way its
+    limits go (here the defaults: a TxDefaultProfile in A at the manager's
+    stack level), the state and where the way comes from; a Modbus
+    wallbox has C{null}. The energy of the running session shows too."""
+    mixed = mixed_site()
+    devices = devices_of(mixed)
+    limits = devices["garage"]["limits"]
+    assert limits == mixed.device("garage").strategy.as_json()
+    assert (limits["state"], limits["purpose"], limits["rate_unit"], limits["voltage"]) == (
+        "ready", "TxDefaultProfile", "A", None,
+    )
+    assert limits["stack_level"] == MANAGER_STACK_LEVEL
+    assert (limits["source"], limits["wallbox"], limits["last_refusal"]) == ("defaults", None, None)
+    assert devices["carport"]["limits"] is None
+    assert devices["garage"]["session_energy_wh"] == 1500.0
+    assert devices["carport"]["session_energy_wh"] is None
+
+
+def test_devices_api_shows_the_last_refusal():
+    """Once the wallbox refused a limit, C{GET /api/devices/<name>} shows
+    when, the way refused and the wallbox's reason as it gave it, and the
+    way tried next."""
+    mixed = mixed_site()
+    strategy = mixed.device("garage").strategy
+    strategy.refused(strategy.way, 'SetChargingProfile answered <b>"Rejected"</b>', SET_AT)
+    limits = devices_of(mixed, b"/api/devices/garage")["garage"]["limits"]
+    assert limits["last_refusal"] == {
+        "at": SET_AT,
+        "way": "TxDefaultProfile, stack level {}, A".format(MANAGER_STACK_LEVEL),
+        "reason": 'SetChargingProfile answered <b>"Rejected"</b>',
+    }
+    assert (limits["purpose"], limits["stack_level"], limits["state"]) == (
+        "TxDefaultProfile", 0, "ready",
+    )
 
 
 async def http_exchange(port, data, *, trickle=None):

@@ -50,6 +50,15 @@ CHARGING_STATES = frozenset({"Charging", "SuspendedEV"})
 IDLE_STATES = frozenset({"Available", "Finishing", "Faulted", "Unavailable"})
 
 
+class StrategyStatus(Protocol):
+    """What a device shows of how its limits are sent
+    (L{cfosproxy.site.strategy.LimitStrategy}; a protocol for the same
+    reason as L{GatewayStatus})."""
+
+    def as_json(self) -> Mapping[str, object]:
+        """The strategy as the status API shows it."""
+
+
 class GatewayStatus(Protocol):
     """What a device shows of its gateway (L{cfosproxy.core.gateway.Gateway}).
 
@@ -84,6 +93,8 @@ class Device:
     transaction_id: int | None = None
     id_tag: str | None = None
     energy_wh: float | None = None
+    # The energy register when the running (or last) transaction started.
+    meter_start: float | None = None
     power_w: float | None = None
     # The current on each of the wallbox's phases L1, L2, L3 as it last
     # reported them (MeterValues Current.Import per phase, Modbus
@@ -105,6 +116,8 @@ class Device:
     phases: tuple[str, ...] = ()
     # The device's L{cfosproxy.core.gateway.Gateway}, when it has a backend.
     gateway: GatewayStatus | None = None
+    # How limits are sent to it (OCPP wallboxes the manager controls).
+    strategy: StrategyStatus | None = None
 
     @property
     def configured(self) -> bool:
@@ -127,6 +140,7 @@ class Device:
             "transaction_id": self.transaction_id,
             "id_tag": mask_id_tag(self.id_tag),
             "energy_wh": self.energy_wh,
+            "session_energy_wh": self.session_energy_wh,
             "power_w": self.power_w,
             "currents": list(self.currents),
             "vendor": self.boot.get("chargePointVendor"),
@@ -143,8 +157,24 @@ class Device:
             "wiring": getattr(self.config, "wiring", None),
             "priority": getattr(self.config, "priority", None),
             "phases": list(self.phases),
+            "limits": self.strategy.as_json() if self.strategy is not None else None,
             "gateway": self.gateway.status() if self.gateway is not None else None,
         }
+
+    @property
+    def session_energy_wh(self) -> float | None:
+        """The energy of the running (or last) transaction so far, or None
+        while it cannot be told."""
+        if self.meter_start is None or self.energy_wh is None:
+            return None
+        return max(0.0, self.energy_wh - self.meter_start)
+
+    def stopped_drawing(self) -> None:
+        """The connector draws nothing now (its transaction stopped, or it
+        shows a state without a car): power and currents read 0, not what
+        the last MeterValues said."""
+        self.power_w = 0.0
+        self.currents = [0.0 if c is not None else None for c in self.currents]
 
     @property
     def wants_current(self) -> bool:
@@ -389,6 +419,8 @@ class DeviceRegistry:
         if device is not None:
             device.status = payload.get("status")
             device.error_code = payload.get("errorCode")
+            if device.status in IDLE_STATES:
+                device.stopped_drawing()
 
     def _read_StartTransaction(self, chargebox_id: str, payload: Payload, result: Payload) -> None:
         device = self._device_for(chargebox_id, payload.get("connectorId"))
@@ -404,7 +436,7 @@ class DeviceRegistry:
         if device is not None and "transactionId" in result:
             device.transaction_id = result["transactionId"]
             device.id_tag = payload.get("idTag")
-            device.energy_wh = payload.get("meterStart")
+            device.energy_wh = device.meter_start = payload.get("meterStart")
             # A new car: what the last one drew on each phase says nothing.
             device.currents = [None, None, None]
 
@@ -421,7 +453,7 @@ class DeviceRegistry:
                 device.transaction_id = None
                 device.id_tag = None
                 device.energy_wh = payload.get("meterStop", device.energy_wh)
-                device.power_w = 0.0
+                device.stopped_drawing()
 
     def _read_MeterValues(self, chargebox_id: str, payload: Payload, result: Payload) -> None:
         device = self._device_for(chargebox_id, payload.get("connectorId"))

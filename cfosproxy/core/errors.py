@@ -21,3 +21,9 @@ class PeerGone(Exception):
 
 class LimitRefused(Exception):
     """The device answered, and did not accept the limit."""
+
+
+class UnitChanged(LimitRefused):
+    """The device refused the limit, and the next way to try sends it in
+    another unit (W instead of A): the manager sends it again at once, and
+    counts it as sent in that unit."""

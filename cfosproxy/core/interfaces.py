@@ -258,6 +258,13 @@ class IIdTagCache(Interface):
         else None."""
 
 
+# What L{ILimitActuator.set_limit} fires with when the device, rather than
+# the limit, holds no limit of the manager's at all: nothing could be sent
+# now (a wallbox that takes limits only for a running transaction, while
+# none runs). Anything else it fires with means the limit is held.
+NO_LIMIT_HELD = "no limit held"
+
+
 class ILimitActuator(Interface):
     """Sets the current limit of one kind of device.
 
@@ -265,15 +272,26 @@ class ILimitActuator(Interface):
     here (C{Any}, which an implementation may narrow to C{Device}): the
     devices module provides L{IHubObserver} and so imports this one, and
     the imports go one way. What the Deferreds fire with is the
-    actuator's own (C{Any} too): the manager reads none of it.
+    actuator's own (C{Any} too): the manager reads only whether
+    C{set_limit}'s is L{NO_LIMIT_HELD}.
     """
+
+    def prepare(device: Any) -> Deferred[Any]:
+        """Learn how C{device} takes its limits and what state it is in,
+        before the first limit goes to it after it connected or booted.
+
+        @return: a Deferred that fires when done (also when the device told
+            nothing: defaults are used then), with True when the device's
+            state is on its way (the manager waits a moment for it).
+        """
 
     def set_limit(device: Any, amps: float) -> Deferred[Any]:
         """Limit C{device} to C{amps}.
 
-        @return: a Deferred that fires once the device accepted the limit, or
-            fails with L{cfosproxy.core.errors.LimitRefused} (it said no) or
-            another error (no answer, connection gone).
+        @return: a Deferred that fires once the device accepted the limit
+            (or with L{NO_LIMIT_HELD}), or fails with
+            L{cfosproxy.core.errors.LimitRefused} (it said no) or another
+            error (no answer, connection gone).
         """
 
     def lift(device: Any) -> Deferred[Any]:

@@ -258,14 +258,18 @@ class OcppSession:
         self._send_next()
         return d
 
-    def call(self, action: str, payload: Payload) -> defer.Deferred[Payload]:
+    def call(
+        self, action: str, payload: Payload, timeout: float | None = None
+    ) -> defer.Deferred[Payload]:
         """Send a CALL of our own and get the result payload.
 
+        @param timeout: seconds to wait for the answer; None: the session's
+            call timeout.
         @return: a Deferred firing with the CALLRESULT payload, or failing
             with L{OcppError} (the wallbox's CALLERROR), L{CallTimeout} or
             L{PeerGone}.
         """
-        d = self.send_call(Call(new_unique_id(), action, payload))
+        d = self.send_call(Call(new_unique_id(), action, payload), timeout)
         return d.addCallback(_result_payload)
 
     @property

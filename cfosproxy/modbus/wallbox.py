@@ -390,6 +390,11 @@ class ModbusLimitActuator:
         except KeyError:
             raise WallboxOffline("{} is not a polled Modbus wallbox".format(device.name)) from None
 
+    def prepare(self, device):
+        """Nothing to learn: a Power Brain takes its limit in register 8093,
+        and its state comes with every poll."""
+        return defer.succeed(None)
+
     def set_limit(self, device, amps):
         """Write the limit; enable charging when C{amps > 0} and allowed.
 

@@ -249,6 +249,17 @@ class SiteCollector:
             "cfosproxy_gateway_dead_letters", "Messages the backend refused for good.",
             ["device"],
         )
+        strategy = _gauge(
+            "cfosproxy_device_limit_strategy_info",
+            "How limits are sent to the OCPP wallbox; always 1. state: probing, ready, "
+            "or refused (it took no way of sending a limit: counted at its max_current).",
+            ["device", "purpose", "stack_level", "rate_unit", "state"],
+        )
+        refused_at = _gauge(
+            "cfosproxy_device_limit_last_refusal_timestamp_seconds",
+            "When the wallbox last refused a limit (POSIX time); absent before the first.",
+            ["device"],
+        )
         site_granted = 0.0
         for device in self._registry:
             name = device.name
@@ -261,12 +272,21 @@ class SiteCollector:
                 power.add_metric([name], device.power_w)
             if device.energy_wh is not None:
                 energy.add_metric([name], device.energy_wh)
+            limits = device.strategy.as_json() if device.strategy is not None else None
+            if limits is not None:
+                strategy.add_metric(
+                    [name, limits["purpose"], str(limits["stack_level"]), limits["rate_unit"],
+                     limits["state"]],
+                    1,
+                )
+                if limits["last_refusal"] is not None:
+                    refused_at.add_metric([name], limits["last_refusal"]["at"])
             if device.gateway is not None:
                 status = device.gateway.status()
                 link_up.add_metric([name], 1 if status["link"] == "connected" else 0)
                 queue.add_metric([name], status["queue_length"])
                 dead.add_metric([name], status["dead_letters"])
-        yield from (connected, granted, accepted, power, energy)
+        yield from (connected, granted, accepted, power, energy, strategy, refused_at)
         yield GaugeMetricFamily(
             "cfosproxy_site_granted_amperes", "Sum of the granted currents.",
             value=site_granted,

@@ -196,6 +196,11 @@ class DevicesResource(resource.Resource):
     """C{GET /api/devices}, C{GET /api/devices/<name>}, and
     C{POST /api/devices/<name>/enable|disable}.
 
+    A device shows as L{cfosproxy.core.devices.Device.as_json} has it; for
+    an OCPP wallbox the manager controls, C{limits} is how its limits are
+    sent (L{cfosproxy.site.strategy.LimitStrategy.as_json}), C{null} for
+    the others.
+
     @param manager: the L{cfosproxy.site.manager.LoadManager}.
     @param token: the bearer token for POST; empty refuses every POST.
     """

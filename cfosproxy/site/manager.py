@@ -42,8 +42,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cfosproxy.ocpp.frames import CallResult
-from cfosproxy.core.errors import LimitRefused, PeerGone
-from cfosproxy.core.interfaces import IHubObserver
+from cfosproxy.core.errors import LimitRefused, PeerGone, UnitChanged
+from cfosproxy.core.interfaces import NO_LIMIT_HELD, IHubObserver
 from cfosproxy.site.available import RAMP_TIME, CircuitSettings, SiteLimits, device_currents
 from cfosproxy.site.available import ManagerSettings as LimitSettings
 from cfosproxy.site.circuits import (
@@ -55,8 +55,11 @@ from cfosproxy.site.circuits import (
 )
 from cfosproxy.site.meters import MeterBoard, MeterSettings
 from cfosproxy.site.phases import PHASES, Phase, phases_in_use, site_phases
+from cfosproxy.site.restart import KeptState, kept_state, restore_device
 from cfosproxy.site.sharing import to_deciamps
+from cfosproxy.site.strategy import LimitStrategy
 from cfosproxy.site.volume import MIN_STEP, RAISE_INTERVAL, steady_targets
+from cfosproxy.site.watts import IN_AMPERES, SentAs, counted_current, limit_within
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -65,10 +68,19 @@ if TYPE_CHECKING:
     from cfosproxy.core.interfaces import ILimitActuator
     from cfosproxy.ocpp.frames import Call, CallError
 
+# The wallbox messages that may change what a restart needs to know of it.
+_KEPT_ACTIONS = frozenset({"StartTransaction", "StopTransaction", "StatusNotification"})
+
 # After connecting, a wallbox normally sends a BootNotification; the default
 # profile goes out after it. A wallbox that reconnects without booting gets
 # it after this many seconds.
 BOOT_GRACE = 5.0
+
+# After it connected or booted, a wallbox is asked how it takes limits and
+# for its connectors' state (TriggerMessage StatusNotification); its first
+# limit waits for that state this long at most (a wallbox that cannot be
+# triggered sends its state when it changes).
+STATE_WAIT = 2.0
 
 # A limit the wallbox refused or did not answer is tried again after this.
 RETRY_DELAY = 60.0
@@ -166,6 +178,10 @@ class LoadManager:
     @param sharing: the function that splits the site current, with the
         signature of L{cfosproxy.site.circuits.share_circuits} (replaceable
         in tests).
+    @param save_state: C{callable(name, state)} that keeps a device's
+        L{KeptState} on disk (the limit it may hold, its transaction), so
+        that a restart counts it right and does not stop its car; None:
+        nothing is kept.
     """
 
     _log = Logger()
@@ -177,6 +193,7 @@ class LoadManager:
         clock: IReactorTime,
         save_enabled: Callable[[str, bool], object],
         sharing: Sharing = share_circuits,
+        save_state: Callable[[str, KeptState], object] | None = None,
     ) -> None:
         self._max_imbalance = config.manager.max_imbalance
         self._control = config.manager.mode == "control"
@@ -224,6 +241,23 @@ class LoadManager:
         # Devices whose accepted_limit is the worst case of what they may
         # hold (a limit went unanswered), not a limit they answered.
         self._uncertain: set[str] = set()
+        # How the limit in flight to each device and the one it holds were
+        # sent (amperes, or watts for so many phases: cfosproxy.site.watts).
+        self._sent_as: dict[str, SentAs] = {}
+        self._held_as: dict[str, SentAs] = {}
+        # The transaction each device's limit in flight was sent in, and
+        # the one its held limit is for when that is a TxProfile.
+        self._sent_for: dict[str, int | None] = {}
+        self._held_for: dict[str, int] = {}
+        # Devices being asked how they take limits and what state they are
+        # in (one token per connection), those whose state came meanwhile,
+        # and the timers that stop waiting for it.
+        self._preparing: dict[str, object] = {}
+        self._state_seen: set[str] = set()
+        self._state_timers: dict[str, IDelayedCall] = {}
+        # What was last kept on disk of each device.
+        self._save_state = save_state
+        self._kept: dict[str, KeptState] = {}
         # The fuses, the meters, and what is available on each limit now.
         self._limits = SiteLimits(
             config.manager,
@@ -341,6 +375,8 @@ class LoadManager:
             for device in self._managed:
                 if not device.phases:
                     device.phases = self._counted_phases(device)
+                if device.type == "ocpp" and device.strategy is None:
+                    device.strategy = LimitStrategy(cast("Any", device.config))
         return self._managed
 
     def _is_managed(self, device: Device | None) -> TypeGuard[Device]:
@@ -363,6 +399,49 @@ class LoadManager:
                     configured="yes" if _limits(device).enabled else "no",
                 )
 
+    def restore_state(self, states: Mapping[str, KeptState]) -> None:
+        """Take what was kept on disk of each device before a restart
+        (C{{name: KeptState}}): the limit it may hold counts until it is
+        known better, and a transaction that ran goes on, so that a car
+        that charged keeps charging once its wallbox is back."""
+        for device in self.managed():
+            state = states.get(device.name)
+            if state is None:
+                continue
+            held_as, pending, held_for = restore_device(device, state)
+            if held_for is not None:
+                self._held_for[device.name] = held_for
+            if device.accepted_limit is not None:
+                self._held_as[device.name] = held_as
+            if state.get("uncertain"):
+                self._uncertain.add(device.name)
+            if pending is not None:
+                self._sent_as[device.name] = held_as
+                self._may_have_taken(device, pending)
+            self._kept[device.name] = kept_state(device, self._held_as.get(device.name), self._uncertain, self._held_for.get(device.name))
+            self._log.info(
+                "{name}: kept from before the restart: limit {limit}, transaction {transaction}, "
+                "status {status}",
+                name=device.name,
+                limit="none" if device.accepted_limit is None else f"{device.accepted_limit:.1f} A",
+                transaction=device.transaction_id,
+                status=device.status,
+            )
+
+    def _keep(self, device: Device) -> None:
+        """Keep on disk what a restart needs of C{device}, if it changed."""
+        if self._save_state is None:
+            return
+        state = kept_state(device, self._held_as.get(device.name), self._uncertain, self._held_for.get(device.name))
+        if self._kept.get(device.name) == state:
+            return
+        try:
+            self._save_state(device.name, state)
+        except Exception:
+            self._log_failure(Failure(), "{name}: keeping its state failed", name=device.name)
+            return
+        self._kept[device.name] = state
+
     # -- events from wallboxes -----------------------------------------------
 
     def connected(
@@ -371,6 +450,7 @@ class LoadManager:
         """A wallbox connected: its profile goes out after its boot."""
         for device in self._devices_of(chargebox_id):
             self._ready.discard(device.name)
+            self._stop_preparing(device.name)
         self._cancel_boot_timer(chargebox_id)
         self._boot_timers[chargebox_id] = self._clock.callLater(
             BOOT_GRACE, self._install, chargebox_id
@@ -396,15 +476,26 @@ class LoadManager:
         self._cancel_boot_timer(chargebox_id)
         for device in self._devices_of(chargebox_id):
             self._ready.discard(device.name)
+            self._stop_preparing(device.name)
         self._refresh_if_changed(chargebox_id)
 
     def exchange(self, chargebox_id: str, call: Call, answer: CallResult | CallError) -> None:
         """Read one message of a wallbox (after the registry did)."""
-        if call.action == "BootNotification" and isinstance(answer, CallResult):
+        action = call.action
+        if action in _KEPT_ACTIONS:
+            for device in self._devices_of(chargebox_id):
+                self._transaction_changed(device)
+                self._keep(device)
+        if action == "BootNotification" and isinstance(answer, CallResult):
             if answer.payload.get("status") == "Accepted":
                 self._install(chargebox_id)
                 return
-        if call.action == "StartTransaction":
+        if action == "StatusNotification":
+            connector = call.payload.get("connectorId")
+            for device in self._devices_of(chargebox_id):
+                if device.connector_id == connector and device.name in self._preparing:
+                    self._state_reported(device.name)
+        if action == "StartTransaction":
             # A new car: what the last one drew on each phase says nothing.
             connector = call.payload.get("connectorId")
             for device in self._devices_of(chargebox_id):
@@ -480,16 +571,93 @@ class LoadManager:
         if timer is not None and timer.active():
             timer.cancel()
 
+    def _transaction_changed(self, device: Device) -> None:
+        """A TxProfile holds only for its transaction: once the device's
+        transaction is another (or none), the wallbox holds its default
+        (0 A) or, without one, no limit of the manager's."""
+        held_for = self._held_for.get(device.name)
+        if held_for is None or device.transaction_id == held_for:
+            return
+        del self._held_for[device.name]
+        strategy = device.strategy
+        has_default = isinstance(strategy, LimitStrategy) and strategy.default_limit
+        if not has_default:
+            device.accepted_limit = None
+            self._held_as.pop(device.name, None)
+            self._uncertain.discard(device.name)
+        elif device.name not in self._uncertain:
+            device.accepted_limit = 0.0
+        self._stale.add(device.name)
+
     def _install(self, chargebox_id: str) -> None:
-        """Put the manager's profile (0 A until current is granted) into
-        every device of this wallbox, whatever it held before."""
+        """Learn how each device of this wallbox takes its limits and what
+        state it is in (L{ILimitActuator.prepare}), then put the manager's
+        limit into it (0 A until current is granted), whatever it held."""
         self._cancel_boot_timer(chargebox_id)
         for device in self._devices_of(chargebox_id):
-            self._ready.add(device.name)
-            self._stale.add(device.name)
+            self._ready.discard(device.name)
             self._failed.pop(device.name, None)
             self._lift_if_deactivated(device)
+            if self._control:
+                self._prepare(device)
+            else:
+                # Observing: nothing is sent to the wallbox, not even a
+                # question.
+                self._ready.add(device.name)
         self._refresh_soon()
+
+    def _prepare(self, device: Device) -> None:
+        self._stop_preparing(device.name)
+        token = self._preparing[device.name] = object()
+        d = self._call_actuator("prepare", device)
+        d.addCallbacks(
+            self._prepared,
+            self._prepare_failed,
+            callbackArgs=(device.name, token),
+            errbackArgs=(device.name, token),
+        )
+
+    def _prepared(self, status_coming: object, name: str, token: object) -> None:
+        """The device told what it could: wait for its state (if it is on
+        its way and did not come already), then send its limit."""
+        if self._preparing.get(name) is not token:
+            return
+        if status_coming is not True or name in self._state_seen:
+            self._become_ready(name)
+            return
+        self._state_timers[name] = self._clock.callLater(STATE_WAIT, self._become_ready, name)
+
+    def _prepare_failed(self, failure: Failure, name: str, token: object) -> None:
+        if self._preparing.get(name) is not token:
+            return
+        if failure.check(PeerGone):
+            # Gone again: it is prepared when it is back.
+            self._stop_preparing(name)
+            return
+        self._log_failure(failure, "{name}: preparing its limits failed", name=name)
+        self._become_ready(name)
+
+    def _state_reported(self, name: str) -> None:
+        """The device reported its state while it is being prepared: once
+        it told how it takes limits, they need not wait any longer."""
+        self._state_seen.add(name)
+        if name in self._state_timers:
+            self._become_ready(name)
+
+    def _become_ready(self, name: str) -> None:
+        """The device's state is known (or was waited for long enough): its
+        limit may go out."""
+        self._stop_preparing(name)
+        self._ready.add(name)
+        self._stale.add(name)
+        self._refresh_soon()
+
+    def _stop_preparing(self, name: str) -> None:
+        self._preparing.pop(name, None)
+        self._state_seen.discard(name)
+        timer = self._state_timers.pop(name, None)
+        if timer is not None and timer.active():
+            timer.cancel()
 
     # -- deciding ------------------------------------------------------------
 
@@ -601,7 +769,7 @@ class LoadManager:
             self._max_imbalance,
         )
         for device in devices.values():
-            device.grant = grants.get(device.name, 0.0)
+            device.grant = self._limit_of_share(device, grants.get(device.name, 0.0))
         self._targets = steady_targets(
             {name: device.grant for name, device in devices.items()},
             {
@@ -616,8 +784,42 @@ class LoadManager:
         if self._control:
             self._apply(list(devices.values()))
 
+    def _watt_phases(self, device: Device) -> int:
+        """For a device limited in W whose car's phases are not known yet:
+        the phases its limit is multiplied by (each counts for that many
+        times its limit, up to max_current: L{counted_current}); else 0."""
+        if self._sends_as(device).unit != "W" or self._in_use.get(device.name) is not None:
+            return 0
+        return max(1, len(device.phases))
+
+    def _limit_of_share(self, device: Device, share: float) -> float:
+        """The limit that makes a device count for its C{share} on each of
+        its phases: the share itself, or for a device limited in W whose
+        phases are not known, the share over its phases (its whole
+        max_current once the share is that)."""
+        phases = self._watt_phases(device)
+        most = _limits(device).max_current
+        if phases <= 1 or share <= 0 or share >= most:
+            return share
+        return int(share * 10 / phases + 1e-6) / 10
+
     def _demand(self, device: Device) -> Demand:
         limits = _limits(device)
+        phases = self._watt_phases(device)
+        if phases > 1:
+            # Shared by what it counts for: its minimum, sent in W, counts
+            # on each phase for that many times (a single-phase car could
+            # draw it all on one); see _limit_of_share.
+            least = min(limits.min_current * phases, limits.max_current)
+            return Demand(
+                name=device.name,
+                circuit=limits.circuit or None,
+                phases=frozenset(cast("tuple[Phase, ...]", device.phases)),
+                min_current=least,
+                max_current=limits.max_current,
+                priority=limits.priority,
+                charging_order=self._arrival[device.name],
+            )
         return Demand(
             name=device.name,
             circuit=limits.circuit or None,
@@ -709,9 +911,41 @@ class LoadManager:
         if self._control:
             self._apply(devices, hold=True)
 
+    def _counted(self, device: Device, amps: float, sent: SentAs) -> float:
+        """What a limit of C{amps} sent as C{sent} lets the device draw on
+        each phase it is counted on (L{counted_current})."""
+        if sent.unit == "A":
+            return amps
+        return counted_current(
+            amps,
+            sent,
+            len(device.phases),
+            self._in_use.get(device.name) is not None,
+            _limits(device).max_current,
+        )
+
+    def _sends_as(self, device: Device) -> SentAs:
+        """How a limit sent to C{device} now goes: in A, or in W for the
+        phases it is counted on."""
+        strategy = device.strategy
+        if isinstance(strategy, LimitStrategy) and strategy.in_watts:
+            return SentAs("W", max(1, len(device.phases)))
+        return IN_AMPERES
+
+    def _pending_current(self, device: Device) -> float:
+        """What the limit in flight to C{device} lets it draw per phase (0
+        while none is)."""
+        if device.pending_limit is None:
+            return 0.0
+        return self._counted(
+            device, device.pending_limit, self._sent_as.get(device.name, IN_AMPERES)
+        )
+
     def exposure(self, device: Device) -> float:
         """The most that C{device} may draw now, as far as can be known."""
         known = device.accepted_limit
+        if known is not None:
+            known = self._counted(device, known, self._held_as.get(device.name, IN_AMPERES))
         if not device.enabled and self._lift_on_deactivate and known is None:
             # Deactivated with lift_limit, and the manager's profiles are
             # cleared: the operator has taken the wallbox out of load
@@ -720,7 +954,7 @@ class LoadManager:
             return 0.0
         if known is None:
             known = _limits(device).max_current if device.wants_current else 0.0
-        return max(known, device.pending_limit or 0.0)
+        return max(known, self._pending_current(device))
 
     def exposure_sums(self, devices: Iterable[Device] | None = None) -> dict[Limit, int]:
         """What C{devices} (default: every managed device) together may draw
@@ -733,7 +967,7 @@ class LoadManager:
         is taken (its L{exposure} while none is)."""
         if device.pending_limit is None:
             return self.exposure(device)
-        return min(self.exposure(device), device.pending_limit)
+        return min(self.exposure(device), self._pending_current(device))
 
     def _sums(self, devices: Iterable[Device], amps: Callable[[Device], float]) -> dict[Limit, int]:
         """C{amps(device)} of C{devices}, summed per limit in deci-amperes."""
@@ -765,10 +999,18 @@ class LoadManager:
         below its minimum."""
         target = self._targets.get(device.name, device.grant)
         room = self._room(device, sums, own)
-        if to_deciamps(target) <= room:
+        sent = self._sends_as(device)
+        if to_deciamps(self._counted(device, target, sent)) <= room:
             return target
-        if room > 0 and room >= to_deciamps(_limits(device).min_current):
-            return room / 10
+        limit = limit_within(
+            room / 10,
+            sent.unit,
+            len(device.phases),
+            self._in_use.get(device.name) is not None,
+            _limits(device).max_current,
+        )
+        if limit > 0 and limit >= _limits(device).min_current:
+            return min(limit, target)
         return 0.0
 
     def _held_back(self, device: Device, limit: float, sums: Mapping[Limit, int]) -> float:
@@ -844,7 +1086,8 @@ class LoadManager:
         def foreseen(device: Device) -> float:
             taken = self._planned(device)
             if device.name in lowering:
-                return min(taken, self._targets.get(device.name, device.grant))
+                target = self._targets.get(device.name, device.grant)
+                return min(taken, self._counted(device, target, self._sends_as(device)))
             return taken
 
         credit = {d.name: to_deciamps(foreseen(d)) for d in devices}
@@ -852,7 +1095,8 @@ class LoadManager:
 
         def order(device: Device) -> tuple[int, float, float]:
             arrival = self._arrival.get(device.name, float("inf"))
-            if self._allowed(device, sums) > self.exposure(device):
+            allowed = self._counted(device, self._allowed(device, sums), self._sends_as(device))
+            if allowed > self.exposure(device):
                 # Raising in the order of sharing: priority, then arrival.
                 return (1, -_limits(device).priority, arrival)
             # Lowering first, the lowest priority and the latest first: if
@@ -905,6 +1149,17 @@ class LoadManager:
             and device.enabled
             and device.name in self._ready
             and device.pending_limit is None
+            and not self._nothing_to_send(device)
+        )
+
+    @staticmethod
+    def _nothing_to_send(device: Device) -> bool:
+        """Whether no limit can go to C{device} now: it takes limits only as
+        TxProfiles, no transaction runs, and it takes no default."""
+        strategy = device.strategy
+        return (
+            isinstance(strategy, LimitStrategy)
+            and strategy.way_for(device.transaction_id is not None) is None
         )
 
     # -- sending -------------------------------------------------------------
@@ -948,8 +1203,12 @@ class LoadManager:
         if amps > 0:
             self._first_grant.discard(device.name)
         device.pending_limit = amps
+        self._sent_as[device.name] = self._sends_as(device)
+        self._sent_for[device.name] = device.transaction_id
         self._sends[device.name] = self._sends.get(device.name, 0) + 1
         self._stale.discard(device.name)
+        # On disk before it goes: a restart must count what may be in force.
+        self._keep(device)
         d = self._call_actuator("set_limit", device, amps)
         d.addCallbacks(
             self._limit_accepted,
@@ -976,15 +1235,32 @@ class LoadManager:
             self._log_failure(failure, "{name}: {method} raised", name=device.name, method=method)
             return defer.fail(failure)
 
-    def _limit_accepted(self, _: object, device: Device, amps: float) -> None:
+    def _limit_accepted(self, result: object, device: Device, amps: float) -> None:
         device.pending_limit = None
-        device.accepted_limit = amps
         self._uncertain.discard(device.name)
         device.profile_error = None
         self._failed.pop(device.name, None)
-        self._log.info(
-            "{name}: limit {amps:.1f} A accepted", name=device.name, amps=amps
-        )
+        if result == NO_LIMIT_HELD:
+            # No transaction runs, and the wallbox takes no default limit:
+            # it holds none of the manager's (counted so: its maximum once
+            # a car charges, until its transaction's limit is taken).
+            device.accepted_limit = None
+            self._held_as.pop(device.name, None)
+            self._held_for.pop(device.name, None)
+            self._log.info("{name}: no limit held until a transaction runs", name=device.name)
+        else:
+            device.accepted_limit = amps
+            sent = self._held_as[device.name] = self._sent_as.get(device.name, IN_AMPERES)
+            self._hold_for_transaction(device)
+            self._log.info(
+                "{name}: limit {amps:.1f} A accepted{watts}",
+                name=device.name,
+                amps=amps,
+                watts=""
+                if sent.unit == "A"
+                else " (as {:.0f} W)".format(amps * sent.phases * _voltage(device)),
+            )
+        self._keep(device)
         self._settled(device, True)
         self._lift_if_deactivated(device)
         self._refresh_soon()
@@ -992,6 +1268,14 @@ class LoadManager:
     def _limit_failed(self, failure: Failure, device: Device, amps: float) -> None:
         device.pending_limit = None
         self._settled(device, False)
+        if failure.check(UnitChanged):
+            # Refused one way, with another way left to try in another
+            # unit: at once, not after the retry delay.
+            device.profile_error = "limit {:.1f} A: {}".format(amps, failure.getErrorMessage())
+            self._stale.add(device.name)
+            self._keep(device)
+            self._refresh_soon()
+            return
         if failure.check(PeerGone):
             # The connection is gone: nothing more goes out until the wallbox
             # reconnects and its profile is installed again. Until then the
@@ -1037,22 +1321,45 @@ class LoadManager:
         for the higher of these. A limit that may not have arrived must
         never lower what a device is counted for."""
         self._uncertain.add(device.name)
+        sent = self._sent_as.get(device.name, IN_AMPERES)
         known = device.accepted_limit
         if known is None:
             if amps > 0:
                 device.accepted_limit = max(amps, _limits(device).max_current)
-        elif amps > known:
+                self._held_as[device.name] = sent
+                self._hold_for_transaction(device)
+        elif self._counted(device, amps, sent) > self.exposure(device):
             device.accepted_limit = amps
+            self._held_as[device.name] = sent
+            self._hold_for_transaction(device)
+        self._keep(device)
+
+    def _hold_for_transaction(self, device: Device) -> None:
+        """Note the transaction the limit just held (or maybe held) is for,
+        when it went as a TxProfile (see L{_transaction_changed})."""
+        strategy = device.strategy
+        sent_for = self._sent_for.get(device.name)
+        if isinstance(strategy, LimitStrategy) and strategy.needs_transaction and sent_for is not None:
+            self._held_for[device.name] = sent_for
+        else:
+            self._held_for.pop(device.name, None)
 
     def _retry(self, name: str, amps: float) -> None:
         del self._retry_timers[name]
         if self._failed.get(name) == amps:
             del self._failed[name]
+            if name in self._uncertain:
+                # Unanswered: it counts at the worst case, which may be the
+                # limit it is to have; sent again all the same, or a car
+                # whose wallbox never took it would wait for ever.
+                self._stale.add(name)
             self._refresh_soon()
 
     def stop(self) -> None:
         """Cancel every timer (the daemon stops)."""
         timers = list(self._boot_timers.values()) + list(self._retry_timers.values())
+        timers += list(self._state_timers.values())
+        self._state_timers.clear()
         timers += [
             t
             for t in (self._refresh_call, self._recalculation_retry, self._raise_timer)
@@ -1118,7 +1425,9 @@ class LoadManager:
 
         def lifted(_: object) -> None:
             device.accepted_limit = None
+            self._held_as.pop(device.name, None)
             self._uncertain.discard(device.name)
+            self._keep(device)
             device.profile_error = None
             self._log.info("{name}: manager's limits cleared", name=device.name)
             # What it held counted until now: the others may have it.
@@ -1136,6 +1445,10 @@ class LoadManager:
 
         d.addCallbacks(lifted, failed)
         return d
+
+
+def _voltage(device: Device) -> float:
+    return cast(float, getattr(device.config, "voltage", 230.0))
 
 
 def _failure_kind(failure: Failure) -> tuple[object, object]:

@@ -24,6 +24,7 @@ from cfosproxy.core.errors import StoreError
 from cfosproxy.core.interfaces import IIdTagCache, IOutboundQueue, ITransactionIds
 from cfosproxy.store.boots import Boots
 from cfosproxy.store.deviceflags import DeviceFlags
+from cfosproxy.store.devicestate import DeviceStates
 from cfosproxy.store.groupcommit import GroupedConnection
 from cfosproxy.store.idtags import IdTagCache
 from cfosproxy.store.integrity import check_file, check_write_ahead_log, damaged
@@ -47,6 +48,7 @@ class Store(
     TransactionIdMap,
     IdTagCache,
     DeviceFlags,
+    DeviceStates,
     SiteSettings,
 ):
     """The daemon's durable state, one SQLite file.

@@ -79,6 +79,14 @@ MIGRATIONS = (
         set_at REAL NOT NULL
     );
     """,
+    # What a restart needs of each device (cfosproxy.site.restart): the
+    # limit it may hold and its transaction, as a JSON object.
+    """
+    CREATE TABLE device_state (
+        name  TEXT PRIMARY KEY,
+        state TEXT NOT NULL
+    );
+    """,
 )
 
 

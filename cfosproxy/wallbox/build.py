@@ -41,7 +41,8 @@ def build_virtual_wallbox(options):
     config = options.config
     ocpp, car = config.ocpp, config.car
     model = PowerBrainModel(
-        reactor, car_max_current=car.max_current, plugged=car.plugged, on_change=log_change
+        reactor, car_max_current=car.max_current, volts_per_phase=car.voltage,
+        plugged=car.plugged, on_change=log_change,
     )
     # The charge point logic works on a device record, as cfosproxy's does.
     device = Device(
@@ -78,6 +79,8 @@ def build_virtual_wallbox(options):
             reactor,
             car_max_current=car.max_current,
             connector_id=ocpp.connector_id,
+            rules=ocpp.rules,
+            volts_per_phase=car.voltage,
         ),
     )
     VirtualWallboxService(virtual, reactor).setServiceParent(top)

@@ -11,11 +11,16 @@ from typing import Optional
 
 from cfosproxy.config import ConfigError, Section, check_ws_url, parse_sections, read_config_text
 from cfosproxy.modbus import meterserver
+from cfosproxy.wallbox.model import VOLTS_PER_PHASE
+from cfosproxy.wallbox.profilerules import RATE_UNIT_CHOICES, ProfileRules, spell_rate_unit
 
 
 @dataclass(frozen=True)
 class OcppClientConfig:
-    """``[ocpp]``: the Power Brain's "OCPP client" settings."""
+    """``[ocpp]``: the Power Brain's "OCPP client" settings, and which
+    charging profiles it takes (L{ProfileRules}: C{max_stack_level},
+    C{rate_unit}, C{tx_default_profile}, C{max_periods}, C{max_profiles},
+    C{configuration})."""
 
     url: str = "ws://127.0.0.1:19520/"
     client_id: str = "CB-0001"
@@ -25,6 +30,24 @@ class OcppClientConfig:
     private_key: str = ""
     connector_id: int = 1
     id_tag: str = "04A1B2C3D4"
+    max_stack_level: int = ProfileRules.max_stack_level
+    rate_unit: str = ProfileRules.rate_unit
+    tx_default_profile: str = "accept"
+    max_periods: int = ProfileRules.max_periods
+    max_profiles: int = ProfileRules.max_profiles
+    configuration: bool = ProfileRules.configuration
+
+    @property
+    def rules(self):
+        """The L{ProfileRules} these settings give."""
+        return ProfileRules(
+            max_stack_level=self.max_stack_level,
+            rate_unit=self.rate_unit,
+            tx_default_profile=self.tx_default_profile == "accept",
+            max_periods=self.max_periods,
+            max_profiles=self.max_profiles,
+            configuration=self.configuration,
+        )
 
 
 @dataclass(frozen=True)
@@ -45,10 +68,12 @@ class ModbusServerConfig:
 
 @dataclass(frozen=True)
 class CarConfig:
-    """``[car]``: the simulated car."""
+    """``[car]``: the simulated car; C{voltage} is V per phase, which
+    turns a charging profile in W into amperes."""
 
     plugged: bool = False
     max_current: float = 32.0
+    voltage: float = VOLTS_PER_PHASE
 
 
 # The meter types the virtual grid meter serves.
@@ -116,8 +141,27 @@ def wallbox_config_from_string(text, path="<string>"):
     return WallboxSimConfig(path=path, **parts)
 
 
+# The choices of tx_default_profile.
+TX_DEFAULT_PROFILE_CHOICES = ("accept", "reject")
+
+
 def _ocpp(section):
-    c = OcppClientConfig(**section.read(OcppClientConfig))
+    # rate_unit and tx_default_profile have choices of their own here
+    # (cfosproxy's files know other ones for rate_unit): read here, the
+    # other keys by Section.
+    raw = dict(section.raw)
+    rate_unit = spell_rate_unit(raw.pop("rate_unit", OcppClientConfig.rate_unit))
+    section.check(rate_unit, "rate_unit", "must be one of {}{}".format(
+        ", ".join(RATE_UNIT_CHOICES), section.got("rate_unit")))
+    tx_default = raw.pop("tx_default_profile", OcppClientConfig.tx_default_profile).strip().lower()
+    section.check(tx_default in TX_DEFAULT_PROFILE_CHOICES, "tx_default_profile",
+                  "must be one of {}{}".format(", ".join(TX_DEFAULT_PROFILE_CHOICES),
+                                               section.got("tx_default_profile")))
+    c = OcppClientConfig(
+        **Section(section.path, section.name, raw).read(
+            OcppClientConfig, rate_unit=rate_unit, tx_default_profile=tx_default
+        )
+    )
     scheme = check_ws_url(section, "url", c.url, password_key="password")
     section.check(scheme, "url", "must be ws://host/... or wss://host/...")
     section.check(c.client_id and "/" not in c.client_id, "client_id", "must be set, without /")
@@ -126,6 +170,10 @@ def _ocpp(section):
     section.check(not c.private_key or c.certificate, "private_key", "needs certificate to be set too")
     section.check(scheme == "wss" or not (c.ca or c.certificate), "ca",
                   "ca and certificate need a wss:// url")
+    section.check(c.max_stack_level >= 0, "max_stack_level",
+                  "must be 0 or more{}".format(section.got("max_stack_level")))
+    for key in ("max_periods", "max_profiles"):
+        section.check(getattr(c, key) >= 1, key, "must be 1 or more{}".format(section.got(key)))
     return c
 
 
@@ -140,6 +188,9 @@ def _modbus(section):
 def _car(section):
     c = CarConfig(**section.read(CarConfig))
     section.check(c.max_current >= 6, "max_current", "must be at least 6 (IEC 61851)")
+    # Mains voltage per phase, as cfosproxy's [wallbox:*] voltage.
+    section.check(100 <= c.voltage <= 480, "voltage",
+                  "must be 100 to 480 V per phase{}".format(section.got("voltage")))
     return c
 
 

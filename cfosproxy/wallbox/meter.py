@@ -13,7 +13,7 @@ import math
 
 from twisted.logger import Logger
 
-from cfosproxy.wallbox.model import PHASES, VOLTS_PER_PHASE
+from cfosproxy.wallbox.model import PHASES
 
 
 def three_phases(amps, what="other load"):
@@ -82,7 +82,8 @@ class BuildingMeter:
     def powers(self):
         """The meter's active powers of L1, L2, L3, W, at the wallbox's
         voltage (negative while feeding into the grid)."""
-        return tuple(amps * VOLTS_PER_PHASE for amps in self.currents())
+        volts = self.wallbox.volts_per_phase
+        return tuple(amps * volts for amps in self.currents())
 
     def snapshot(self):
         """What the meter shows, as JSON-ready lists per phase: C{other_load},
@@ -93,7 +94,7 @@ class BuildingMeter:
             "other_load": list(self.other_load),
             "car": list(car),
             "currents": currents,
-            "powers": [amps * VOLTS_PER_PHASE for amps in currents],
+            "powers": [amps * self.wallbox.volts_per_phase for amps in currents],
         }
 
 

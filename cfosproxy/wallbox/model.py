@@ -50,6 +50,7 @@ class PowerBrainModel:
         an operative connector). False until the OCPP side says so.
     @ivar plugged: a car is plugged in.
     @ivar car_max_current: the most the car draws, A per phase.
+    @ivar volts_per_phase: the voltage the car draws at, V per phase.
     @ivar serial: the serial number in registers 8008..8015.
     @ivar state: C{"A"} no car, C{"B"} car plugged in and not charging,
         C{"C"} charging (the simulation never shows D, E or F).
@@ -61,6 +62,7 @@ class PowerBrainModel:
         clock,
         *,
         car_max_current=32.0,
+        volts_per_phase=VOLTS_PER_PHASE,
         plugged=False,
         serial=DEFAULT_SERIAL,
         on_change=None,
@@ -77,6 +79,7 @@ class PowerBrainModel:
         self._on_change = on_change
         self.serial = serial
         self.car_max_current = float(car_max_current)
+        self.volts_per_phase = float(volts_per_phase)
         self.plugged = bool(plugged)
         self.modbus_limit = DEVICE_MAX_CURRENT
         self.modbus_enabled = True
@@ -154,7 +157,7 @@ class PowerBrainModel:
         return (self.state, self.current, self.energy_wh)
 
     def _power(self):
-        return self.current * PHASES * VOLTS_PER_PHASE
+        return self.current * PHASES * self.volts_per_phase
 
     # -- outputs ---------------------------------------------------------------
 

@@ -107,6 +107,7 @@ def build_daemon(options):
         registry,
         reactor,
         lambda name, enabled: store.store.set_device_enabled(name, enabled),
+        save_state=lambda name, state: store.store.save_device_state(name, state),
     )
 
     def backend_limit(device):

@@ -218,6 +218,67 @@ function wiredLine(device) {
   return line;
 }
 
+// How the status page names where a strategy's way comes from.
+const LIMIT_SOURCES = { configuration: "configured", wallbox: "from the wallbox", defaults: "defaults" };
+
+function volts(value) {
+  return `${Number(value)} V`;
+}
+
+function since(at) {
+  // How long ago a POSIX time was, coarse enough to read at a glance; a
+  // clock of this browser a little ahead of cfosproxy's reads "0 s ago".
+  const seconds = Math.max(0, Date.now() / 1000 - at);
+  if (seconds < 60) return `${Math.round(seconds)} s ago`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 172800) return `${Math.round(seconds / 3600)} h ago`;
+  return `${Math.round(seconds / 86400)} d ago`;
+}
+
+function wallboxFacts(facts) {
+  // What the wallbox said of itself (GetConfiguration), for a tooltip.
+  if (!facts) return "the wallbox said nothing of how it takes limits";
+  return [
+    `max stack level ${text(facts.max_stack_level)}`,
+    `units ${facts.rate_units ? facts.rate_units.join(" ") : "–"}`,
+    `max periods ${text(facts.max_periods)}`,
+    `max profiles ${text(facts.max_profiles)}`,
+  ].join(", ");
+}
+
+function limitLines(limits) {
+  // How limits are sent to an OCPP wallbox: the way in one line, a badge
+  // while it is probed or when it refuses every way, and its last refusal.
+  // The refusal's reason may quote the wallbox: only ever textContent.
+  if (!limits) return [];
+  const lines = [];
+  const way = document.createElement("p");
+  way.className = "limits";
+  const unit = limits.rate_unit === "W" && limits.voltage !== null ? `W at ${volts(limits.voltage)}` : limits.rate_unit;
+  const parts = [limits.purpose, `stack ${limits.stack_level}`, unit];
+  if (limits.default_limit === false) parts.push("no default limit");
+  way.textContent = `limits: ${parts.join(" · ")} (${LIMIT_SOURCES[limits.source] || limits.source})`;
+  way.title = wallboxFacts(limits.wallbox);
+  lines.push(way);
+  if (limits.state === "refused" || limits.state === "probing") {
+    const badge = document.createElement("p");
+    badge.className = `badge ${limits.state}`;
+    badge.textContent = limits.state === "refused"
+      ? "refuses every limit: counted at max current"
+      : "probing: asking the wallbox how it takes limits";
+    lines.push(badge);
+  }
+  const refusal = limits.last_refusal;
+  if (refusal) {
+    const line = document.createElement("p");
+    line.className = "refusal";
+    line.textContent = `last refused ${since(refusal.at)}: ${refusal.way} — ${refusal.reason}`;
+    line.title = new Date(refusal.at * 1000).toLocaleString();
+    lines.push(line);
+  }
+  return lines;
+}
+
 function row(list, label, value, problem) {
   const dt = document.createElement("dt");
   dt.textContent = label;
@@ -245,6 +306,9 @@ function tile(device) {
   row(list, "power", text(device.power_w, "W"));
   row(list, "currents", phaseCurrents(device.currents));
   row(list, "energy", kwh(device.energy_wh));
+  if (device.session_energy_wh !== null && device.session_energy_wh !== undefined) {
+    row(list, "session", kwh(device.session_energy_wh));
+  }
   row(list, "transaction", text(device.transaction_id));
   row(list, "id tag", text(device.id_tag));
   if (device.gateway) {
@@ -257,6 +321,7 @@ function tile(device) {
   section.append(title);
   const wired = wiredLine(device);
   if (wired) section.append(wired);
+  section.append(...limitLines(device.limits));
   section.append(list);
   if (device.configured) {
     const button = document.createElement("button");
