@@ -9,32 +9,17 @@ import json
 import sqlite3
 
 import pytest
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent
 
 from cfosproxy.core.devices import Device
 from cfosproxy.site.restart import kept_state, restore_device
 from cfosproxy.site.watts import IN_AMPERES, SentAs
 from cfosproxy.store import STORE_FILE, Store
 from cfosproxy.store.schema import MIGRATIONS, schema_version
-from tests.test_settings import older_store
+# The store and the log, as the settings tests have them.
+from tests.test_settings import log, older_store, store  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("logged_errors", "no_reactor_timers")
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = Store.in_state_dir(str(tmp_path))
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def log():
-    """Every log event while the test runs."""
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def warnings(events):
