@@ -250,21 +250,27 @@ def test_an_idle_status_zeroes_power_whatever_the_transaction_said():
 
 
 def test_a_limit_in_watts_counts_until_the_phases_are_known():
-    """A wallbox limited in W with all three phases counted: its limit of
-    I A (sent as I × 230 × 3 W) counts at min(3 I, max_current) on each
-    phase until a reading shows which phases the car uses; once the car
-    is seen on all three, at I."""
-    daemon = Daemon(site(max_current=32, extra="rate_unit = W\ncharging_profile = TxDefaultProfile\nstack_level = 1\n"))
+    """A 32 A wallbox limited in W on a 20 A site: its limit of 6.6 A (sent
+    as 6.6 × 230 × 3 W) counts at 3 × 6.6 = 19.8 A on each phase until a
+    reading shows which phases the car uses; seen on all three, at 6.6 A;
+    seen on L1 only, the same watts count 19.8 A there."""
+    text = ("[manager]\nmax_current = 20\n[wallbox:A]\ntype = ocpp\naddress = CB-A\n"
+            "max_current = 32\nrate_unit = W\ncharging_profile = TxDefaultProfile\nstack_level = 1\n")
+    daemon = Daemon(text)
     daemon.actuator.status_coming = False
     daemon.connect()
     daemon.actuator.answer("A")
     daemon.start()
     device = daemon.device()
-    assert daemon.actuator.sent[-1] == ("A", 16.0)
+    assert daemon.actuator.sent[-1] == ("A", 6.6)
     daemon.actuator.answer("A")
-    assert daemon.manager.exposure(device) == 16.0  # min(48, 16)
-    daemon.currents("A", [5.0, 5.0, 5.0])
-    assert daemon.manager.exposure(device) == 16.0
+    assert round(daemon.manager.exposure(device), 6) == 19.8
+    daemon.currents("A", [6.6, 6.6, 6.6])
+    assert round(daemon.manager.exposure(device), 6) == 6.6
+    daemon.start("A", transaction=8)
+    daemon.currents("A", [19.8, 0.0, 0.0])
+    assert device.phases == ("L1",)
+    assert round(daemon.manager.exposure(device), 6) == 19.8
 
 
 def test_watts_on_a_tight_site_are_sent_for_the_worst_car():

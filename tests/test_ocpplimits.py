@@ -22,7 +22,8 @@ from cfosproxy.ocpp.profiles import (
 )
 from cfosproxy.ocpp.schedules import Period
 from cfosproxy.ocpp.times import ocpp_time
-from cfosproxy.site.ocpplimits import PROBE_TIMEOUT, ChargingProfileActuator, strategy_of
+from cfosproxy.site.ocpplimits import PROBE_TIMEOUT, ChargingProfileActuator
+from cfosproxy.site.strategy import strategy_of
 from cfosproxy.site.strategy import (
     DEFAULT_PROFILE,
     PROBED_KEYS,

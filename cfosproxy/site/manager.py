@@ -57,7 +57,7 @@ from cfosproxy.site.meters import MeterBoard, MeterSettings
 from cfosproxy.site.phases import PHASES, Phase, phases_in_use, site_phases
 from cfosproxy.site.restart import KeptState, kept_state, restore_device
 from cfosproxy.site.sharing import to_deciamps
-from cfosproxy.site.strategy import LimitStrategy
+from cfosproxy.site.strategy import LimitStrategy, strategy_of
 from cfosproxy.site.volume import MIN_STEP, RAISE_INTERVAL, steady_targets
 from cfosproxy.site.watts import IN_AMPERES, SentAs, counted_current, limit_within
 
@@ -375,8 +375,8 @@ class LoadManager:
             for device in self._managed:
                 if not device.phases:
                     device.phases = self._counted_phases(device)
-                if device.type == "ocpp" and device.strategy is None:
-                    device.strategy = LimitStrategy(cast("Any", device.config))
+                if device.type == "ocpp":
+                    strategy_of(device)
         return self._managed
 
     def _is_managed(self, device: Device | None) -> TypeGuard[Device]:
@@ -805,27 +805,20 @@ class LoadManager:
 
     def _demand(self, device: Device) -> Demand:
         limits = _limits(device)
+        # A device limited in W whose phases are not known is shared by
+        # what it counts for: its minimum, sent in W, counts on each phase
+        # for that many times (a single-phase car could draw it all on
+        # one); see _limit_of_share.
         phases = self._watt_phases(device)
+        least = limits.min_current
         if phases > 1:
-            # Shared by what it counts for: its minimum, sent in W, counts
-            # on each phase for that many times (a single-phase car could
-            # draw it all on one); see _limit_of_share.
-            least = min(limits.min_current * phases, limits.max_current)
-            return Demand(
-                name=device.name,
-                circuit=limits.circuit or None,
-                phases=frozenset(cast("tuple[Phase, ...]", device.phases)),
-                min_current=least,
-                max_current=limits.max_current,
-                priority=limits.priority,
-                charging_order=self._arrival[device.name],
-            )
+            least = min(least * phases, limits.max_current)
         return Demand(
             name=device.name,
             circuit=limits.circuit or None,
             # Set by this manager from Phase values only (_counted_phases).
             phases=frozenset(cast("tuple[Phase, ...]", device.phases)),
-            min_current=limits.min_current,
+            min_current=least,
             max_current=limits.max_current,
             priority=limits.priority,
             charging_order=self._arrival[device.name],

@@ -26,7 +26,7 @@ from cfosproxy.ocpp.profiles import (
     manager_profile,
 )
 from cfosproxy.ocpp.schedules import Period, minimum, to_charging_schedule
-from cfosproxy.site.strategy import PROBED_KEYS, LimitStrategy, Way, WallboxFacts, probes
+from cfosproxy.site.strategy import PROBED_KEYS, Way, WallboxFacts, probes, strategy_of
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -43,15 +43,6 @@ Payload = dict[str, Any]
 # wallbox that never answers must not hold its first limit back for the
 # whole call timeout.
 PROBE_TIMEOUT = 10.0
-
-
-def strategy_of(device: Device) -> LimitStrategy:
-    """The device's L{LimitStrategy}, made from its configuration the first
-    time it is asked for."""
-    strategy = device.strategy
-    if not isinstance(strategy, LimitStrategy):
-        strategy = device.strategy = LimitStrategy(device.config)  # type: ignore[arg-type]
-    return strategy
 
 
 @implementer(ILimitActuator)

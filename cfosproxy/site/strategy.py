@@ -302,3 +302,14 @@ class LimitStrategy:
             "wallbox": self.facts.as_json() if self.facts is not None else None,
             "last_refusal": self.last_refusal.as_json() if self.last_refusal else None,
         }
+
+
+def strategy_of(device: Any) -> LimitStrategy:
+    """The L{LimitStrategy} of an OCPP device (a
+    L{cfosproxy.core.devices.Device}), made from its configuration the
+    first time it is asked for: by the manager when it takes the device
+    in, by the actuator when it sends."""
+    strategy = device.strategy
+    if not isinstance(strategy, LimitStrategy):
+        strategy = device.strategy = LimitStrategy(device.config)
+    return strategy
